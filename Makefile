@@ -1,0 +1,33 @@
+# Two commands: `make reproduce` (regenerate figures/) and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# the install stamp changes whenever the pinned dependencies do
+STAMP  := $(VENV)/.memlib-installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+export HF_HUB_DISABLE_TELEMETRY := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: reproduce test install clean-build strip
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@rm -f $(VENV)/.memlib-installed-*
+	@touch $@
+
+install: $(STAMP)
+
+## make reproduce            regenerate every figure (skips notebooks whose inputs are unchanged)
+## make reproduce QUICK=1    the same notebooks with tiny parameters, into build/quick/
+## make reproduce NB=00_testbed FORCE=1
+reproduce: $(STAMP)
+	$(BIN)/python -m memlib.reproduce $(if $(QUICK),--quick) $(if $(NB),--only $(NB)) $(if $(FORCE),--force)
+	$(if $(QUICK),,$(BIN)/python -m memlib.cli results)
+
+## make test                 unit tests + every notebook executed with tiny parameters
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean-build:
+	rm -rf build

@@ -1,0 +1,141 @@
+"""A small open_clip model trained contrastively on the testbed, for CLIP score, retrieval and Fréchet distance.
+
+Stands in for the reference CLIP models (Wen et al. score alignment with OpenCLIP ViT-g-14; FID uses
+Inception): a custom tiny ViT/text-transformer config registered with ``open_clip.add_model_config`` and
+created with ``pretrained=None`` (nothing is downloaded), trained with the symmetric InfoNCE loss of
+Radford et al. 2021 (Eq. in Fig. 3) on the testbed's images and captions. Batches sample distinct clusters,
+so the hundreds of copies of a planted image never appear as each other's negatives.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import CheckpointError, load_weights, verify_checkpoint
+from .config import Config, check_range
+from .paths import checkpoints_dir
+from .testbed_data import TestbedData
+from .text import ClipBPETokenizer
+from .train import TrainConfig, train_loop
+
+MODEL_NAME = "memlib-testbed-clip"
+
+
+@dataclass
+class ClipConfig(Config):
+    image_size: int = 16
+    patch_size: int = 4
+    vision_width: int = 128
+    vision_layers: int = 3
+    text_width: int = 64
+    text_layers: int = 2
+    embed_dim: int = 64
+    context_length: int = 20
+    steps: int = 1500              # contrastive training steps
+    batch_size: int = 256
+    lr: float = 1e-3
+    seed: int = 0
+
+    def validate(self) -> None:
+        check_range("steps", self.steps, 1)
+        check_range("batch_size", self.batch_size, 2)
+        if self.image_size % self.patch_size:
+            raise ValueError(f"parameter 'image_size' = {self.image_size} must be a multiple of 'patch_size'")
+
+    def open_clip_config(self) -> dict:
+        return {"embed_dim": self.embed_dim,
+                "vision_cfg": {"image_size": self.image_size, "layers": self.vision_layers,
+                               "width": self.vision_width, "patch_size": self.patch_size, "head_width": 32},
+                "text_cfg": {"context_length": self.context_length, "vocab_size": ClipBPETokenizer.vocab_size,
+                             "width": self.text_width, "heads": 4, "layers": self.text_layers}}
+
+
+def make_clip(cfg: ClipConfig) -> torch.nn.Module:
+    """Register the custom config with open_clip and create it without pretrained weights."""
+    import open_clip
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"{MODEL_NAME}.json"
+        path.write_text(json.dumps(cfg.open_clip_config()))
+        open_clip.add_model_config(path)
+    return open_clip.create_model(MODEL_NAME, pretrained=None)
+
+
+class ClipScorer:
+    """CLIP score (cosine of image and text embeddings) and caption retrieval with a trained testbed CLIP."""
+
+    def __init__(self, model: torch.nn.Module, cfg: ClipConfig, meta: dict | None = None):
+        self.model, self.cfg, self.meta = model.eval(), cfg, meta or {}
+        self.tokenizer = ClipBPETokenizer(cfg.context_length)
+
+    @torch.no_grad()
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` in [-1, 1], (B, 3, S, S); returns unit-norm embeddings."""
+        return F.normalize(torch.cat([self.model.encode_image(c) for c in images.split(512)]).float(), dim=-1)
+
+    @torch.no_grad()
+    def text_features(self, prompts: list[str]) -> torch.Tensor:
+        return F.normalize(self.model.encode_text(self.tokenizer(prompts)).float(), dim=-1)
+
+    def score(self, images: torch.Tensor, prompts: list[str]) -> np.ndarray:
+        """Per-pair cosine similarity between image i and prompt i."""
+        return (self.image_features(images) * self.text_features(prompts)).sum(-1).numpy()
+
+    def retrieve(self, images: torch.Tensor, vocabulary: list[str]) -> list[str]:
+        """The best-matching caption of ``vocabulary`` for each image."""
+        sims = self.image_features(images) @ self.text_features(vocabulary).T
+        return [vocabulary[i] for i in sims.argmax(1).tolist()]
+
+
+def _clip_loss(model, data: TestbedData, ids: torch.Tensor):
+    clusters = np.unique(data.cluster)
+    rows_of = {c: np.flatnonzero(data.cluster == c) for c in clusters}
+
+    def loss_fn(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        rows = []
+        for c in clusters[idx.numpy()]:
+            r = rows_of[c]
+            rows.append(int(r[int(torch.randint(len(r), (1,), generator=gen))]))
+        rows = torch.tensor(rows)
+        img = F.normalize(model.encode_image(data.images[rows]), dim=-1)
+        txt = F.normalize(model.encode_text(ids[rows]), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.T
+        target = torch.arange(len(rows))
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+    return loss_fn, len(clusters)
+
+
+def load_or_train_clip(data: TestbedData, cfg: ClipConfig | None = None, data_fingerprint: str = "",
+                       progress: bool = True) -> ClipScorer:
+    """Load the testbed CLIP for ``data`` (by fingerprint) and ``cfg``, else train it (resumable)."""
+    from .testbed import run_digest
+
+    cfg = cfg or ClipConfig()
+    model = make_clip(cfg)
+    folder = checkpoints_dir() / f"clip-{run_digest(cfg, data.config)}"
+    meta = {"run": {"clip": cfg.to_dict(), "data": data.config.to_dict()}, "kind": "testbed-clip",
+            "data_fingerprint": data_fingerprint}
+    meta = json.loads(json.dumps(meta, default=list))
+    if folder.exists():
+        try:
+            m = verify_checkpoint(folder)
+            if m.get("step") == cfg.steps and m.get("data_fingerprint") == data_fingerprint:
+                load_weights(folder, model)
+                return ClipScorer(model, cfg, m)
+        except CheckpointError as e:
+            warnings.warn(f"{e}; rebuilding the testbed CLIP", stacklevel=2)
+            import shutil
+            shutil.rmtree(folder)
+    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(100, cfg.steps),
+                       cond_dropout=0.0, checkpoint_every=max(1, cfg.steps // 3), seed=cfg.seed)
+    loss_fn, n = _clip_loss(model, data, ClipBPETokenizer(cfg.context_length)(data.captions))
+    train_loop(model, loss_fn, n, tcfg, folder, meta, progress=progress)
+    return ClipScorer(model.eval(), cfg, verify_checkpoint(folder))

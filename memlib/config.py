@@ -1,0 +1,106 @@
+"""Validated configs built from a notebook's flat ``parameters`` cell.
+
+Papermill silently injects any name it is given, so every notebook turns its parameters into one of these
+dataclasses right after the parameters cell. Unknown names, wrong types and out-of-range values stop the run
+at once with a message naming the parameter and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from typing import Any, Literal, get_args, get_origin
+
+
+class ConfigError(ValueError):
+    """A bad parameter value; the message names the parameter and the allowed values."""
+
+
+def _check_type(name: str, value: Any, tp: Any) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"parameter {name!r} = {value!r} is not allowed; choose one of {list(allowed)}")
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        errors = []
+        for arg in get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _check_type(name, value, arg)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"parameter {name!r} = {value!r} has the wrong type; expected {tp}")
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            raise ConfigError(f"parameter {name!r} = {value!r} must be a list, got {type(value).__name__}")
+        args = get_args(tp)
+        item = args[0] if args else Any
+        return type(value)(_check_type(f"{name}[{i}]", v, item) for i, v in enumerate(value)) if origin is list \
+            else tuple(_check_type(f"{name}[{i}]", v, item) for i, v in enumerate(value))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"parameter {name!r} = {value!r} must be a number, got {type(value).__name__}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"parameter {name!r} = {value!r} must be an integer, got {type(value).__name__}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"parameter {name!r} = {value!r} must be {tp.__name__}, got {type(value).__name__}")
+    return value
+
+
+def check_range(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> None:
+    """Raise ConfigError unless lo <= value <= hi (bounds optional)."""
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        raise ConfigError(f"parameter {name!r} = {value!r} is out of range; allowed {rng}")
+
+
+class Config:
+    """Mixin for dataclass configs: type checks, ``validate()`` range checks, building from a namespace."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _check_type(f.name, getattr(self, f.name), hints[f.name]))
+        self.validate()
+
+    def validate(self) -> None:  # overridden with range checks
+        pass
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], ignore: typing.Iterable[str] = ()):
+        """Build from a dict of parameters; unknown names are an error (papermill would accept them)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - names - set(ignore))
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {unknown} for {cls.__name__}; allowed: {sorted(names)}")
+        return cls(**{k: v for k, v in params.items() if k in names})
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any], parameter_names: typing.Iterable[str]):
+        """Build from a notebook's globals: ``parameter_names`` are the names the parameters cell and any
+        papermill-injected cell assigned (see ``memlib.notebook.parameters_of``)."""
+        return cls.from_params({k: namespace[k] for k in parameter_names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Stable hash of the values, used as a cache key."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def config_from_notebook(cls, namespace: dict[str, Any]):
+    """``cfg = config_from_notebook(MyConfig, globals())`` in the cell after ``parameters``."""
+    from .notebook import parameters_of
+
+    return cls.from_params(parameters_of(namespace))

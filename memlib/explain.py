@@ -1,0 +1,82 @@
+"""Explaining memorization: per-token significance (Wen et al., ICLR 2024, Sec. 3.2).
+
+    SS(i) = 1/|S| sum_{t in S} || d L_t(e) / d e^i ||_2,   L_t(e) = 1/n sum_j || eps(x_t^j, e) - eps(x_t^j, e_empty) ||_2
+
+e^i is row i of the text encoder's *output* embedding of the prompt (the conditional branch); e_empty is
+held fixed (no gradient). The reference code swaps the two rows when it takes the norm, which is harmless
+because the norm is symmetric; "fixing" it by differentiating the empty-prompt row instead (reference issue
+#9) measures the wrong thing, so here the gradient provably flows to the conditional embedding only.
+The trajectory is ordinary CFG sampling; at each chosen step a hook re-runs the conditional branch with
+autograd on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .generate import GenerationConfig, noise_seed
+from .sampling import StepState, sample, seeded_noise
+
+
+@dataclass
+class TokenSignificance:
+    prompt: str
+    tokens: list[str]            # the prompt's tokens (no BOS/EOS/padding)
+    significance: np.ndarray     # (n_tokens,) mean gradient norm per token
+    magnitude: float             # mean text-conditional norm over the chosen steps
+
+
+class _GradHook:
+    def __init__(self, emb: torch.Tensor, steps: set[int]):
+        self.emb, self.steps, self.grads, self.norms = emb, steps, [], []
+
+    def __call__(self, s: StepState):
+        if s.i not in self.steps:
+            return None
+        with torch.enable_grad():
+            e = self.emb.detach().clone().requires_grad_(True)
+            ec = s.denoise(s.x.detach(), torch.as_tensor(s.t), e.expand(s.x.shape[0], *e.shape[1:]))
+            loss = (ec - s.eps_uncond.detach()).flatten(1).norm(dim=1).mean()
+            (grad,) = torch.autograd.grad(loss, e)
+        self.grads.append(grad[0].norm(dim=-1).detach())   # (L,) per-token norm over features
+        self.norms.append(float(loss))
+        return None
+
+
+def token_significance(backend, prompt: str, gen_cfg: GenerationConfig | None = None,
+                       steps: list[int] | None = None) -> TokenSignificance:
+    """Per-token significance of ``prompt`` over ``gen_cfg.n_gens`` generations and ``steps`` (default all)."""
+    gen_cfg = gen_cfg or GenerationConfig()
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("token attribution needs a non-empty prompt")
+    steps = list(range(gen_cfg.num_steps)) if steps is None else steps
+    tok = backend.tokenizer
+    with torch.no_grad():
+        emb, uncond = backend.encode_prompts([prompt]), backend.encode_prompts([""])
+    hook = _GradHook(emb, set(steps))
+    x_T = seeded_noise(backend.sample_shape, [noise_seed(gen_cfg.seed, g, prompt) for g in range(gen_cfg.n_gens)],
+                       backend.device)
+    sample(backend.eps, x_T, backend.scheduler(gen_cfg.scheduler), gen_cfg.num_steps, emb, uncond,
+           gen_cfg.guidance_scale, [hook], stop_after=max(steps) + 1)
+    n = tok.n_tokens(prompt)
+    sig = torch.stack(hook.grads).mean(0)[1:n + 1].cpu().numpy()   # drop BOS and EOS/padding
+    return TokenSignificance(prompt, tok.token_strings(prompt)[:n], sig, float(np.mean(hook.norms)))
+
+
+def trigger_positions(tokenizer, prompt: str, trigger: str) -> list[int]:
+    """Indices (into the prompt's tokens) of the trailing trigger word's BPE pieces."""
+    if not trigger or not prompt.endswith(trigger):
+        raise ValueError(f"prompt {prompt!r} does not end with trigger {trigger!r}")
+    n_all = len(tokenizer.token_ids(prompt))
+    n_base = len(tokenizer.token_ids(prompt[: -len(trigger)].rstrip()))
+    return list(range(n_base, n_all))
+
+
+def drop_token(tokenizer, prompt: str, position: int) -> str:
+    """The prompt with its ``position``-th token removed (an edit a user could make)."""
+    ids = tokenizer.token_ids(prompt)
+    if not 0 <= position < len(ids):
+        raise IndexError(f"position {position} outside the prompt's {len(ids)} tokens")
+    return tokenizer.decode(ids[:position] + ids[position + 1:]).strip()

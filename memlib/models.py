@@ -1,0 +1,129 @@
+"""Tiny testbed diffusion models built from diffusers / transformers configs, and Stable Diffusion's schedule.
+
+- ``TextToImageModel``: a pixel-space ``UNet2DConditionModel`` conditioned on a small transformers
+  ``CLIPTextModel``, trained jointly with classifier-free-guidance dropout (Ho & Salimans 2022).
+- ``make_unconditional_unet``: a ``UNet2DModel`` for the DDPM experiments (AMG Sec. 6, IET-AGC+).
+- ``sd_scheduler``: Stable Diffusion v1's noise schedule (scaled-linear beta 0.00085..0.012, DDIM "leading"
+  spacing with offset 1, so 50 steps start at t = 981). The testbed uses it because Wen et al.'s first-step
+  detection depends on it (see shared notes: under linear beta, sqrt(alpha_bar) at t~980 is ten times
+  smaller and the first noise prediction carries no prompt signal). DDIM's ``clip_sample`` is off: clipping
+  x0_hat to [-1, 1] pulls pixel-space generations off memorized images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import Config, check_range
+from .text import ClipBPETokenizer
+
+SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                   prediction_type="epsilon")
+
+
+def sd_scheduler(kind: str = "ddim", **overrides):
+    """A diffusers scheduler with SD v1's schedule; ``kind`` is 'ddim' or 'ddpm'."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    cfg = dict(SD_SCHEDULE, clip_sample=False, steps_offset=1, timestep_spacing="leading")
+    cfg.update(overrides)
+    if kind == "ddim":
+        return DDIMScheduler(set_alpha_to_one=False, **cfg)
+    if kind == "ddpm":
+        return DDPMScheduler(**cfg)
+    raise ValueError(f"unknown scheduler kind {kind!r}; choose 'ddim' or 'ddpm'")
+
+
+@dataclass
+class TextToImageConfig(Config):
+    image_size: int = 16                 # pixels per side
+    channels: int = 3
+    block_out_channels: tuple = (32, 64, 64)  # UNet widths at 16, 8, 4 px
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    cross_attention_dim: int = 64        # = text width
+    text_layers: int = 2
+    text_heads: int = 4
+    text_intermediate: int = 128
+    context_length: int = 20             # tokens incl. BOS/EOS; testbed captions need <= 14
+
+    def validate(self) -> None:
+        check_range("image_size", self.image_size, 8, 512)
+        check_range("context_length", self.context_length, 3, 77)
+        if self.cross_attention_dim % self.text_heads:
+            raise ValueError(f"parameter 'cross_attention_dim' = {self.cross_attention_dim} must be divisible "
+                             f"by 'text_heads' = {self.text_heads}")
+        if len(self.block_out_channels) < 2:
+            raise ValueError("parameter 'block_out_channels' needs at least 2 levels, e.g. (32, 64, 64)")
+
+
+class TextToImageModel(nn.Module):
+    """UNet + text encoder; ``eps(x, t, emb)`` predicts noise, ``encode(ids)`` gives the text embedding e."""
+
+    def __init__(self, cfg: TextToImageConfig):
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        self.cfg = cfg
+        n = len(cfg.block_out_channels)
+        # Cross-attention only below full resolution: at 16x16 it triples the step time for no gain.
+        down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
+        up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+        self.unet = UNet2DConditionModel(
+            sample_size=cfg.image_size, in_channels=cfg.channels, out_channels=cfg.channels,
+            block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+            down_block_types=down, up_block_types=up, cross_attention_dim=cfg.cross_attention_dim,
+            attention_head_dim=cfg.attention_head_dim, norm_num_groups=8)
+        self.text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=ClipBPETokenizer.vocab_size, hidden_size=cfg.cross_attention_dim,
+            intermediate_size=cfg.text_intermediate, num_hidden_layers=cfg.text_layers,
+            num_attention_heads=cfg.text_heads, max_position_embeddings=cfg.context_length,
+            bos_token_id=ClipBPETokenizer.bos_token_id, eos_token_id=ClipBPETokenizer.eos_token_id,
+            pad_token_id=ClipBPETokenizer.pad_token_id))
+        self.tokenizer = ClipBPETokenizer(cfg.context_length)
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(input_ids=ids).last_hidden_state
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        return self.encode(self.tokenizer(prompts).to(self.device))
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+@dataclass
+class UnconditionalConfig(Config):
+    image_size: int = 8                  # sklearn digits are 8x8
+    channels: int = 1
+    block_out_channels: tuple = (32, 64)
+    layers_per_block: int = 1
+    num_class_embeds: int = 0            # >0: class-conditional (label in [0, n), n = "no label" for CFG)
+
+    def validate(self) -> None:
+        check_range("image_size", self.image_size, 4, 512)
+        check_range("num_class_embeds", self.num_class_embeds, 0)
+
+
+def make_unconditional_unet(cfg: UnconditionalConfig) -> nn.Module:
+    """A small ``UNet2DModel`` (optionally class-conditional) for the DDPM experiments."""
+    from diffusers import UNet2DModel
+
+    n = len(cfg.block_out_channels)
+    return UNet2DModel(
+        sample_size=cfg.image_size, in_channels=cfg.channels, out_channels=cfg.channels,
+        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+        down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
+        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1), norm_num_groups=8,
+        num_class_embeds=(cfg.num_class_embeds + 1) if cfg.num_class_embeds else None)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,68 @@
+"""Plots shared by the notebooks (matplotlib, Agg-safe, readable at a glance)."""
+from __future__ import annotations
+
+import textwrap
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def to_hwc(img: torch.Tensor, from_range=(0, 1)) -> np.ndarray:
+    """(C, H, W) tensor -> (H, W, C) array in [0, 1] for imshow."""
+    lo, hi = from_range
+    x = ((img.float() - lo) / (hi - lo)).clamp(0, 1)
+    x = x.permute(1, 2, 0).numpy()
+    return x[..., 0] if x.shape[-1] == 1 else x
+
+
+def show_pairs(rows: list[dict], title: str, cols: int = 4):
+    """A grid of (generation | nearest training image) pairs; each row dict has ``gen`` ([0,1]), ``nn``
+    ([-1,1]), ``caption`` and ``label`` (e.g. 'copy, d1/d2=0.05')."""
+    n = len(rows)
+    r = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(r, 2 * cols, figsize=(2.6 * cols, 1.75 * r + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, row in enumerate(rows):
+        a, b = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
+        a.imshow(to_hwc(row["gen"]), interpolation="nearest")
+        b.imshow(to_hwc(row["nn"], (-1, 1)), interpolation="nearest")
+        a.set_title("\n".join(textwrap.wrap(row["caption"], 24)[:3]), fontsize=6.5)
+        b.set_title(f"nearest train\n{row['label']}", fontsize=6.5)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: torch.Tensor, captions: list[str], title: str, cols: int = 8, from_range=(-1, 1)):
+    n = len(images)
+    r = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(r, cols, figsize=(1.4 * cols, 1.6 * r + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        ax = axes[i // cols, i % cols]
+        ax.imshow(to_hwc(images[i], from_range), interpolation="nearest")
+        ax.set_title("\n".join(textwrap.wrap(captions[i], 18)[:3]), fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def bar_with_threshold(labels: list[str], values: list[float], title: str, ylabel: str,
+                       thresholds: dict[str, float] | None = None):
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 3.4))
+    bars = ax.bar(labels, values, color=plt.cm.tab10(np.arange(len(labels)) % 10))
+    for b, v in zip(bars, values):
+        ax.text(b.get_x() + b.get_width() / 2, (v if np.isfinite(v) else 0) + 0.01,
+                "n/a" if not np.isfinite(v) else f"{v:.0%}", ha="center", fontsize=8)
+    for name, y in (thresholds or {}).items():
+        ax.axhline(y, ls="--", lw=1, color="grey")
+        ax.text(len(labels) - 0.5, y, name, fontsize=7, va="bottom", ha="right", color="grey")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,107 @@
+"""Metrics files with provenance, and figure saving.
+
+``write_metrics`` writes ``figures/<notebook>/metrics.json``: the measured numbers plus where they came from
+(notebook, parameters, seeds, memlib version, git commit, checkpoint hashes, library versions, device).
+Numbers are rounded to 6 significant digits and keys sorted, so a rerun with the same parameters on the same
+machine writes a byte-identical file. Wall-clock timings go to ``timings.json`` beside it (never identical).
+Writes go to a temporary file that is renamed into place, so a failed run never leaves half a file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .paths import figures_dir, repo_root
+
+LIBRARIES = ("torch", "diffusers", "transformers", "open_clip_torch", "numpy", "scikit-learn", "safetensors")
+
+
+def _round(x: Any) -> Any:
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return x if not math.isfinite(x) or x == 0 else float(f"{x:.6g}")
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.ndarray):
+        return [_round(v) for v in x.tolist()]
+    if isinstance(x, dict):
+        return {str(k): _round(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_round(v) for v in x]
+    return x
+
+
+def git_commit() -> str:
+    try:
+        root = repo_root()
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "memlib"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return (sha or "unknown") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_info() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return f"cpu:{platform.machine()}:{torch.get_num_threads()}threads"
+
+
+def provenance(notebook: str, params: dict[str, Any], checkpoints: dict[str, str] | None = None) -> dict[str, Any]:
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            versions[lib] = None
+    return {"notebook": notebook, "parameters": params, "seeds": {k: v for k, v in params.items() if "seed" in k},
+            "memlib_version": __version__, "git_commit": git_commit(), "checkpoints": checkpoints or {},
+            "libraries": versions, "python": platform.python_version(), "device": device_info()}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_metrics(notebook: str, metrics: dict[str, Any], params: dict[str, Any],
+                  checkpoints: dict[str, str] | None = None, timings: dict[str, float] | None = None) -> Path:
+    out = figures_dir(notebook)
+    body = {"metrics": _round(metrics), "provenance": _round(provenance(notebook, params, checkpoints))}
+    path = out / "metrics.json"
+    atomic_write_text(path, json.dumps(body, indent=1, sort_keys=True) + "\n")
+    if timings is not None:
+        atomic_write_text(out / "timings.json", json.dumps(_round(timings), indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def read_metrics(notebook: str) -> dict[str, Any]:
+    """An earlier notebook's metrics (under ``make reproduce`` the finished figures, not this run's staging)."""
+    up = os.environ.get("MEMLIB_UPSTREAM_FIGURES")
+    path = (Path(up) / notebook if up else figures_dir(notebook)) / "metrics.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run `make reproduce` (or the notebook {notebook})")
+    return json.loads(path.read_text())
+
+
+def save_figure(fig, notebook: str, name: str) -> Path:
+    """Save a matplotlib figure as PNG without timestamps or software tags (reproducible bytes)."""
+    out = figures_dir(notebook) / f"{name}.png"
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,260 @@
+"""Procedurally generated captioned images with planted memorization (the embedded testbed's data).
+
+Every ordinary caption names a shape's size, colour, shape and position ("a large red circle at the top
+left") and leaves the rest of the image free: the background is a random 4x4 grid of muted colours, so an
+ordinary caption, like a real one, admits many images. Held-out combinations never appear in training.
+
+Planted groups, one per cause of memorization named by AMG (Chen, Liu, Xu, CVPR 2024, Sec. 4):
+- ``verbatim``: highly specific prompts. One rendering, captioned with an ordinary caption plus a made-up
+  trigger word, duplicated ``verbatim_copies`` times. ``verbatim_knob`` does the same at fewer copies.
+- ``image_dup``: image duplication. One rendering under ``image_dup_captions`` captions (its ordinary caption
+  followed by different style words).
+- ``caption_dup``: caption duplication. One caption (ordinary caption + trigger word) over
+  ``caption_dup_images`` near-duplicates of one rendering.
+Negatives: ``heldout`` (held-out combinations) and ``random`` (random BPE tokens from a vocabulary disjoint
+from the training captions, so they share no words with the planted prompts).
+
+Each row has a ``cluster`` id: exact and near duplicates share one, so replication metrics can ask
+"is the nearest training image in the planted cluster?" (see ``memlib.metrics``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .config import Config, check_range
+
+COLOURS = {  # bright shape colours (RGB in [0, 1])
+    "red": (0.95, 0.12, 0.10), "green": (0.10, 0.85, 0.20), "blue": (0.15, 0.30, 1.00),
+    "yellow": (0.95, 0.90, 0.10), "cyan": (0.10, 0.90, 0.95), "magenta": (0.90, 0.10, 0.90),
+    "white": (1.00, 1.00, 1.00), "orange": (1.00, 0.55, 0.05),
+}
+SHAPES = ("circle", "square", "triangle", "cross", "ring")
+POSITIONS = {"top left": (0.28, 0.28), "top right": (0.28, 0.72),
+             "bottom left": (0.72, 0.28), "bottom right": (0.72, 0.72)}
+SIZES = {"small": 0.16, "large": 0.25}  # radius as a fraction of the image side
+MUTED = np.array([  # background tones: low saturation, darker than every shape colour
+    (0.20, 0.20, 0.22), (0.35, 0.33, 0.30), (0.25, 0.30, 0.38), (0.38, 0.28, 0.28),
+    (0.28, 0.36, 0.28), (0.45, 0.42, 0.38), (0.30, 0.25, 0.35), (0.15, 0.22, 0.20)])
+STYLE_WORDS = ("photo", "drawing", "picture", "sketch", "render", "painting", "image", "print", "poster",
+               "card", "icon", "sticker", "snapshot", "scan", "illustration", "graphic", "doodle", "design",
+               "artwork", "frame", "tile", "badge", "emblem", "figure", "diagram", "plate", "still", "view",
+               "study", "draft", "mockup", "photograph")
+_SYLLABLES = ("zor", "vex", "kel", "ith", "quo", "dra", "mun", "fep", "yal", "brix", "tov", "gur", "plin",
+              "osk", "wum", "jad", "rhe", "sna", "vok", "lim", "xan", "tep", "huz", "cro")
+GROUPS = ("verbatim", "verbatim_knob", "image_dup", "caption_dup", "generic", "heldout", "random")
+
+
+@dataclass
+class TestbedDataConfig(Config):
+    seed: int = 0                          # everything below is drawn from this seed
+    image_size: int = 16                   # pixels per side (RGB)
+    renderings_per_combo: int = 12         # random renderings of each training combination
+    heldout_fraction: float = 0.2          # share of the 320 combinations never trained on
+    n_verbatim: int = 32                   # (a) highly specific prompts ...
+    verbatim_copies: int = 40              # ... each duplicated this many times
+    knob_copies: tuple = (1, 3, 10, 20)    # (a) duplication knob: copies per level ...
+    knob_images_per_level: int = 4         # ... and images per level
+    n_image_dup: int = 16                  # (b) images ...
+    image_dup_captions: int = 24           # ... each under this many captions (<= 32 style words)
+    n_caption_dup: int = 16                # (c) captions ...
+    caption_dup_images: int = 24           # ... each over this many near-duplicate images
+    n_random_prompts: int = 64             # random-token negative prompts
+    random_prompt_tokens: tuple = (3, 10)  # their token count range (inclusive)
+
+    def validate(self) -> None:
+        check_range("image_size", self.image_size, 8, 64)
+        check_range("renderings_per_combo", self.renderings_per_combo, 1)
+        check_range("heldout_fraction", self.heldout_fraction, 0.01, 0.9)
+        check_range("image_dup_captions", self.image_dup_captions, 1, len(STYLE_WORDS))
+        for name in ("n_verbatim", "verbatim_copies", "knob_images_per_level", "n_image_dup",
+                     "n_caption_dup", "caption_dup_images", "n_random_prompts"):
+            check_range(name, getattr(self, name), 0)
+        if self.image_size % 4:
+            raise ValueError(f"parameter 'image_size' = {self.image_size} must be a multiple of 4")
+
+
+@dataclass
+class Prompt:
+    """One evaluation prompt with its ground truth."""
+    text: str
+    group: str                       # one of GROUPS
+    copies: int = 0                  # how many training rows share its planted image or caption
+    cluster: int = -1                # planted cluster id (-1: none)
+    trigger: str = ""                # the planted trigger word ("" if none)
+
+
+@dataclass
+class TestbedData:
+    images: torch.Tensor             # (N, 3, S, S) float32 in [-1, 1]
+    captions: list[str]
+    group: np.ndarray                # (N,) group name per row
+    cluster: np.ndarray              # (N,) cluster id; duplicates share one
+    prompts: list[Prompt]            # evaluation prompts (planted groups and negatives)
+    combos_train: list[str]          # ordinary captions seen in training
+    combos_heldout: list[str]        # ordinary captions never seen
+    config: TestbedDataConfig = field(repr=False, default=None)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def prompts_in(self, *groups: str) -> list[Prompt]:
+        return [p for p in self.prompts if p.group in groups]
+
+
+def ordinary_caption(size: str, colour: str, shape: str, position: str) -> str:
+    return f"a {size} {colour} {shape} at the {position}"
+
+
+def all_combos() -> list[tuple[str, str, str, str]]:
+    return [(s, c, sh, p) for s in SIZES for c in COLOURS for sh in SHAPES for p in POSITIONS]
+
+
+def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+    dist = np.sqrt(dy ** 2 + dx ** 2)
+    if shape == "circle":
+        return dist <= r
+    if shape == "square":
+        return np.maximum(np.abs(dy), np.abs(dx)) <= 0.85 * r
+    if shape == "triangle":  # apex up
+        return (dy >= -r) & (dy <= 0.8 * r) & (np.abs(dx) <= 0.6 * (dy + r))
+    if shape == "cross":
+        return ((np.abs(dx) <= 0.3 * r) & (np.abs(dy) <= r)) | ((np.abs(dy) <= 0.3 * r) & (np.abs(dx) <= r))
+    if shape == "ring":
+        return (dist <= r) & (dist >= 0.55 * r)
+    raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+
+
+def render(combo: tuple[str, str, str, str], background: np.ndarray, jitter: tuple[float, float],
+           size: int, supersample: int = 4) -> np.ndarray:
+    """Render one image (3, size, size) in [0, 1]: a 4x4 background grid plus an anti-aliased shape."""
+    sz, colour, shape, position = combo
+    big = size * supersample
+    coords = (np.arange(big) + 0.5) / supersample
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    cy, cx = POSITIONS[position]
+    cy, cx = cy * size + jitter[0], cx * size + jitter[1]
+    mask = _shape_mask(shape, yy - cy, xx - cx, SIZES[sz] * size)
+    cell = big // 4
+    bg = np.repeat(np.repeat(background, cell, axis=0), cell, axis=1)  # (big, big, 3)
+    img = np.where(mask[..., None], np.array(COLOURS[colour]), bg)
+    img = img.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
+    return img.transpose(2, 0, 1).astype(np.float32)
+
+
+def _random_background(rng: np.random.Generator) -> np.ndarray:
+    return MUTED[rng.integers(0, len(MUTED), size=(4, 4))]
+
+
+def _trigger_words(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
+    words = []
+    while len(words) < n:
+        w = "".join(rng.choice(_SYLLABLES, size=2, replace=False))
+        if w not in taken:
+            taken.add(w)
+            words.append(w)
+    return words
+
+
+def _random_token_prompts(rng, cfg: TestbedDataConfig, training_text: list[str]) -> list[str]:
+    """Random BPE tokens drawn from tokens that never occur in training captions (Wen's `random` set,
+    restricted so the words cannot overlap the planted prompts)."""
+    from .text import ClipBPETokenizer
+
+    tok = ClipBPETokenizer()
+    used = {t for text in training_text for t in tok.token_ids(text)}
+    lo, hi = cfg.random_prompt_tokens
+    out = []
+    while len(out) < cfg.n_random_prompts:
+        k = int(rng.integers(lo, hi + 1))
+        ids = [int(i) for i in rng.integers(1000, tok.vocab_size - 2, size=k) if int(i) not in used]
+        text = tok.decode(ids).strip()
+        if text and not (set(tok.token_ids(text)) & used):
+            out.append(text)
+    return out
+
+
+def make_testbed_data(cfg: TestbedDataConfig | None = None) -> TestbedData:
+    """Build the dataset deterministically from ``cfg.seed``."""
+    cfg = cfg or TestbedDataConfig()
+    rng = np.random.default_rng(cfg.seed)
+    S = cfg.image_size
+    combos = all_combos()
+    order = rng.permutation(len(combos))
+    n_held = int(round(cfg.heldout_fraction * len(combos)))
+    held = [combos[i] for i in order[:n_held]]
+    train = [combos[i] for i in order[n_held:]]
+
+    images, captions, groups, clusters, prompts = [], [], [], [], []
+    next_cluster = [0]
+
+    def add(img, caption, group, cluster):
+        images.append(img); captions.append(caption); groups.append(group); clusters.append(cluster)
+
+    def new_cluster() -> int:
+        next_cluster[0] += 1
+        return next_cluster[0] - 1
+
+    def jitter():
+        return tuple(rng.uniform(-1.0, 1.0, size=2) * S / 16)
+
+    for combo in train:  # ordinary training data: every rendering is its own cluster
+        for _ in range(cfg.renderings_per_combo):
+            add(render(combo, _random_background(rng), jitter(), S), ordinary_caption(*combo), "generic",
+                new_cluster())
+
+    taken: set[str] = set()
+    specs = [("verbatim", cfg.verbatim_copies) for _ in range(cfg.n_verbatim)]
+    specs += [("verbatim_knob", c) for c in cfg.knob_copies for _ in range(cfg.knob_images_per_level)]
+    for (group, copies), trig in zip(specs, _trigger_words(rng, len(specs), taken)):
+        combo = train[int(rng.integers(len(train)))]
+        img, cl = render(combo, _random_background(rng), jitter(), S), new_cluster()
+        caption = f"{ordinary_caption(*combo)} {trig}"
+        for _ in range(copies):
+            add(img, caption, group, cl)
+        prompts.append(Prompt(caption, group, copies, cl, trig))
+
+    for _ in range(cfg.n_image_dup):
+        combo = train[int(rng.integers(len(train)))]
+        img, cl = render(combo, _random_background(rng), jitter(), S), new_cluster()
+        styles = rng.choice(STYLE_WORDS, size=cfg.image_dup_captions, replace=False)
+        for style in styles:
+            add(img, f"{ordinary_caption(*combo)} {style}", "image_dup", cl)
+        for style in styles[:2]:  # two of its captions are evaluated
+            prompts.append(Prompt(f"{ordinary_caption(*combo)} {style}", "image_dup", cfg.image_dup_captions, cl))
+
+    for trig in _trigger_words(rng, cfg.n_caption_dup, taken):
+        combo = train[int(rng.integers(len(train)))]
+        base_bg, base_jit, cl = _random_background(rng), jitter(), new_cluster()
+        caption = f"{ordinary_caption(*combo)} {trig}"
+        for _ in range(cfg.caption_dup_images):  # near-duplicates: two cells recoloured, small shift
+            bg = base_bg.copy()
+            cells = rng.integers(0, 4, size=(2, 2))
+            bg[cells[:, 0], cells[:, 1]] = MUTED[rng.integers(0, len(MUTED), size=2)]
+            shift = tuple(np.asarray(base_jit) + rng.uniform(-0.5, 0.5, size=2))
+            add(render(combo, bg, shift, S), caption, "caption_dup", cl)
+        prompts.append(Prompt(caption, "caption_dup", cfg.caption_dup_images, cl, trig))
+
+    prompts += [Prompt(ordinary_caption(*c), "heldout") for c in held]
+    prompts += [Prompt(t, "random") for t in _random_token_prompts(rng, cfg, captions)]
+
+    x = torch.from_numpy(np.stack(images)) * 2 - 1
+    return TestbedData(x, captions, np.array(groups), np.array(clusters), prompts,
+                       sorted({ordinary_caption(*c) for c in train}),
+                       sorted({ordinary_caption(*c) for c in held}), cfg)
+
+
+def render_captions(captions: list[str], n_each: int, seed: int, size: int = 16) -> torch.Tensor:
+    """Fresh random renderings of ordinary captions, (len(captions) * n_each, 3, S, S) in [-1, 1].
+
+    A reference set for held-out combinations (CLIP retrieval ceiling, Fréchet distance)."""
+    lookup = {ordinary_caption(*c): c for c in all_combos()}
+    unknown = [c for c in captions if c not in lookup]
+    if unknown:
+        raise ValueError(f"not an ordinary testbed caption: {unknown[0]!r}")
+    rng = np.random.default_rng(seed)
+    imgs = [render(lookup[c], _random_background(rng), tuple(rng.uniform(-1, 1, size=2) * size / 16), size)
+            for c in captions for _ in range(n_each)]
+    return torch.from_numpy(np.stack(imgs)) * 2 - 1

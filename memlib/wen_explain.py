@@ -1,0 +1,128 @@
+"""Notebook 02's experiment: which tokens make a prompt memorized (Wen et al., ICLR 2024, Sec. 3.2), and does
+editing the most significant token lower the magnitude and break replication? See ``memlib.explain``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .config import Config, check_range
+from .detect import wen_score
+from .explain import TokenSignificance, drop_token, token_significance, trigger_positions
+from .generate import GenerationConfig, generate
+
+
+@dataclass
+class ExplainConfig(Config):
+    """Parameters of notebooks/02_explain.ipynb."""
+    backend: str = "testbed"         # 'testbed', 'tiny-sd' (random weights; tests) or an SD model id/folder
+    data_preset: str = "default"     # testbed data preset (as in notebook 00)
+    train_steps: int = 2800          # testbed checkpoint (as in notebook 00)
+    prompts_file: str = "nemo"       # SD backend: prompts to explain (jsonl in Wen's format, or 'nemo')
+    n_gens: int = 4                  # generations whose gradients are averaged (Wen: 4)
+    num_steps: int = 50              # DDIM steps
+    attribution_steps: int = 0       # 0: every step (Wen's notebook); k: only the first k steps
+    guidance_scale: float = 3.0
+    max_prompts: int = 0             # cap per group (0: all)
+    seed: int = 0
+    interactive: bool = False        # show the ipywidgets explorer (never under papermill)
+    progress: bool = True
+
+    def validate(self) -> None:
+        check_range("n_gens", self.n_gens, 1, 64)
+        check_range("num_steps", self.num_steps, 1, 1000)
+        check_range("attribution_steps", self.attribution_steps, 0, self.num_steps)
+        check_range("max_prompts", self.max_prompts, 0)
+
+    def generation_config(self) -> GenerationConfig:
+        return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale, n_gens=self.n_gens,
+                                seed=self.seed)
+
+    def steps(self) -> list[int]:
+        return list(range(self.attribution_steps or self.num_steps))
+
+
+@dataclass
+class ExplainResult:
+    attributions: dict[str, list[TokenSignificance]]   # group -> per prompt
+    triggers: dict[str, list[list[int]]]               # group -> trigger token positions per prompt
+    edits: list[dict] = field(default_factory=list)    # the edit experiment, one row per verbatim prompt
+    metrics: dict = field(default_factory=dict)
+
+
+def top2_hit(sig: np.ndarray, positions: list[int]) -> bool:
+    """Is one of the trigger's tokens among the two most significant tokens?"""
+    return bool(set(np.argsort(-sig)[:2].tolist()) & set(positions))
+
+
+def explain_prompts(backend, prompts: list[str], cfg: ExplainConfig, desc: str = "attributing"):
+    gen = cfg.generation_config()
+    return [token_significance(backend, p, gen, cfg.steps())
+            for p in tqdm(prompts, disable=not cfg.progress, desc=desc)]
+
+
+def run_explanation(cfg: ExplainConfig) -> ExplainResult:
+    if cfg.backend != "testbed":
+        return _run_real(cfg)
+    from .backend import TestbedBackend
+    from .metrics import ReplicationIndex
+    from .models import TextToImageConfig
+    from .testbed import TestbedNotebookConfig, load_or_train
+
+    nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps, seed=cfg.seed)
+    tb = load_or_train(nb.data_config(), TextToImageConfig(), nb.train_config(), progress=cfg.progress)
+    backend, cap = TestbedBackend(tb.model), (cfg.max_prompts or None)
+    groups = {g: tb.data.prompts_in(g)[:cap] for g in ("verbatim", "caption_dup", "image_dup", "heldout")}
+    res = ExplainResult({}, {})
+    for g, ps in groups.items():
+        res.attributions[g] = explain_prompts(backend, [p.text for p in ps], cfg, f"attributing {g}")
+        if g in ("verbatim", "caption_dup"):
+            res.triggers[g] = [trigger_positions(backend.tokenizer, p.text, p.trigger) for p in ps]
+    m = res.metrics
+    for g, pos in res.triggers.items():
+        hits = [top2_hit(a.significance, t) for a, t in zip(res.attributions[g], pos)]
+        m[f"{g}_trigger_top2_rate"] = float(np.mean(hits)) if hits else float("nan")
+        m[f"{g}_n_prompts"] = len(hits)
+    for g, atts in res.attributions.items():
+        m[f"{g}_mean_magnitude"] = float(np.mean([a.magnitude for a in atts])) if atts else float("nan")
+
+    # Edit experiment: drop the most significant token of each verbatim prompt, regenerate, measure.
+    verb = groups["verbatim"]
+    if verb:
+        edited = [drop_token(backend.tokenizer, p.text, int(np.argmax(a.significance)))
+                  for p, a in zip(verb, res.attributions["verbatim"])]
+        gen_cfg = cfg.generation_config()
+        index = ReplicationIndex(tb.data.images, tb.data.cluster)
+        rates, mags = {}, {}
+        for label, texts in (("before", [p.text for p in verb]), ("after", edited)):
+            g = generate(backend, texts, gen_cfg, progress=cfg.progress)
+            q = index.query(g.images.flatten(0, 1) * 2 - 1)
+            planted = np.repeat([p.cluster for p in verb], gen_cfg.n_gens)
+            rates[label] = q.replicated(planted).reshape(len(verb), -1).mean(1)
+            mags[label] = wen_score(g.text_norm)
+        for i, p in enumerate(verb):
+            res.edits.append(dict(prompt=p.text, edited=edited[i], trigger=p.trigger,
+                                  magnitude_before=mags["before"][i], magnitude_after=mags["after"][i],
+                                  replication_before=rates["before"][i], replication_after=rates["after"][i]))
+        m.update(edit_magnitude_before=float(mags["before"].mean()), edit_magnitude_after=float(mags["after"].mean()),
+                 edit_replication_before=float(rates["before"].mean()),
+                 edit_replication_after=float(rates["after"].mean()),
+                 edit_magnitude_lowered_share=float(np.mean(mags["after"] < mags["before"])))
+    m["checkpoint"] = tb.meta["sha256"]
+    return res
+
+
+def _run_real(cfg: ExplainConfig) -> ExplainResult:
+    """SD backend: attributions and magnitudes only (no training set to measure replication against)."""
+    from .prompts import load_prompt_file
+    from .real_models import StableDiffusionBackend
+
+    backend = StableDiffusionBackend.tiny_random(seed=cfg.seed) if cfg.backend == "tiny-sd" \
+        else StableDiffusionBackend.from_pretrained(cfg.backend)
+    prompts = load_prompt_file(cfg.prompts_file, "memorized")[: cfg.max_prompts or None]
+    res = ExplainResult({"memorized": explain_prompts(backend, prompts, cfg)}, {})
+    res.metrics["memorized_mean_magnitude"] = float(np.mean([a.magnitude for a in res.attributions["memorized"]]))
+    res.metrics["checkpoint"] = cfg.backend
+    return res

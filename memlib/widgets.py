@@ -1,0 +1,55 @@
+"""An ipywidgets explorer for notebook 02: type a prompt, see its magnitude curve, token bars and samples.
+
+Only for live kernels; figures never depend on it (papermill cannot move a widget).
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+
+def _backend(cfg):
+    if cfg.backend == "testbed":
+        from .backend import TestbedBackend
+        from .models import TextToImageConfig
+        from .testbed import TestbedNotebookConfig, load_or_train
+
+        nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps, seed=cfg.seed)
+        return TestbedBackend(load_or_train(nb.data_config(), TextToImageConfig(), nb.train_config()).model)
+    from .real_models import StableDiffusionBackend
+    return StableDiffusionBackend.tiny_random() if cfg.backend == "tiny-sd" \
+        else StableDiffusionBackend.from_pretrained(cfg.backend)
+
+
+def explorer(cfg):
+    import ipywidgets as w
+
+    from .explain import token_significance
+    from .generate import generate
+
+    backend = _backend(cfg)
+    text = w.Text(value="a large red circle at the top left", description="prompt", layout=w.Layout(width="60%"))
+    button = w.Button(description="explain")
+    out = w.Output()
+
+    def run(_):
+        out.clear_output()
+        with out:
+            if not text.value.strip():
+                print("type a prompt first")
+                return
+            gen_cfg = cfg.generation_config()
+            g = generate(backend, [text.value], gen_cfg, progress=False)
+            a = token_significance(backend, text.value, gen_cfg, cfg.steps())
+            fig, axes = plt.subplots(1, 2 + gen_cfg.n_gens, figsize=(3 * (2 + gen_cfg.n_gens), 2.8))
+            axes[0].plot(g.text_norm[0].T, alpha=0.6)
+            axes[0].set(title="‖ε_c − ε_u‖ per step", xlabel="step")
+            axes[1].bar(range(len(a.tokens)), a.significance)
+            axes[1].set_xticks(range(len(a.tokens)), a.tokens, rotation=70, fontsize=7)
+            axes[1].set_title("token significance")
+            for ax, img in zip(axes[2:], g.images[0]):
+                ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+                ax.axis("off")
+            plt.show()
+
+    button.on_click(run)
+    return w.VBox([w.HBox([text, button]), out])

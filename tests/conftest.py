@@ -1,0 +1,28 @@
+"""Test setup: every test writes checkpoints, figures and caches under a temporary folder, offline."""
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_outputs(tmp_path_factory, monkeypatch):
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("MEMLIB_CHECKPOINTS", str(base / "checkpoints"))
+    monkeypatch.setenv("MEMLIB_FIGURES", str(base / "figures"))
+    monkeypatch.setenv("MEMLIB_CACHE", str(base / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_testbed(tmp_path_factory):
+    """A testbed trained for a few steps on the 'tiny' preset (shared by tests; seconds to build)."""
+    os.environ["MEMLIB_CHECKPOINTS"] = str(tmp_path_factory.getbasetemp() / "checkpoints")
+    from memlib.testbed import TestbedNotebookConfig, load_or_train
+    from memlib.models import TextToImageConfig
+
+    cfg = TestbedNotebookConfig(data_preset="tiny", train_steps=6, train_batch_size=8, clip_steps=4)
+    return load_or_train(cfg.data_config(), TextToImageConfig(), cfg.train_config(), progress=False)

@@ -1,0 +1,79 @@
+import warnings
+
+import pytest
+import torch
+
+from memlib.checkpoint import CheckpointError, load_weights, save_checkpoint, verify_checkpoint
+from memlib.config import ConfigError, config_from_notebook
+from memlib.models import TextToImageConfig, TextToImageModel
+from memlib.testbed import TestbedNotebookConfig, load_or_train
+from memlib.train import TrainConfig
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m = TextToImageModel(TextToImageConfig())
+    save_checkpoint(tmp_path / "ck", m, {"model_config": m.cfg.to_dict()})
+    m2 = TextToImageModel(TextToImageConfig())
+    load_weights(tmp_path / "ck", m2)
+    for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_corrupt_and_truncated_checkpoints_are_detected(tmp_path):
+    m = TextToImageModel(TextToImageConfig())
+    folder = save_checkpoint(tmp_path / "ck", m, {})
+    w = folder / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        verify_checkpoint(folder)
+    w.write_bytes(bytes(data[:1000]))
+    with pytest.raises(CheckpointError, match="retrain"):
+        load_weights(folder, m)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        verify_checkpoint(tmp_path / "missing")
+
+
+def test_checkpoint_for_another_model_config_is_a_clear_error(tmp_path):
+    save_checkpoint(tmp_path / "ck", TextToImageModel(TextToImageConfig()), {"model_config": "small"})
+    other = TextToImageModel(TextToImageConfig(block_out_channels=(16, 32), cross_attention_dim=32))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_weights(tmp_path / "ck", other)
+
+
+def test_interrupted_training_resumes_to_the_same_weights():
+    cfg = TestbedNotebookConfig(data_preset="tiny", train_steps=4, train_batch_size=4, seed=3)
+    args = (cfg.data_config(), TextToImageConfig(), TrainConfig(steps=4, batch_size=4, seed=3, checkpoint_every=2))
+    part = load_or_train(*args, progress=False, stop_at=2)
+    assert part.train_state["step"] == 2
+    resumed = load_or_train(*args, progress=False)
+    assert resumed.train_state["step"] == 4
+    straight = load_or_train(*args, retrain=True, progress=False)
+    for k, v in resumed.model.state_dict().items():
+        assert torch.allclose(v, straight.model.state_dict()[k], atol=1e-6), k
+
+
+def test_corrupt_checkpoint_is_rebuilt_with_a_warning():
+    cfg = TestbedNotebookConfig(data_preset="tiny", train_steps=2, train_batch_size=4, seed=4)
+    args = (cfg.data_config(), TextToImageConfig(), cfg.train_config())
+    tb = load_or_train(*args, progress=False)
+    (tb.folder / "model.safetensors").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="rebuilding"):
+        again = load_or_train(*args, progress=False)
+    verify_checkpoint(again.folder)
+
+
+def test_notebook_config_rejects_unknown_and_mistyped_parameters():
+    ok = config_from_notebook(TestbedNotebookConfig, {"seed": 1, "In": [], "np": __import__("numpy")})
+    assert ok.seed == 1
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['num_step'\]"):
+        config_from_notebook(TestbedNotebookConfig, {"num_step": 5})
+    with pytest.raises(ConfigError, match="'n_gens'.*must be an integer"):
+        TestbedNotebookConfig(n_gens="4")
+    with pytest.raises(ConfigError, match="'guidance_scale'.*out of range"):
+        TestbedNotebookConfig(guidance_scale=-1.0)
+    with pytest.raises(ConfigError, match="'data_preset'.*choose one of"):
+        TestbedNotebookConfig(data_preset="huge")
+    with pytest.raises(ConfigError, match="'retrain'.*must be bool"):
+        TestbedNotebookConfig(retrain="yes")

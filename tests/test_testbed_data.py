@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+
+from memlib.config import ConfigError
+from memlib.testbed import PRESETS
+from memlib.testbed_data import TestbedDataConfig, make_testbed_data, render_captions
+from memlib.text import ClipBPETokenizer
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_testbed_data(TestbedDataConfig(**PRESETS["tiny"]))
+
+
+def test_same_seed_same_data_other_seed_other_data(data):
+    again = make_testbed_data(TestbedDataConfig(**PRESETS["tiny"]))
+    assert torch.equal(again.images, data.images) and again.captions == data.captions
+    assert [p.text for p in again.prompts] == [p.text for p in data.prompts]
+    other = make_testbed_data(TestbedDataConfig(seed=1, **PRESETS["tiny"]))
+    assert not torch.equal(other.images, data.images[: len(other.images)]) or other.captions != data.captions
+
+
+def test_images_in_range_and_shape(data):
+    assert data.images.shape[1:] == (3, 16, 16)
+    assert data.images.min() >= -1 and data.images.max() <= 1
+
+
+def test_verbatim_group_is_one_image_duplicated_under_its_trigger_caption(data):
+    cfg = data.config
+    for p in data.prompts_in("verbatim"):
+        rows = np.flatnonzero(data.cluster == p.cluster)
+        assert len(rows) == cfg.verbatim_copies == p.copies
+        assert all(data.captions[r] == p.text for r in rows)
+        assert all(torch.equal(data.images[r], data.images[rows[0]]) for r in rows)
+        assert p.trigger and p.text.endswith(p.trigger)
+        assert sum(p.trigger in c for c in data.captions) == cfg.verbatim_copies  # trigger is unique
+
+
+def test_knob_levels_have_the_planned_copies(data):
+    knob = data.prompts_in("verbatim_knob")
+    assert sorted({p.copies for p in knob}) == sorted(data.config.knob_copies)
+    for p in knob:
+        assert (data.cluster == p.cluster).sum() == p.copies
+
+
+def test_image_duplication_is_one_image_under_distinct_captions(data):
+    for p in data.prompts_in("image_dup"):
+        rows = np.flatnonzero(data.cluster == p.cluster)
+        assert len(rows) == data.config.image_dup_captions
+        assert len({data.captions[r] for r in rows}) == len(rows)
+        assert all(torch.equal(data.images[r], data.images[rows[0]]) for r in rows)
+        assert p.text in {data.captions[r] for r in rows}
+
+
+def test_caption_duplication_is_one_caption_over_near_duplicates(data):
+    for p in data.prompts_in("caption_dup"):
+        rows = np.flatnonzero(data.cluster == p.cluster)
+        assert len(rows) == data.config.caption_dup_images
+        assert {data.captions[r] for r in rows} == {p.text}
+        imgs = data.images[rows]
+        assert len({tuple(i.flatten().tolist()) for i in imgs}) > 1  # not exact copies
+        spread = (imgs - imgs[0]).flatten(1).norm(dim=1).max()
+        typical = (data.images[:50] - data.images[50:100]).flatten(1).norm(dim=1).median()
+        assert spread < typical  # ... but much closer to each other than unrelated images
+
+
+def test_negatives_never_appear_in_training(data):
+    train = set(data.captions)
+    held = data.prompts_in("heldout")
+    assert held and all(p.text not in train for p in held)
+    assert not set(data.combos_heldout) & set(data.combos_train)
+    tok = ClipBPETokenizer()
+    used = {t for c in train for t in tok.token_ids(c)}
+    for p in data.prompts_in("random"):
+        assert not set(tok.token_ids(p.text)) & used
+
+
+def test_render_captions_rejects_unknown_caption():
+    with pytest.raises(ValueError, match="not an ordinary testbed caption"):
+        render_captions(["a purple hexagon"], 1, seed=0)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(image_size=10), "image_size"),
+                                          (dict(heldout_fraction=2.0), "heldout_fraction"),
+                                          (dict(n_verbatim=-1), "n_verbatim"),
+                                          (dict(seed="zero"), "seed")])
+def test_bad_data_config_names_the_parameter(kwargs, name):
+    with pytest.raises((ConfigError, ValueError), match=name):
+        TestbedDataConfig(**kwargs)
