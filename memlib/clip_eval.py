@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_weights, verify_checkpoint
-from .config import Config, check_range
+from .config import Config, ConfigError, check_range
 from .paths import checkpoints_dir
 from .testbed_data import TestbedData
 from .text import ClipBPETokenizer
@@ -47,7 +47,7 @@ class ClipConfig(Config):
         check_range("steps", self.steps, 1)
         check_range("batch_size", self.batch_size, 2)
         if self.image_size % self.patch_size:
-            raise ValueError(f"parameter 'image_size' = {self.image_size} must be a multiple of 'patch_size'")
+            raise ConfigError(f"parameter 'image_size' = {self.image_size} must be a multiple of 'patch_size'")
 
     def open_clip_config(self) -> dict:
         return {"embed_dim": self.embed_dim,

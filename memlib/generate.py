@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, check_range
+from .config import Config, ConfigError, check_range
 from .sampling import Hook, StepState, sample, seeded_noise
 
 
@@ -35,7 +35,7 @@ class GenerationConfig(Config):
         check_range("n_gens", self.n_gens, 1, 1024)
         check_range("batch_size", self.batch_size, 1)
         if self.scheduler not in ("ddim", "ddpm"):
-            raise ValueError(f"parameter 'scheduler' = {self.scheduler!r}; choose 'ddim' or 'ddpm'")
+            raise ConfigError(f"parameter 'scheduler' = {self.scheduler!r}; choose 'ddim' or 'ddpm'")
 
 
 @dataclass

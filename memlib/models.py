@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import Config, check_range
+from .config import Config, ConfigError, check_range
 from .text import ClipBPETokenizer
 
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -53,10 +53,10 @@ class TextToImageConfig(Config):
         check_range("image_size", self.image_size, 8, 512)
         check_range("context_length", self.context_length, 3, 77)
         if self.cross_attention_dim % self.text_heads:
-            raise ValueError(f"parameter 'cross_attention_dim' = {self.cross_attention_dim} must be divisible "
+            raise ConfigError(f"parameter 'cross_attention_dim' = {self.cross_attention_dim} must be divisible "
                              f"by 'text_heads' = {self.text_heads}")
         if len(self.block_out_channels) < 2:
-            raise ValueError("parameter 'block_out_channels' needs at least 2 levels, e.g. (32, 64, 64)")
+            raise ConfigError("parameter 'block_out_channels' needs at least 2 levels, e.g. (32, 64, 64)")
 
 
 class TextToImageModel(nn.Module):

@@ -1,24 +1,42 @@
-"""Helpers for notebooks: collect the parameters cell's names, so unknown papermill parameters are caught."""
+"""Collect a notebook's parameters, so unknown papermill parameters are caught by the config.
+
+Under IPython the parameters are the names assigned by cells made only of ``name = literal`` lines: the
+``parameters`` cell and the cell papermill injects after it (misspelt names included, which the config then
+rejects). Other cells (imports, results) never count, so re-running the config cell in a live kernel works.
+Outside IPython (tests) every plain literal value of the namespace counts.
+"""
 from __future__ import annotations
 
-import types
+import ast
 from typing import Any
 
-_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+_PLAIN = (int, float, str, bool, type(None), list, tuple, dict)
+
+
+def _literal_assignments(source: str) -> list[str] | None:
+    """Names assigned if ``source`` is only ``name = literal`` statements, else None."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    names = []
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets)):
+            return None
+        try:
+            ast.literal_eval(node.value)
+        except ValueError:
+            return None
+        names += [t.id for t in node.targets]
+    return names or None
 
 
 def parameters_of(namespace: dict[str, Any]) -> dict[str, Any]:
-    """The user-assigned plain values in a notebook's globals.
-
-    Notebooks keep the ``parameters`` cell first and import nothing before building their config, so at that
-    point every plain global is a parameter: the cell's own names plus any papermill injected (including
-    misspelt ones, which the config then rejects).
-    """
-    out = {}
-    for k, v in namespace.items():
-        if k.startswith("_") or k in _IPYTHON_NAMES:
-            continue
-        if isinstance(v, (types.ModuleType, types.FunctionType, type)) or callable(v):
-            continue
-        out[k] = v
-    return out
+    cells = namespace.get("In")
+    if isinstance(cells, list) and any(cells):
+        names: list[str] = []
+        for src in cells:
+            names += _literal_assignments(src) or []
+        return {k: namespace[k] for k in dict.fromkeys(names) if k in namespace}
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and k not in ("In", "Out") and isinstance(v, _PLAIN)}

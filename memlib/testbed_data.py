@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .config import Config, check_range
+from .config import Config, ConfigError, check_range
 
 COLOURS = {  # bright shape colours (RGB in [0, 1])
     "red": (0.95, 0.12, 0.10), "green": (0.10, 0.85, 0.20), "blue": (0.15, 0.30, 1.00),
@@ -73,7 +73,7 @@ class TestbedDataConfig(Config):
                      "n_caption_dup", "caption_dup_images", "n_random_prompts"):
             check_range(name, getattr(self, name), 0)
         if self.image_size % 4:
-            raise ValueError(f"parameter 'image_size' = {self.image_size} must be a multiple of 4")
+            raise ConfigError(f"parameter 'image_size' = {self.image_size} must be a multiple of 4")
 
 
 @dataclass

@@ -25,7 +25,8 @@ class ExplainConfig(Config):
     num_steps: int = 50              # DDIM steps
     attribution_steps: int = 0       # 0: every step (Wen's notebook); k: only the first k steps
     guidance_scale: float = 3.0
-    max_prompts: int = 0             # cap per group (0: all)
+    max_prompts: int = 0             # cap per trigger group, verbatim and caption_dup (0: all)
+    illustrate_prompts: int = 8      # prompts of the groups without a trigger (image_dup, heldout) to attribute
     seed: int = 0
     interactive: bool = False        # show the ipywidgets explorer (never under papermill)
     progress: bool = True
@@ -35,6 +36,7 @@ class ExplainConfig(Config):
         check_range("num_steps", self.num_steps, 1, 1000)
         check_range("attribution_steps", self.attribution_steps, 0, self.num_steps)
         check_range("max_prompts", self.max_prompts, 0)
+        check_range("illustrate_prompts", self.illustrate_prompts, 0)
 
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale, n_gens=self.n_gens,
@@ -74,7 +76,8 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
     nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps, seed=cfg.seed)
     tb = load_or_train(nb.data_config(), TextToImageConfig(), nb.train_config(), progress=cfg.progress)
     backend, cap = TestbedBackend(tb.model), (cfg.max_prompts or None)
-    groups = {g: tb.data.prompts_in(g)[:cap] for g in ("verbatim", "caption_dup", "image_dup", "heldout")}
+    groups = {g: tb.data.prompts_in(g)[:cap] for g in ("verbatim", "caption_dup")}
+    groups.update({g: tb.data.prompts_in(g)[:cfg.illustrate_prompts] for g in ("image_dup", "heldout")})
     res = ExplainResult({}, {})
     for g, ps in groups.items():
         res.attributions[g] = explain_prompts(backend, [p.text for p in ps], cfg, f"attributing {g}")

@@ -77,3 +77,39 @@ def test_notebook_config_rejects_unknown_and_mistyped_parameters():
         TestbedNotebookConfig(data_preset="huge")
     with pytest.raises(ConfigError, match="'retrain'.*must be bool"):
         TestbedNotebookConfig(retrain="yes")
+
+
+def test_parameters_are_the_literal_assignment_cells_under_ipython():
+    from memlib.notebook import parameters_of
+
+    ns = {"In": ["", "seed = 1  # c\nsteps = -2", "# Parameters\nseed = 5\nbogus = 'x'\n",
+                 "from memlib import x\ncfg = make(globals())", "NB = '00'\nt = time.time()"],
+          "seed": 5, "steps": -2, "bogus": "x", "cfg": object(), "NB": "00", "t": 1.0}
+    assert parameters_of(ns) == {"seed": 5, "steps": -2, "bogus": "x"}
+
+
+@pytest.mark.parametrize("cls_path, bad, pattern", [
+    ("memlib.wen_detection:DetectionConfig", {"max_gens": 1}, "'max_gens'.*out of range"),
+    ("memlib.wen_detection:DetectionConfig", {"num_steps": 5}, "'num_steps'.*out of range"),
+    ("memlib.wen_detection:DetectionConfig", {"memorized_threshold": "high"}, "'memorized_threshold'.*number"),
+    ("memlib.wen_detection:DetectionConfig", {"backend_id": "x"}, r"unknown parameter\(s\) \['backend_id'\]"),
+    ("memlib.wen_explain:ExplainConfig", {"attribution_steps": 80}, "'attribution_steps'.*out of range"),
+    ("memlib.wen_explain:ExplainConfig", {"interactive": 1}, "'interactive'.*must be bool"),
+    ("memlib.wen_explain:ExplainConfig", {"n_gen": 4}, r"unknown parameter\(s\) \['n_gen'\]"),
+    ("memlib.testbed:TestbedNotebookConfig", {"train_steps": 0}, "'train_steps'.*out of range"),
+])
+def test_every_notebook_config_rejects_bad_values(cls_path, bad, pattern):
+    import importlib
+
+    mod, name = cls_path.split(":")
+    cls = getattr(importlib.import_module(mod), name)
+    with pytest.raises(ConfigError, match=pattern):
+        cls.from_params(bad)
+
+
+def test_detection_positive_groups_are_validated():
+    from memlib.wen_detection import DetectionConfig, _measured_groups
+
+    with pytest.raises(ConfigError, match="positive_groups"):
+        _measured_groups(DetectionConfig(positive_groups="verbatim,bogus"), [])
+    assert _measured_groups(DetectionConfig(positive_groups="verbatim, caption_dup"), []) == ["verbatim", "caption_dup"]
