@@ -1,0 +1,107 @@
+"""Wen et al.'s detection score, ROC helpers, the tiled-l2 baseline and token attribution."""
+import numpy as np
+import pytest
+import torch
+
+from memlib.detect import carlini_score, roc, tiled_l2, wen_score
+from memlib.explain import drop_token, token_significance, trigger_positions
+from memlib.generate import GenerationConfig, generate, noise_seed
+from memlib.models import sd_scheduler
+from memlib.sampling import seeded_noise
+from memlib.text import ClipBPETokenizer
+
+
+def test_first_step_magnitude_equals_a_hand_computation(tiny_testbed):
+    from memlib.backend import TestbedBackend
+
+    backend = TestbedBackend(tiny_testbed.model)
+    prompts = ["a small red circle at the top left", "a large blue ring at the bottom right"]
+    cfg = GenerationConfig(num_steps=50, n_gens=2)
+    g = generate(backend, prompts, cfg, stop_after=1, progress=False)
+    assert g.text_norm.shape == (2, 2, 1) and g.timesteps == [981] and g.images is None
+    with torch.no_grad():
+        for p, prompt in enumerate(prompts):
+            for j in range(2):
+                x = seeded_noise((3, 16, 16), [noise_seed(0, j, prompt)])
+                t = torch.tensor(981)
+                ec = backend.eps(x, t, backend.encode_prompts([prompt]))
+                eu = backend.eps(x, t, backend.encode_prompts([""]))
+                assert g.text_norm[p, j, 0] == pytest.approx(float((ec - eu).norm()), rel=1e-4)
+
+
+def test_wen_score_averages_generations_then_steps():
+    tn = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)
+    assert wen_score(tn, n_steps=1, n_gens=1).tolist() == [0.0, 12.0]
+    assert wen_score(tn, n_steps=2, n_gens=2).tolist() == pytest.approx([(0 + 1 + 4 + 5) / 4, (12 + 13 + 16 + 17) / 4])
+    with pytest.raises(ValueError, match="only 3"):
+        wen_score(tn, n_gens=4)
+
+
+def test_roc_on_known_scores():
+    r = roc([0.9, 0.8, 0.3], [0.7, 0.2, 0.1])
+    assert r.auc == pytest.approx(8 / 9)
+    assert r.tpr_at_1fpr == pytest.approx(2 / 3)   # last ROC point with FPR < 1 %: threshold 0.8
+    assert r.accuracy == pytest.approx(1 - (0 + 1 / 3) / 2)
+    perfect = roc([5, 6], [1, 2, 3])
+    assert perfect.auc == 1.0 and perfect.tpr_at_1fpr == 1.0
+    with pytest.raises(ValueError, match="positives and negatives"):
+        roc([], [1.0])
+
+
+def test_tiled_l2_and_carlini_score():
+    a = torch.zeros(1, 3, 8, 8)
+    b = a.clone()
+    b[0, :, :2, :2] = 1.0  # one tile fully different
+    assert tiled_l2(a, a).item() == 0.0 and tiled_l2(a, b).item() == pytest.approx(1.0)
+    same = torch.rand(1, 3, 3, 8, 8).expand(1, 3, 3, 8, 8).clone()
+    same[0, 1:] = same[0, 0]
+    varied = torch.rand(1, 3, 3, 8, 8)
+    assert carlini_score(same)[0] > carlini_score(varied)[0]
+
+
+class QuadraticBackend:
+    """eps(x, t, e) = 0.1 x + sum(w * e^2): the text-conditional norm has a known gradient 2 w e."""
+
+    name, sample_shape = "quadratic", (1, 4, 4)
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.tokenizer = ClipBPETokenizer(8)
+        self.table = torch.randn(49408, 3, generator=g)
+        self.w = torch.randn(8, 3, generator=g)
+        self.device = torch.device("cpu")
+
+    def encode_prompts(self, prompts):
+        return self.table[self.tokenizer(prompts)]
+
+    def eps(self, x, t, emb):
+        return 0.1 * x + (self.w * emb ** 2).sum(dim=(1, 2)).view(-1, 1, 1, 1)
+
+    def scheduler(self, kind="ddim"):
+        return sd_scheduler(kind)
+
+
+def test_attribution_gradient_flows_to_the_conditional_embedding():
+    be = QuadraticBackend()
+    prompt = "red circle zorvex"
+    a = token_significance(be, prompt, GenerationConfig(num_steps=3, n_gens=2), steps=[0, 1, 2])
+    e_cond, e_empty = be.encode_prompts([prompt])[0], be.encode_prompts([""])[0]
+    n = be.tokenizer.n_tokens(prompt)
+    hand = (2 * be.w * e_cond).norm(dim=1)[1:n + 1] * 4.0   # sqrt(C*H*W) = 4
+    wrong = (2 * be.w * e_empty).norm(dim=1)[1:n + 1] * 4.0
+    assert a.tokens == be.tokenizer.token_strings(prompt)
+    assert np.allclose(a.significance, hand.numpy(), rtol=1e-4)
+    assert not np.allclose(a.significance, wrong.numpy(), rtol=1e-2)
+
+
+def test_trigger_positions_and_token_edit():
+    tok = ClipBPETokenizer()
+    prompt = "a small red circle at the top left zorvex"
+    pos = trigger_positions(tok, prompt, "zorvex")
+    assert pos and all(p >= 8 for p in pos)
+    assert "".join(tok.token_strings(prompt)[p] for p in pos) == "zorvex"
+    assert drop_token(tok, prompt, 2) == "a small circle at the top left zorvex"
+    with pytest.raises(ValueError, match="does not end with"):
+        trigger_positions(tok, prompt, "quux")
+    with pytest.raises(ValueError, match="non-empty"):
+        token_significance(QuadraticBackend(), "  ")
