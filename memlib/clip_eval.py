@@ -9,6 +9,7 @@ so the hundreds of copies of a planted image never appear as each other's negati
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -132,7 +133,6 @@ def load_or_train_clip(data: TestbedData, cfg: ClipConfig | None = None, data_fi
                 return ClipScorer(model, cfg, m)
         except CheckpointError as e:
             warnings.warn(f"{e}; rebuilding the testbed CLIP", stacklevel=2)
-            import shutil
             shutil.rmtree(folder)
     tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(100, cfg.steps),
                        cond_dropout=0.0, checkpoint_every=max(1, cfg.steps // 3), seed=cfg.seed)

@@ -81,7 +81,7 @@ def run_notebook(nb: Path, out_nb: Path, params: dict, figures: Path, env: dict[
     """Execute ``nb`` into ``out_nb`` with figures staged, then moved into ``figures/<stem>``."""
     import papermill as pm
 
-    staging = figures.parent / f".staging-{nb.stem}"
+    staging = out_nb.parent / f"staging-{nb.stem}"  # same disk as figures/, outside it
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     old_env = {k: os.environ.get(k) for k in env}

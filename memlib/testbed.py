@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +78,9 @@ def load_or_train(data_cfg: TestbedDataConfig | None = None, model_cfg: TextToIm
         except CheckpointError as e:
             warnings.warn(f"{e}; rebuilding it from scratch", stacklevel=2)
             corrupt = folder.with_name(folder.name + ".corrupt")
-            import shutil
             shutil.rmtree(corrupt, ignore_errors=True)
             folder.rename(corrupt)
     elif folder.exists() and retrain:
-        import shutil
         shutil.rmtree(folder)
     tok = model.tokenizer
     ids = tok(data.captions)
