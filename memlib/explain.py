@@ -41,7 +41,7 @@ class _GradHook:
             loss = (ec - s.eps_uncond.detach()).flatten(1).norm(dim=1).mean()
             (grad,) = torch.autograd.grad(loss, e)
         self.grads.append(grad[0].norm(dim=-1).detach())   # (L,) per-token norm over features
-        self.norms.append(float(loss))
+        self.norms.append(loss.item())
         return None
 
 

@@ -61,7 +61,9 @@ def _notebook_source_hash(path: Path) -> str:
 
 
 def input_hashes(root: Path, nbs: list[Path], params: dict[str, dict], checkpoints: Path) -> dict[str, str]:
-    code = _hash_files((root / "memlib").rglob("*.py"))
+    # the memlib that will run (its source files); MEMLIB_CODE_DIR lets tests point elsewhere
+    code_dir = Path(os.environ.get("MEMLIB_CODE_DIR", Path(__file__).parent))
+    code = _hash_files(code_dir.rglob("*.py"))
     ckpt = _hash_files(checkpoints.glob("*/meta.json")) if checkpoints.exists() else ""
     out, chain = {}, ""
     for nb in nbs:

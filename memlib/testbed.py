@@ -119,6 +119,9 @@ class TestbedNotebookConfig(Config):
         check_range("train_steps", self.train_steps, 1)
         check_range("clip_steps", self.clip_steps, 1)
         check_range("max_prompts_per_group", self.max_prompts_per_group, 0)
+        check_range("train_batch_size", self.train_batch_size, 1, 4096)
+        check_range("gen_batch_size", self.gen_batch_size, 1)
+        self.generation_config()  # checks n_gens, num_steps and guidance_scale under the same names
 
     def data_config(self) -> TestbedDataConfig:
         return TestbedDataConfig(seed=self.seed, **PRESETS[self.data_preset])

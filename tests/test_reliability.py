@@ -28,8 +28,9 @@ WRITE = "from memlib.provenance import write_metrics\nwrite_metrics('{stem}', {{
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    (tmp_path / "memlib").mkdir()
-    (tmp_path / "memlib" / "code.py").write_text("x = 1\n")
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "code.py").write_text("x = 1\n")
+    monkeypatch.setenv("MEMLIB_CODE_DIR", str(tmp_path / "code"))
     (tmp_path / "notebooks").mkdir()
     for stem in ("00_a", "01_b"):
         _notebook(tmp_path / "notebooks" / f"{stem}.ipynb", WRITE.format(stem=stem))
@@ -48,7 +49,7 @@ def test_reproduce_skips_unchanged_and_reruns_downstream(project):
     assert _statuses(reproduce()) == {"00_a": "skipped", "01_b": "skipped"}
     _notebook(project / "notebooks" / "01_b.ipynb", WRITE.format(stem="01_b") + "\n# changed")
     assert _statuses(reproduce()) == {"00_a": "skipped", "01_b": "ran"}
-    (project / "memlib" / "code.py").write_text("x = 2\n")  # a code change reruns everything
+    (project / "code" / "code.py").write_text("x = 2\n")  # a code change reruns everything
     assert _statuses(reproduce()) == {"00_a": "ran", "01_b": "ran"}
     _notebook(project / "notebooks" / "00_a.ipynb", WRITE.format(stem="00_a") + "\n# upstream change")
     assert _statuses(reproduce()) == {"00_a": "ran", "01_b": "ran"}

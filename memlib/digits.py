@@ -1,0 +1,105 @@
+"""The DDPM testbed: scikit-learn's 1,797 real 8x8 handwritten digits with planted duplicates.
+
+Our CIFAR-10 stand-in for the unconditional and class-conditional DDPM experiments (AMG Sec. 6 on CIFAR-10;
+IET-AGC+). ``n_duplicated`` digits are repeated ``copies`` times each (ground truth: ``duplicated``), the
+way Somepalli et al. (2023) and Gu et al. (TMLR 2025) plant duplicates to make memorization measurable.
+Models are ``memlib.models.make_unconditional_unet`` (a diffusers ``UNet2DModel``), trained with the same
+resumable loop as the text-to-image testbed; a class label of ``n_classes`` means "no label" (CFG dropout).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config, check_range
+from .models import UnconditionalConfig, make_unconditional_unet, sd_scheduler
+from .train import TrainConfig, train_loop
+
+
+@dataclass
+class DigitsDataConfig(Config):
+    seed: int = 0               # which digits get duplicated
+    n_duplicated: int = 20      # digits planted as duplicates ...
+    copies: int = 30            # ... each this many times in total
+    max_images: int = 0         # keep only the first N real digits (0: all 1,797)
+
+    def validate(self) -> None:
+        check_range("n_duplicated", self.n_duplicated, 0)
+        check_range("copies", self.copies, 1)
+        check_range("max_images", self.max_images, 0)
+
+
+@dataclass
+class DigitsData:
+    images: torch.Tensor        # (N, 1, 8, 8) in [-1, 1]
+    labels: torch.Tensor        # (N,) digit class 0..9
+    cluster: np.ndarray         # (N,) source digit index; copies share it
+    duplicated: np.ndarray      # (N,) bool: row belongs to a planted duplicate
+    config: DigitsDataConfig
+
+
+def make_digits_data(cfg: DigitsDataConfig | None = None) -> DigitsData:
+    from sklearn.datasets import load_digits
+
+    cfg = cfg or DigitsDataConfig()
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0 * 2 - 1)[:, None]
+    y = torch.from_numpy(d.target.astype(np.int64))
+    if cfg.max_images:
+        x, y = x[: cfg.max_images], y[: cfg.max_images]
+    if cfg.n_duplicated > len(x):
+        raise ValueError(f"parameter 'n_duplicated' = {cfg.n_duplicated} exceeds the {len(x)} digits available")
+    rng = np.random.default_rng(cfg.seed)
+    dup = rng.choice(len(x), size=cfg.n_duplicated, replace=False)
+    extra = np.repeat(dup, cfg.copies - 1)   # each planted digit ends with `copies` rows in total
+    rows = np.concatenate([np.arange(len(x)), extra])
+    duplicated = np.isin(rows, dup)
+    return DigitsData(x[rows], y[rows], rows, duplicated, cfg)
+
+
+class DigitsDenoiser:
+    """Adapts a ``UNet2DModel`` to the sampler's ``denoise(x, t, cond)``; ``cond`` = class labels or None."""
+
+    def __init__(self, unet):
+        self.unet = unet
+
+    def __call__(self, x, t, cond):
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        return self.unet(x, t, class_labels=cond, return_dict=False)[0]
+
+
+def digits_loss(unet, data: DigitsData, n_classes: int, label_dropout: float = 0.1):
+    """Epsilon-prediction loss; class-conditional models drop labels to ``n_classes`` (the null label)."""
+    abar = sd_scheduler("ddpm").alphas_cumprod.float()
+
+    def loss_fn(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x0 = data.images[idx]
+        t = torch.randint(0, len(abar), (len(idx),), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = abar[t].view(-1, 1, 1, 1)
+        labels = None
+        if n_classes:
+            labels = data.labels[idx].clone()
+            labels[torch.rand(len(idx), generator=gen) < label_dropout] = n_classes
+        pred = unet(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, class_labels=labels, return_dict=False)[0]
+        return torch.nn.functional.mse_loss(pred, noise)
+
+    return loss_fn
+
+
+def train_digits_model(data: DigitsData, model_cfg: UnconditionalConfig, train_cfg: TrainConfig,
+                       folder: str | Path, progress: bool = True, stop_at: int | None = None):
+    """Train (or resume) a digits DDPM in ``folder``; returns (unet, training state)."""
+    import json
+
+    torch.manual_seed(train_cfg.seed)
+    unet = make_unconditional_unet(model_cfg)
+    meta = {"kind": "digits-ddpm", "run": json.loads(json.dumps(
+        {"data": data.config.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict()}, default=list))}
+    loss_fn = digits_loss(unet, data, model_cfg.num_class_embeds)
+    state = train_loop(unet, loss_fn, len(data.images), train_cfg, folder, meta, progress=progress,
+                       stop_at=stop_at)
+    return unet, state
