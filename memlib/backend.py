@@ -31,6 +31,7 @@ class Backend(Protocol):
 
 class TestbedBackend:
     """The pixel-space testbed model behind the ``Backend`` interface."""
+    __test__ = False  # not a pytest test class
 
     name = "testbed"
 

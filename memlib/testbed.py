@@ -38,6 +38,7 @@ def data_fingerprint(data: TestbedData) -> str:
 
 @dataclass
 class Testbed:
+    __test__ = False  # not a pytest test class
     data: TestbedData
     model: TextToImageModel
     folder: Path
@@ -100,6 +101,7 @@ PRESETS = {  # data presets: 'default' is the shipped testbed, 'tiny' runs the p
 @dataclass
 class TestbedNotebookConfig(Config):
     """Parameters of notebooks/00_testbed.ipynb."""
+    __test__ = False  # not a pytest test class
     data_preset: str = "default"     # 'default' (shipped checkpoint) or 'tiny' (seconds; tests)
     seed: int = 0                    # data and training seed
     train_steps: int = 2800          # testbed training steps (~0.5 s each on 2 CPU cores)

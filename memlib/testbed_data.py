@@ -49,6 +49,7 @@ GROUPS = ("verbatim", "verbatim_knob", "image_dup", "caption_dup", "generic", "h
 
 @dataclass
 class TestbedDataConfig(Config):
+    __test__ = False  # not a pytest test class
     seed: int = 0                          # everything below is drawn from this seed
     image_size: int = 16                   # pixels per side (RGB)
     renderings_per_combo: int = 12         # random renderings of each training combination
@@ -88,6 +89,7 @@ class Prompt:
 
 @dataclass
 class TestbedData:
+    __test__ = False  # not a pytest test class
     images: torch.Tensor             # (N, 3, S, S) float32 in [-1, 1]
     captions: list[str]
     group: np.ndarray                # (N,) group name per row

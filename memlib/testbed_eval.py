@@ -27,6 +27,7 @@ EVAL_GROUPS = ("verbatim", "verbatim_knob", "image_dup", "caption_dup", "heldout
 
 @dataclass
 class TestbedEvaluation:
+    __test__ = False  # not a pytest test class
     prompts: list[Prompt]
     generation: Generation
     replicated: np.ndarray        # (P, G) bool, Gu criterion

@@ -3,6 +3,7 @@ editing the most significant token lower the magnitude and break replication? Se
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +90,9 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
         m[f"{g}_trigger_top2_rate"] = float(np.mean(hits)) if hits else float("nan")
         m[f"{g}_n_prompts"] = len(hits)
     for g, atts in res.attributions.items():
+        # which tokens win, so a miss can be read (e.g. the first word, which a causal encoder sees alone)
+        top1 = Counter(a.tokens[int(np.argmax(a.significance))] for a in atts if len(a.tokens))
+        m[f"{g}_top1_token_counts"] = dict(top1.most_common(8))
         m[f"{g}_mean_magnitude"] = float(np.mean([a.magnitude for a in atts])) if atts else float("nan")
 
     # Edit experiment: drop the most significant token of each verbatim prompt, regenerate, measure.
