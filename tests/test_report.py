@@ -1,0 +1,25 @@
+"""The README's results table is generated from metrics files, never typed in."""
+import json
+
+import pytest
+
+from memlib.report import BEGIN, END, results_table, update_readme
+
+
+def test_results_table_reads_the_metrics_files(tmp_path, monkeypatch):
+    (tmp_path / "figures" / "00_testbed").mkdir(parents=True)
+    (tmp_path / "figures" / "00_testbed" / "metrics.json").write_text(json.dumps(
+        {"metrics": {"verbatim_replication_rate": 0.8125}, "provenance": {"git_commit": "abcdef1234567"}}))
+    table = results_table(tmp_path / "figures")
+    assert "| 0.812 | >= 0.80 | abcdef1234 |" in table
+    assert "01_detection" in table and "not yet run" in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nstale\n{END}\nrest\n")
+    monkeypatch.setenv("MEMLIB_ROOT", str(tmp_path))
+    assert update_readme(readme) is True
+    text = readme.read_text()
+    assert "stale" not in text and "0.812" in text and text.endswith("rest\n")
+    assert update_readme(readme) is False
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        update_readme(readme)
