@@ -85,13 +85,18 @@ class ClipScorer:
     def text_features(self, prompts: list[str]) -> torch.Tensor:
         return F.normalize(self.model.encode_text(self.tokenizer(prompts)).float(), dim=-1)
 
+    def _features(self, images_or_features: torch.Tensor) -> torch.Tensor:
+        """Accept images (B, 3, S, S) or already computed image features (B, D), to encode only once."""
+        x = images_or_features
+        return x if x.ndim == 2 else self.image_features(x)
+
     def score(self, images: torch.Tensor, prompts: list[str]) -> np.ndarray:
-        """Per-pair cosine similarity between image i and prompt i."""
-        return (self.image_features(images) * self.text_features(prompts)).sum(-1).numpy()
+        """Per-pair cosine similarity between image i and prompt i (images or their features)."""
+        return (self._features(images) * self.text_features(prompts)).sum(-1).numpy()
 
     def retrieve(self, images: torch.Tensor, vocabulary: list[str]) -> list[str]:
-        """The best-matching caption of ``vocabulary`` for each image."""
-        sims = self.image_features(images) @ self.text_features(vocabulary).T
+        """The best-matching caption of ``vocabulary`` for each image (images or their features)."""
+        sims = self._features(images) @ self.text_features(vocabulary).T
         return [vocabulary[i] for i in sims.argmax(1).tolist()]
 
 

@@ -15,7 +15,7 @@ import torch
 from .backend import TestbedBackend
 from .clip_eval import ClipScorer
 from .generate import Generation, GenerationConfig, generate
-from .metrics import COPY_COSINE_THRESHOLD, GU_RATIO_THRESHOLD, ReplicationIndex
+from .metrics import COPY_COSINE_THRESHOLD, GU_RATIO_THRESHOLD, ReplicationIndex, frechet_distance
 from .testbed import Testbed
 from .testbed_data import Prompt, render_captions
 
@@ -64,9 +64,10 @@ def evaluate_testbed(tb: Testbed, clip: ClipScorer, gen_cfg: GenerationConfig | 
     rng = np.random.default_rng(gen_cfg.seed)
     vocab = tb.data.combos_train + tb.data.combos_heldout
     random_caps = [vocab[i] for i in rng.integers(len(vocab), size=len(texts))]
-    clip_score = clip.score(flat, texts).reshape(P, G)
-    clip_random = clip.score(flat, random_caps).reshape(P, G)
-    retrieved_flat = clip.retrieve(flat, sorted(vocab))
+    feats = clip.image_features(flat)  # encoded once, reused for scores, retrieval and the Fréchet distance
+    clip_score = clip.score(feats, texts).reshape(P, G)
+    clip_random = clip.score(feats, random_caps).reshape(P, G)
+    retrieved_flat = clip.retrieve(feats, sorted(vocab))
     retrieved = [retrieved_flat[i * G:(i + 1) * G] for i in range(P)]
 
     group = np.array([p.group for p in prompts])
@@ -80,8 +81,6 @@ def evaluate_testbed(tb: Testbed, clip: ClipScorer, gen_cfg: GenerationConfig | 
         m[f"{g}_copy_rate"] = _rate(copy_match, sel)
         m[f"{g}_median_ratio"] = float(np.median(res.ratio.reshape(P, G)[sel])) if sel.any() else float("nan")
         m[f"{g}_clip_score"] = _rate(clip_score, sel)
-    m["verbatim_replication_rate"] = m.get("verbatim_replication_rate", float("nan"))
-    m["heldout_replication_rate"] = m.get("heldout_replication_rate", float("nan"))
     memorized = np.isin(group, ["verbatim"])
     m["memorized_clip_score"] = _rate(clip_score, memorized)
     held = group == "heldout"
@@ -97,9 +96,8 @@ def evaluate_testbed(tb: Testbed, clip: ClipScorer, gen_cfg: GenerationConfig | 
         m["heldout_reference_top1_retrieval"] = float(np.mean(
             [a == b for a, b in zip(clip.retrieve(ref, sorted(vocab)), ref_caps)]))
         m["heldout_reference_clip_score"] = float(clip.score(ref, ref_caps).mean())
-        gen_feats = clip.image_features(flat[np.repeat(held, G)]).numpy()
-        from .metrics import frechet_distance
-        m["heldout_frechet_distance"] = frechet_distance(gen_feats, clip.image_features(ref).numpy())
+        m["heldout_frechet_distance"] = frechet_distance(feats[np.repeat(held, G)].numpy(),
+                                                         clip.image_features(ref).numpy())
     knob = [p for p in prompts if p.group == "verbatim_knob"]
     for c in sorted({p.copies for p in knob}):
         sel = np.array([p.group == "verbatim_knob" and p.copies == c for p in prompts])
