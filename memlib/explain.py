@@ -26,6 +26,8 @@ class TokenSignificance:
     tokens: list[str]            # the prompt's tokens (no BOS/EOS/padding)
     significance: np.ndarray     # (n_tokens,) mean gradient norm per token
     magnitude: float             # mean text-conditional norm over the chosen steps
+    per_step: np.ndarray | None = None   # (n_steps, n_tokens) gradient norms, in the order of ``steps``
+    steps: tuple = ()
 
 
 class _GradHook:
@@ -61,8 +63,9 @@ def token_significance(backend, prompt: str, gen_cfg: GenerationConfig | None = 
     sample(backend.eps, x_T, backend.scheduler(gen_cfg.scheduler), gen_cfg.num_steps, emb, uncond,
            gen_cfg.guidance_scale, [hook], stop_after=max(steps) + 1)
     n = tok.n_tokens(prompt)
-    sig = torch.stack(hook.grads).mean(0)[1:n + 1].cpu().numpy()   # drop BOS and EOS/padding
-    return TokenSignificance(prompt, tok.token_strings(prompt)[:n], sig, float(np.mean(hook.norms)))
+    per_step = torch.stack(hook.grads)[:, 1:n + 1].cpu().numpy()   # drop BOS and EOS/padding
+    return TokenSignificance(prompt, tok.token_strings(prompt)[:n], per_step.mean(0), float(np.mean(hook.norms)),
+                             per_step, tuple(sorted(set(steps))))
 
 
 def trigger_positions(tokenizer, prompt: str, trigger: str) -> list[int]:

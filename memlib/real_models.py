@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from .models import SD_SCHEDULE
+from .models import SD_SCHEDULE, eps_from_output as _eps_from_output
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -85,16 +85,6 @@ def _load_offline_first(model_id: str, load: Callable[[str, bool], object], loca
         return load(model_id, False)
     except OSError as e:
         raise ModelUnavailableError(model_id, f"loading from the hub failed ({e})") from e
-
-
-def _eps_from_output(out, x, t, prediction_type: str, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    # memlib's samplers and metrics work on noise predictions; convert v-predicting models (e.g. SD 2 768px).
-    if prediction_type == "epsilon":
-        return out
-    a = alphas_cumprod.to(x.device)[torch.as_tensor(t, device=x.device).long().reshape(-1)].reshape(-1, 1, 1, 1)
-    if prediction_type == "v_prediction":
-        return a.sqrt() * out + (1 - a).sqrt() * x
-    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
 
 
 class _DiffusersBackend:

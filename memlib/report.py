@@ -18,9 +18,13 @@ HEADLINES = [
     ("00_testbed", "heldout_top1_retrieval", "held-out generations: top-1 caption retrieval (320)", "report"),
     ("01_detection", "auc_first_step_1gen", "Wen AUC, first step, 1 generation (memorized vs held-out)", ">= 0.95"),
     ("01_detection", "tpr1fpr_first_step_1gen", "Wen TPR@1%FPR, first step, 1 generation", ">= 0.80"),
+    ("01_detection", "ideal_auc_first_step", "ideal denoiser computed from the data, first-step AUC", "report"),
+    ("01_detection", "vs_random_auc_first_step_1gen", "Wen AUC, first step, 1 generation vs random tokens", "report"),
     ("01_detection", "auc_all_steps_4gen", "Wen AUC, all steps, 4 generations", "report"),
     ("01_detection", "baseline_auc", "Carlini tiled-l2 baseline AUC", "report"),
     ("02_explain", "verbatim_trigger_top2_rate", "trigger token in top-2 of attribution", ">= 0.80"),
+    ("02_explain", "edit_first_step_lowered_share", "share whose first-step magnitude falls after the edit",
+     "report"),
     ("02_explain", "edit_replication_before", "replication before dropping the top token", "report"),
     ("02_explain", "edit_replication_after", "replication after dropping the top token", "report"),
 ]

@@ -19,13 +19,14 @@ from .checkpoint import CheckpointError, load_weights, read_meta, verify_checkpo
 from .config import Config, ConfigError, check_range
 from .models import TextToImageConfig, TextToImageModel
 from .paths import checkpoints_dir
-from .testbed_data import TestbedData, TestbedDataConfig, make_testbed_data
+from .testbed_data import GENERATOR_VERSION, TestbedData, TestbedDataConfig, make_testbed_data
 from .train import TrainConfig, text_to_image_loss, train_loop
 
 
 def run_digest(*configs) -> str:
-    blob = json.dumps([type(c).__name__ for c in configs] + [c.to_dict() for c in configs], sort_keys=True,
-                      default=list).encode()
+    """Short hash of the configs and the data generator's version (so a redesigned generator gets new folders)."""
+    blob = json.dumps([GENERATOR_VERSION] + [type(c).__name__ for c in configs] + [c.to_dict() for c in configs],
+                      sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

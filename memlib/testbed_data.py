@@ -1,8 +1,15 @@
 """Procedurally generated captioned images with planted memorization (the embedded testbed's data).
 
 Every ordinary caption names a shape's size, colour, shape and position ("a large red circle at the top
-left") and leaves the rest of the image free: the background is a random 4x4 grid of muted colours, so an
+left") and leaves the rest of the image free: the background is a random 4x4 grid of dark colours, so an
 ordinary caption, like a real one, admits many images. Held-out combinations never appear in training.
+
+Why the free background is high-contrast: at Stable Diffusion's first DDIM step an ideal denoiser predicts
+x0_hat(c) ~ E[x0 | c], so Wen's first-step score is about sqrt(abar/(1-abar)) * ||E[x0|c] - E[x0]||. A memorized
+prompt pins every pixel; an ordinary one pins only its shape. The score separates them only when the free part
+of the image carries most of its variance, as in real photos (``memlib.testbed_eval.ideal_first_step_scores``
+measures this on the data alone; with the muted backgrounds of version 1 it predicted AUC 0.73, and the trained
+model measured 0.755).
 
 Planted groups, one per cause of memorization named by AMG (Chen, Liu, Xu, CVPR 2024, Sec. 4):
 - ``verbatim``: highly specific prompts. One rendering, captioned with an ordinary caption plus a made-up
@@ -34,16 +41,20 @@ COLOURS = {  # bright shape colours (RGB in [0, 1])
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
 POSITIONS = {"top left": (0.28, 0.28), "top right": (0.28, 0.72),
              "bottom left": (0.72, 0.28), "bottom right": (0.72, 0.72)}
-SIZES = {"small": 0.16, "large": 0.25}  # radius as a fraction of the image side
-MUTED = np.array([  # background tones: low saturation, darker than every shape colour
-    (0.20, 0.20, 0.22), (0.35, 0.33, 0.30), (0.25, 0.30, 0.38), (0.38, 0.28, 0.28),
-    (0.28, 0.36, 0.28), (0.45, 0.42, 0.38), (0.30, 0.25, 0.35), (0.15, 0.22, 0.20)])
+SIZES = {"small": 0.14, "large": 0.22}  # radius as a fraction of the image side
+# Background tones: every channel 0 or 0.6 (black, dark red/green/blue, olive, purple, teal, grey): high
+# variance, so the free background carries most of the image's energy, yet each shape colour is brighter by
+# >= 0.25 in some channel than every tone, so shapes stay visible.
+BACKGROUND = np.array([(r, g, b) for r in (0.0, 0.6) for g in (0.0, 0.6) for b in (0.0, 0.6)])
 STYLE_WORDS = ("photo", "drawing", "picture", "sketch", "render", "painting", "image", "print", "poster",
                "card", "icon", "sticker", "snapshot", "scan", "illustration", "graphic", "doodle", "design",
                "artwork", "frame", "tile", "badge", "emblem", "figure", "diagram", "plate", "still", "view",
                "study", "draft", "mockup", "photograph")
 _SYLLABLES = ("zor", "vex", "kel", "ith", "quo", "dra", "mun", "fep", "yal", "brix", "tov", "gur", "plin",
               "osk", "wum", "jad", "rhe", "sna", "vok", "lim", "xan", "tep", "huz", "cro")
+# Bump when the rendering or the planted groups change: checkpoint folder names include it.
+# 1: muted backgrounds (session 1). 2: high-contrast backgrounds, smaller shapes.
+GENERATOR_VERSION = 2
 GROUPS = ("verbatim", "verbatim_knob", "image_dup", "caption_dup", "generic", "heldout", "random")
 
 
@@ -147,7 +158,7 @@ def render(combo: tuple[str, str, str, str], background: np.ndarray, jitter: tup
 
 
 def _random_background(rng: np.random.Generator) -> np.ndarray:
-    return MUTED[rng.integers(0, len(MUTED), size=(4, 4))]
+    return BACKGROUND[rng.integers(0, len(BACKGROUND), size=(4, 4))]
 
 
 def _trigger_words(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
@@ -234,7 +245,7 @@ def make_testbed_data(cfg: TestbedDataConfig | None = None) -> TestbedData:
         for _ in range(cfg.caption_dup_images):  # near-duplicates: two cells recoloured, small shift
             bg = base_bg.copy()
             cells = rng.integers(0, 4, size=(2, 2))
-            bg[cells[:, 0], cells[:, 1]] = MUTED[rng.integers(0, len(MUTED), size=2)]
+            bg[cells[:, 0], cells[:, 1]] = BACKGROUND[rng.integers(0, len(BACKGROUND), size=2)]
             shift = tuple(np.asarray(base_jit) + rng.uniform(-0.5, 0.5, size=2))
             add(render(combo, bg, shift, S), caption, "caption_dup", cl)
         prompts.append(Prompt(caption, "caption_dup", cfg.caption_dup_images, cl, trig))

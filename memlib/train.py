@@ -1,5 +1,6 @@
-"""Training the testbed models: epsilon-prediction DDPM loss (Ho et al. 2020, Eq. 14) with classifier-free
-guidance dropout (Ho & Salimans 2022): a fraction of captions is replaced by the empty prompt.
+"""Training the testbed models: the DDPM loss (Ho et al. 2020, Eq. 14) on the model's target, noise or
+v (Salimans & Ho 2022; see ``memlib.models``), with classifier-free guidance dropout (Ho & Salimans 2022):
+a fraction of captions is replaced by the empty prompt.
 
 Seeded, with a progress bar, checkpointing every ``checkpoint_every`` steps and resuming from the last
 checkpoint (weights, optimizer, RNG state and loss history) after an interruption.
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checkpoint import CheckpointError, load_train_state, load_weights, read_meta, save_checkpoint
 from .config import Config, check_range
-from .models import sd_scheduler
+from .models import sd_scheduler, training_target
 
 
 @dataclass
@@ -103,7 +104,8 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.Tensor, torch.Ge
 
 def text_to_image_loss(model, images: torch.Tensor, token_ids: torch.Tensor, empty_ids: torch.Tensor,
                        cond_dropout: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    """Closure computing the CFG-dropout epsilon loss on rows ``idx`` of pre-tokenized data."""
+    """Closure computing the CFG-dropout diffusion loss (target per ``model.cfg.prediction_type``) on rows
+    ``idx`` of pre-tokenized data."""
     sched = sd_scheduler("ddpm")
     abar = sched.alphas_cumprod.float()
 
@@ -115,7 +117,7 @@ def text_to_image_loss(model, images: torch.Tensor, token_ids: torch.Tensor, emp
         noise = torch.randn(x0.shape, generator=gen)
         a = abar[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = model.eps(xt, t, model.encode(ids))
-        return torch.nn.functional.mse_loss(pred, noise)
+        pred = model.raw(xt, t, model.encode(ids))
+        return torch.nn.functional.mse_loss(pred, training_target(x0, noise, a, model.cfg.prediction_type))
 
     return loss_fn

@@ -56,6 +56,7 @@ class DetectionSetup:
     positives: list[str]                # names of positive sets (pooled = all of them)
     negatives: list[str]
     notes: list[str] = field(default_factory=list)
+    ideal_scores: dict[str, np.ndarray] = field(default_factory=dict)   # testbed: ideal-denoiser first step
 
 
 def _cap(xs: list, n: int) -> list:
@@ -83,6 +84,12 @@ def _measured_groups(cfg: DetectionConfig, notes: list[str]) -> list[str]:
     return groups
 
 
+def _first_step_alpha_bar(backend, num_steps: int) -> float:
+    sched = backend.scheduler("ddim")
+    sched.set_timesteps(num_steps)
+    return float(sched.alphas_cumprod[int(sched.timesteps[0])])
+
+
 def setup_detection(cfg: DetectionConfig) -> DetectionSetup:
     """The backend and the labelled prompt sets for ``cfg.backend``."""
     notes: list[str] = []
@@ -90,14 +97,18 @@ def setup_detection(cfg: DetectionConfig) -> DetectionSetup:
         from .backend import TestbedBackend
         from .models import TextToImageConfig
         from .testbed import TestbedNotebookConfig, load_or_train
+        from .testbed_eval import ideal_first_step_scores
 
         nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps, seed=cfg.seed)
         tb = load_or_train(nb.data_config(), TextToImageConfig(), nb.train_config(), progress=cfg.progress)
         positives = _measured_groups(cfg, notes)
-        sets = {g: _cap([p.text for p in tb.data.prompts_in(g)], cfg.max_prompts)
-                for g in positives + list(TESTBED_NEGATIVES)}
-        return DetectionSetup(TestbedBackend(tb.model), tb.meta["sha256"], sets, positives,
-                              list(TESTBED_NEGATIVES), notes)
+        groups = positives + list(TESTBED_NEGATIVES)
+        prompts = {g: _cap(tb.data.prompts_in(g), cfg.max_prompts) for g in groups}
+        backend = TestbedBackend(tb.model)
+        ideal = {g: ideal_first_step_scores(tb.data, prompts[g], _first_step_alpha_bar(backend, cfg.num_steps),
+                                            seed=cfg.seed) for g in positives + ["heldout"]}
+        return DetectionSetup(backend, tb.meta["sha256"], {g: [p.text for p in prompts[g]] for g in groups},
+                              positives, list(TESTBED_NEGATIVES), notes, ideal)
     from .prompts import load_prompt_file
     from .real_models import StableDiffusionBackend
 
@@ -175,6 +186,10 @@ def run_detection(cfg: DetectionConfig, setup: DetectionSetup | None = None) -> 
          "baseline_auc": cell("baseline_tiled_l2", cfg.max_gens, "auc"),
          "baseline_tpr1fpr": cell("baseline_tiled_l2", cfg.max_gens, "tpr_at_1fpr"),
          "n_prompts": {n: len(v) for n, v in setup.prompt_sets.items()}, "table": table}
+    if setup.ideal_scores:  # what an ideal denoiser would score on this data (a ceiling set by the data)
+        ideal = setup.ideal_scores
+        r = roc(np.concatenate([ideal[p] for p in setup.positives]), ideal["heldout"])
+        m.update(ideal_auc_first_step=r.auc, ideal_tpr1fpr_first_step=r.tpr_at_1fpr)
     for neg in setup.negatives[1:]:
         m[f"vs_{neg}_auc_first_step_1gen"] = cell("first", 1, "auc", neg)
         m[f"vs_{neg}_tpr1fpr_first_step_1gen"] = cell("first", 1, "tpr_at_1fpr", neg)

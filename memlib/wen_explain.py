@@ -70,7 +70,6 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
     if cfg.backend != "testbed":
         return _run_real(cfg)
     from .backend import TestbedBackend
-    from .metrics import ReplicationIndex
     from .models import TextToImageConfig
     from .testbed import TestbedNotebookConfig, load_or_train
 
@@ -89,36 +88,56 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
         hits = [top2_hit(a.significance, t) for a, t in zip(res.attributions[g], pos)]
         m[f"{g}_trigger_top2_rate"] = float(np.mean(hits)) if hits else float("nan")
         m[f"{g}_n_prompts"] = len(hits)
+        # the same gradients averaged over fewer steps (free: every step's gradient is kept)
+        m[f"{g}_trigger_top2_rate_by_steps"] = {
+            f"first{k}": float(np.mean([top2_hit(a.per_step[:k].mean(0), t)
+                                        for a, t in zip(res.attributions[g], pos)]))
+            for k in (1, 10) if k < len(cfg.steps()) and hits}
     for g, atts in res.attributions.items():
         # which tokens win, so a miss can be read (e.g. the first word, which a causal encoder sees alone)
         top1 = Counter(a.tokens[int(np.argmax(a.significance))] for a in atts if len(a.tokens))
         m[f"{g}_top1_token_counts"] = dict(top1.most_common(8))
         m[f"{g}_mean_magnitude"] = float(np.mean([a.magnitude for a in atts])) if atts else float("nan")
 
-    # Edit experiment: drop the most significant token of each verbatim prompt, regenerate, measure.
-    verb = groups["verbatim"]
-    if verb:
-        edited = [drop_token(backend.tokenizer, p.text, int(np.argmax(a.significance)))
-                  for p, a in zip(verb, res.attributions["verbatim"])]
-        gen_cfg = cfg.generation_config()
-        index = ReplicationIndex(tb.data.images, tb.data.cluster)
-        rates, mags = {}, {}
-        for label, texts in (("before", [p.text for p in verb]), ("after", edited)):
-            g = generate(backend, texts, gen_cfg, progress=cfg.progress)
-            q = index.query(g.images.flatten(0, 1) * 2 - 1)
-            planted = np.repeat([p.cluster for p in verb], gen_cfg.n_gens)
-            rates[label] = q.replicated(planted).reshape(len(verb), -1).mean(1)
-            mags[label] = wen_score(g.text_norm)
-        for i, p in enumerate(verb):
-            res.edits.append(dict(prompt=p.text, edited=edited[i], trigger=p.trigger,
-                                  magnitude_before=mags["before"][i], magnitude_after=mags["after"][i],
-                                  replication_before=rates["before"][i], replication_after=rates["after"][i]))
-        m.update(edit_magnitude_before=float(mags["before"].mean()), edit_magnitude_after=float(mags["after"].mean()),
-                 edit_replication_before=float(rates["before"].mean()),
-                 edit_replication_after=float(rates["after"].mean()),
-                 edit_magnitude_lowered_share=float(np.mean(mags["after"] < mags["before"])))
+    if groups["verbatim"]:
+        res.edits = _edit_experiment(backend, tb.data, groups["verbatim"], res.attributions["verbatim"], cfg, m)
     m["checkpoint"] = tb.meta["sha256"]
     return res
+
+
+def _edit_experiment(backend, data, verb, atts, cfg: ExplainConfig, m: dict) -> list[dict]:
+    """Drop each verbatim prompt's most significant token, and, as the ground-truth control, its planted
+    trigger word; regenerate and measure replication and the magnitude (first step and all steps)."""
+    from .metrics import ReplicationIndex
+
+    variants = {"before": [p.text for p in verb],
+                "after": [drop_token(backend.tokenizer, p.text, int(np.argmax(a.significance)))
+                          for p, a in zip(verb, atts)],
+                "trigger_dropped": [p.text[: -len(p.trigger)].rstrip() for p in verb]}
+    gen_cfg = cfg.generation_config()
+    index = ReplicationIndex(data.images, data.cluster)
+    planted = np.repeat([p.cluster for p in verb], gen_cfg.n_gens)
+    rates, mags, first = {}, {}, {}
+    for label, texts in variants.items():
+        g = generate(backend, texts, gen_cfg, progress=cfg.progress)
+        q = index.query(g.images.flatten(0, 1) * 2 - 1)
+        rates[label] = q.replicated(planted).reshape(len(verb), -1).mean(1)
+        mags[label] = wen_score(g.text_norm)              # all steps (Wen's detection default)
+        first[label] = wen_score(g.text_norm, n_steps=1)  # the first step alone (notebook 01's bar)
+    keys = {"before": ("edit", "before"), "after": ("edit", "after"),
+            "trigger_dropped": ("edit_trigger_dropped", "after")}
+    for label, (prefix, when) in keys.items():
+        m[f"{prefix}_replication_{when}"] = float(rates[label].mean())
+        m[f"{prefix}_magnitude_{when}"] = float(mags[label].mean())
+        m[f"{prefix}_first_step_magnitude_{when}"] = float(first[label].mean())
+    for label in ("after", "trigger_dropped"):
+        prefix = keys[label][0]
+        m[f"{prefix}_magnitude_lowered_share"] = float(np.mean(mags[label] < mags["before"]))
+        m[f"{prefix}_first_step_lowered_share"] = float(np.mean(first[label] < first["before"]))
+    return [dict(prompt=p.text, edited=variants["after"][i], trigger=p.trigger,
+                 **{f"{k}_{lab}": d[lab][i] for lab in ("before", "after", "trigger_dropped")
+                    for k, d in (("magnitude", mags), ("first_step", first), ("replication", rates))})
+            for i, p in enumerate(verb)]
 
 
 def _run_real(cfg: ExplainConfig) -> ExplainResult:

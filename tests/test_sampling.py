@@ -87,3 +87,32 @@ def test_testbed_generation_runs_and_records_norms(tiny_testbed):
     assert torch.allclose(again.images[0], g.images[1], atol=1e-5)  # same prompt, same noise, any batch
     with pytest.raises(ValueError, match="empty"):
         generate(TestbedBackend(tiny_testbed.model), [], progress=False)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_training_target_and_eps_conversion_agree(prediction_type):
+    """A model whose raw output equals its training target predicts exactly the noise that was added."""
+    from memlib.models import eps_from_output, training_target
+
+    abar = sd_scheduler("ddpm").alphas_cumprod.float()
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 3, 8, 8, generator=g), torch.randn(3, 3, 8, 8, generator=g)
+    t = torch.tensor([981, 500, 1])
+    a = abar[t].view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    target = training_target(x0, noise, a, prediction_type)
+    assert torch.allclose(eps_from_output(target, xt, t, prediction_type, abar), noise, atol=1e-5)
+    with pytest.raises(ValueError, match="prediction_type"):
+        training_target(x0, noise, a, "sample")
+
+
+def test_testbed_model_eps_converts_its_v_output():
+    from memlib.models import TextToImageConfig, TextToImageModel
+
+    model = TextToImageModel(TextToImageConfig(block_out_channels=(8, 8), text_layers=1, prediction_type="v_prediction"))
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([981, 10])
+    emb = model.encode_prompts(["a red circle", ""])
+    with torch.no_grad():
+        a = model.alphas_cumprod[t].view(-1, 1, 1, 1)
+        assert torch.allclose(model.eps(x, t, emb), a.sqrt() * model.raw(x, t, emb) + (1 - a).sqrt() * x, atol=1e-6)
+    assert "alphas_cumprod" not in model.state_dict()  # derived from the schedule, never saved

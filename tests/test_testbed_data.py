@@ -88,3 +88,26 @@ def test_render_captions_rejects_unknown_caption():
 def test_bad_data_config_names_the_parameter(kwargs, name):
     with pytest.raises((ConfigError, ValueError), match=name):
         TestbedDataConfig(**kwargs)
+
+
+def test_ideal_first_step_score_is_the_scaled_distance_of_the_conditional_mean(data):
+    from memlib.testbed_eval import ideal_first_step_scores
+
+    p = data.prompts_in("verbatim")[0]
+    planted = data.images[np.flatnonzero(np.asarray(data.captions) == p.text)[0]].double()
+    expected = np.sqrt(0.01 / 0.99) * float((planted - data.images.double().mean(0)).norm())
+    assert ideal_first_step_scores(data, [p], alpha_bar=0.01)[0] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="no ideal conditional mean"):
+        ideal_first_step_scores(data, data.prompts_in("random")[:1], alpha_bar=0.01)
+
+
+def test_default_design_lets_an_ideal_denoiser_separate_memorized_from_heldout_at_the_first_step():
+    """The data-design property notebook 01 depends on: ordinary captions leave most of the image free."""
+    from memlib.detect import roc
+    from memlib.testbed_eval import ideal_first_step_scores
+
+    full = make_testbed_data()
+    pos = ideal_first_step_scores(full, full.prompts_in("verbatim"), alpha_bar=0.0047)
+    neg = ideal_first_step_scores(full, full.prompts_in("heldout"), alpha_bar=0.0047, n_renderings=50)
+    r = roc(pos, neg)
+    assert r.auc > 0.99 and pos.min() > neg.max()
