@@ -26,8 +26,7 @@ class TokenSignificance:
     tokens: list[str]            # the prompt's tokens (no BOS/EOS/padding)
     significance: np.ndarray     # (n_tokens,) mean gradient norm per token
     magnitude: float             # mean text-conditional norm over the chosen steps
-    per_step: np.ndarray | None = None   # (n_steps, n_tokens) gradient norms, in the order of ``steps``
-    steps: tuple = ()
+    per_step: np.ndarray | None = None   # (n_steps, n_tokens) gradient norms, chosen steps in sampling order
 
 
 class _GradHook:
@@ -65,7 +64,7 @@ def token_significance(backend, prompt: str, gen_cfg: GenerationConfig | None = 
     n = tok.n_tokens(prompt)
     per_step = torch.stack(hook.grads)[:, 1:n + 1].cpu().numpy()   # drop BOS and EOS/padding
     return TokenSignificance(prompt, tok.token_strings(prompt)[:n], per_step.mean(0), float(np.mean(hook.norms)),
-                             per_step, tuple(sorted(set(steps))))
+                             per_step)
 
 
 def trigger_positions(tokenizer, prompt: str, trigger: str) -> list[int]:
