@@ -11,7 +11,7 @@ autograd on.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -27,6 +27,12 @@ class TokenSignificance:
     significance: np.ndarray     # (n_tokens,) mean gradient norm per token
     magnitude: float             # mean text-conditional norm over the chosen steps
     per_step: np.ndarray | None = None   # (n_steps, n_tokens) gradient norms, chosen steps in sampling order
+
+    def over_first(self, k: int) -> "TokenSignificance":
+        """The same gradients averaged over the first ``k`` of the chosen steps only (S = those steps)."""
+        if self.per_step is None or not 1 <= k <= len(self.per_step):
+            raise ValueError(f"need 1 <= k <= {0 if self.per_step is None else len(self.per_step)} recorded steps")
+        return replace(self, significance=self.per_step[:k].mean(0))
 
 
 class _GradHook:

@@ -1,7 +1,9 @@
 """Tiny testbed diffusion models built from diffusers / transformers configs, and Stable Diffusion's schedule.
 
 - ``TextToImageModel``: a pixel-space ``UNet2DConditionModel`` conditioned on a small transformers
-  ``CLIPTextModel``, trained jointly with classifier-free-guidance dropout (Ho & Salimans 2022).
+  ``CLIPTextModel``, trained with classifier-free-guidance dropout (Ho & Salimans 2022). By default the text
+  encoder is pretrained and frozen, as Stable Diffusion's is: it is the testbed CLIP's text tower
+  (``memlib.pretrained_text``); ``text_pretrain_steps = 0`` trains it jointly with the UNet instead.
 - ``make_unconditional_unet``: a ``UNet2DModel`` for the DDPM experiments (AMG Sec. 6, IET-AGC+).
 - ``sd_scheduler``: Stable Diffusion v1's noise schedule (scaled-linear beta 0.00085..0.012, DDIM "leading"
   spacing with offset 1, so 50 steps start at t = 981). The testbed uses it because Wen et al.'s first-step
@@ -73,13 +75,16 @@ class TextToImageConfig(Config):
     cross_attention_dim: int = 64        # = text width
     text_layers: int = 2
     text_heads: int = 4
-    text_intermediate: int = 128
+    text_intermediate: int = 256         # text MLP width (4 x width, as the CLIP text tower it is loaded from)
     context_length: int = 20             # tokens incl. BOS/EOS; testbed captions need <= 14
+    text_pretrain_steps: int = 1500      # >0: frozen text tower of a testbed CLIP trained this many steps (as SD's
+                                         # frozen CLIP); 0: text encoder trained jointly with the UNet
     prediction_type: str = "v_prediction"  # UNet target; eps() always returns noise (see module docstring)
 
     def validate(self) -> None:
         check_range("image_size", self.image_size, 8, 512)
         check_range("context_length", self.context_length, 3, 77)
+        check_range("text_pretrain_steps", self.text_pretrain_steps, 0)
         if self.cross_attention_dim % self.text_heads:
             raise ConfigError(f"parameter 'cross_attention_dim' = {self.cross_attention_dim} must be divisible "
                              f"by 'text_heads' = {self.text_heads}")
@@ -112,9 +117,11 @@ class TextToImageModel(nn.Module):
         self.text_encoder = CLIPTextModel(CLIPTextConfig(
             vocab_size=ClipBPETokenizer.vocab_size, hidden_size=cfg.cross_attention_dim,
             intermediate_size=cfg.text_intermediate, num_hidden_layers=cfg.text_layers,
-            num_attention_heads=cfg.text_heads, max_position_embeddings=cfg.context_length,
+            num_attention_heads=cfg.text_heads, max_position_embeddings=cfg.context_length, hidden_act="gelu",
             bos_token_id=ClipBPETokenizer.bos_token_id, eos_token_id=ClipBPETokenizer.eos_token_id,
             pad_token_id=ClipBPETokenizer.pad_token_id))
+        if cfg.text_pretrain_steps:  # weights come from the testbed CLIP (memlib.testbed.load_or_train)
+            self.text_encoder.requires_grad_(False)
         self.tokenizer = ClipBPETokenizer(cfg.context_length)
         self.register_buffer("alphas_cumprod", sd_scheduler("ddpm").alphas_cumprod.float(), persistent=False)
 

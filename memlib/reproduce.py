@@ -27,10 +27,10 @@ from .paths import repo_root
 # Tiny parameters per notebook for --quick (and for the notebook tests): seconds, not minutes.
 QUICK_PARAMS: dict[str, dict] = {
     "00_testbed": dict(data_preset="tiny", train_steps=20, clip_steps=20, n_gens=2, num_steps=5, progress=False),
-    "01_detection": dict(data_preset="tiny", train_steps=20, positive_groups="verbatim", max_gens=2,
+    "01_detection": dict(data_preset="tiny", train_steps=20, clip_steps=20, positive_groups="verbatim", max_gens=2,
                          num_steps=10, batch_size=64, timing_prompts=2, progress=False),
-    "02_explain": dict(data_preset="tiny", train_steps=20, n_gens=1, num_steps=3, max_prompts=2,
-                       illustrate_prompts=1, progress=False),
+    "02_explain": dict(data_preset="tiny", train_steps=20, clip_steps=20, n_gens=1, num_steps=3, attribution_steps=2,
+                       max_prompts=2, illustrate_prompts=1, progress=False),
 }
 
 

@@ -84,11 +84,33 @@ def load_or_train(data_cfg: TestbedDataConfig | None = None, model_cfg: TextToIm
             folder.rename(corrupt)
     elif folder.exists() and retrain:
         shutil.rmtree(folder)
+    if model_cfg.text_pretrain_steps:  # SD-style: a pretrained, frozen text encoder (memlib.pretrained_text)
+        from .clip_eval import load_or_train_clip
+        from .pretrained_text import load_clip_text_tower
+
+        clip = load_or_train_clip(data, text_tower_clip_config(model_cfg, train_cfg.seed), meta["data_fingerprint"],
+                                  progress=progress)
+        load_clip_text_tower(model.text_encoder, clip.model)
+        meta["text_encoder_from"] = clip.meta.get("sha256", "")
     tok = model.tokenizer
     ids = tok(data.captions)
     loss_fn = text_to_image_loss(model, data.images, ids, tok([""])[0], train_cfg.cond_dropout)
     state = train_loop(model, loss_fn, len(data), train_cfg, folder, meta, progress=progress, stop_at=stop_at)
     return Testbed(data, model, folder, read_meta(folder), state)
+
+
+def text_tower_clip_config(model_cfg: TextToImageConfig, seed: int):
+    """The testbed CLIP whose text tower becomes ``model_cfg``'s frozen text encoder. With default settings it is
+    the same run (same checkpoint) as notebook 00's evaluation CLIP, as SD v1 is often scored with the CLIP
+    ViT-L/14 it conditions on."""
+    from .clip_eval import ClipConfig
+
+    if model_cfg.text_heads != 4 or model_cfg.text_intermediate != 4 * model_cfg.cross_attention_dim:
+        raise ConfigError("a pretrained text encoder needs text_heads = 4 and text_intermediate = "
+                          "4 * cross_attention_dim (the testbed CLIP's text tower); or set text_pretrain_steps = 0")
+    return ClipConfig(steps=model_cfg.text_pretrain_steps, seed=seed, image_size=model_cfg.image_size,
+                      text_width=model_cfg.cross_attention_dim, text_layers=model_cfg.text_layers,
+                      context_length=model_cfg.context_length)
 
 
 PRESETS = {  # data presets: 'default' is the shipped testbed, 'tiny' runs the pipeline in seconds (tests)
@@ -107,7 +129,7 @@ class TestbedNotebookConfig(Config):
     seed: int = 0                    # data and training seed
     train_steps: int = 2800          # testbed training steps (~0.5 s each on 2 CPU cores)
     train_batch_size: int = 64
-    clip_steps: int = 1500           # contrastive steps of the testbed CLIP
+    clip_steps: int = 1500           # contrastive steps of the testbed CLIP (its text tower: the frozen encoder)
     retrain: bool = False            # ignore a finished checkpoint and train again
     n_gens: int = 4                  # generations per evaluated prompt
     num_steps: int = 50              # DDIM steps
@@ -133,6 +155,10 @@ class TestbedNotebookConfig(Config):
         return TrainConfig(steps=self.train_steps, batch_size=self.train_batch_size, seed=self.seed,
                            checkpoint_every=min(TrainConfig.checkpoint_every, self.train_steps))
 
+    def model_config(self) -> TextToImageConfig:
+        """The text-to-image model, its frozen text encoder taken from the CLIP this config trains."""
+        return TextToImageConfig(text_pretrain_steps=self.clip_steps)
+
     def generation_config(self):
         from .generate import GenerationConfig
         return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale, n_gens=self.n_gens,
@@ -148,7 +174,7 @@ def load_testbed(cfg: TestbedNotebookConfig | None = None, progress: bool = True
     from .clip_eval import load_or_train_clip
 
     cfg = cfg or TestbedNotebookConfig()
-    tb = load_or_train(cfg.data_config(), TextToImageConfig(), cfg.train_config(), retrain=cfg.retrain,
+    tb = load_or_train(cfg.data_config(), cfg.model_config(), cfg.train_config(), retrain=cfg.retrain,
                        progress=progress)
     clip = load_or_train_clip(tb.data, cfg.clip_config(), tb.meta["data_fingerprint"], progress=progress)
     return tb, clip

@@ -59,7 +59,8 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.Tensor, torch.Ge
     (for tests that interrupt and resume). Returns the training state (``step``, ``history``, ``seconds``).
     """
     folder = Path(folder)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]  # frozen parts (a pretrained encoder) stay put
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     state: dict[str, Any] = {"step": 0, "history": [], "seconds": 0.0}
     if (folder / "meta.json").exists():
@@ -84,7 +85,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.Tensor, torch.Ge
         loss = loss_fn(idx, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         state["step"] += 1
         state["history"].append(loss.item())

@@ -23,6 +23,7 @@ class DetectionConfig(Config):
     backend: str = "testbed"            # 'testbed', 'tiny-sd' (random weights; tests) or an SD model id/folder
     data_preset: str = "default"        # testbed data preset (as in notebook 00)
     train_steps: int = 2800             # testbed checkpoint (as in notebook 00)
+    clip_steps: int = 1500              # testbed CLIP, the source of its frozen text encoder (as in notebook 00)
     positive_groups: str = "measured"   # testbed: 'measured' (groups notebook 00 found memorized) or 'a,b'
     memorized_threshold: float = 0.5    # a planted group is memorized when this share of generations copy
     positives_file: str = "nemo"        # SD backend: jsonl in Wen's format ('caption' field) or 'nemo'
@@ -95,12 +96,12 @@ def setup_detection(cfg: DetectionConfig) -> DetectionSetup:
     notes: list[str] = []
     if cfg.backend == "testbed":
         from .backend import TestbedBackend
-        from .models import TextToImageConfig
         from .testbed import TestbedNotebookConfig, load_or_train
         from .testbed_eval import ideal_first_step_scores
 
-        nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps, seed=cfg.seed)
-        tb = load_or_train(nb.data_config(), TextToImageConfig(), nb.train_config(), progress=cfg.progress)
+        nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps,
+                                   clip_steps=cfg.clip_steps, seed=cfg.seed)
+        tb = load_or_train(nb.data_config(), nb.model_config(), nb.train_config(), progress=cfg.progress)
         positives = _measured_groups(cfg, notes)
         groups = positives + list(TESTBED_NEGATIVES)
         prompts = {g: _cap(tb.data.prompts_in(g), cfg.max_prompts) for g in groups}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from math import comb, nan
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -21,10 +22,12 @@ class ExplainConfig(Config):
     backend: str = "testbed"         # 'testbed', 'tiny-sd' (random weights; tests) or an SD model id/folder
     data_preset: str = "default"     # testbed data preset (as in notebook 00)
     train_steps: int = 2800          # testbed checkpoint (as in notebook 00)
+    clip_steps: int = 1500           # testbed CLIP, the source of its frozen text encoder (as in notebook 00)
     prompts_file: str = "nemo"       # SD backend: prompts to explain (jsonl in Wen's format, or 'nemo')
     n_gens: int = 4                  # generations whose gradients are averaged (Wen: 4)
     num_steps: int = 50              # DDIM steps
-    attribution_steps: int = 0       # 0: every step (Wen's notebook); k: only the first k steps
+    attribution_steps: int = 10      # S: average gradients over the first k steps (0: all, Wen's notebook);
+                                     # gradients of every step are recorded, so all windows are reported
     guidance_scale: float = 3.0
     max_prompts: int = 0             # cap per trigger group, verbatim and caption_dup (0: all)
     illustrate_prompts: int = 8      # prompts of the groups without a trigger (image_dup, heldout) to attribute
@@ -44,6 +47,7 @@ class ExplainConfig(Config):
                                 seed=self.seed)
 
     def steps(self) -> list[int]:
+        """The window S the headline significance averages over."""
         return list(range(self.attribution_steps or self.num_steps))
 
 
@@ -60,9 +64,17 @@ def top2_hit(sig: np.ndarray, positions: list[int]) -> bool:
     return bool(set(np.argsort(-sig)[:2].tolist()) & set(positions))
 
 
+def top2_chance(n_tokens: int, n_trigger: int) -> float:
+    """Probability that a random ranking puts one of ``n_trigger`` of ``n_tokens`` tokens in its top 2."""
+    if n_tokens < 2:
+        return float(n_trigger > 0)
+    return 1.0 - comb(n_tokens - n_trigger, 2) / comb(n_tokens, 2)
+
+
 def explain_prompts(backend, prompts: list[str], cfg: ExplainConfig, desc: str = "attributing"):
+    """Gradients at every sampling step (so any window can be read off), significance over ``cfg.steps()``."""
     gen = cfg.generation_config()
-    return [token_significance(backend, p, gen, cfg.steps())
+    return [token_significance(backend, p, gen).over_first(len(cfg.steps()))
             for p in tqdm(prompts, disable=not cfg.progress, desc=desc)]
 
 
@@ -70,11 +82,11 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
     if cfg.backend != "testbed":
         return _run_real(cfg)
     from .backend import TestbedBackend
-    from .models import TextToImageConfig
     from .testbed import TestbedNotebookConfig, load_or_train
 
-    nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps, seed=cfg.seed)
-    tb = load_or_train(nb.data_config(), TextToImageConfig(), nb.train_config(), progress=cfg.progress)
+    nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps,
+                               clip_steps=cfg.clip_steps, seed=cfg.seed)
+    tb = load_or_train(nb.data_config(), nb.model_config(), nb.train_config(), progress=cfg.progress)
     backend, cap = TestbedBackend(tb.model), (cfg.max_prompts or None)
     groups = {g: tb.data.prompts_in(g)[:cap] for g in ("verbatim", "caption_dup")}
     groups.update({g: tb.data.prompts_in(g)[:cfg.illustrate_prompts] for g in ("image_dup", "heldout")})
@@ -86,13 +98,17 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
     m = res.metrics
     for g, pos in res.triggers.items():
         hits = [top2_hit(a.significance, t) for a, t in zip(res.attributions[g], pos)]
-        m[f"{g}_trigger_top2_rate"] = float(np.mean(hits)) if hits else float("nan")
+        m[f"{g}_trigger_top2_rate"] = float(np.mean(hits)) if hits else nan
         m[f"{g}_n_prompts"] = len(hits)
-        # the same gradients averaged over fewer steps (free: every step's gradient is kept)
+        m[f"{g}_trigger_top2_chance"] = float(np.mean([top2_chance(len(a.tokens), len(t))
+                                                       for a, t in zip(res.attributions[g], pos)])) if hits else nan
+        # the same gradients over other windows S (free: every step's gradient is kept); 'all' is Wen's notebook
+        by = {f"first{k}": k for k in (1, 10) if k < cfg.num_steps} | {"all": cfg.num_steps}
         m[f"{g}_trigger_top2_rate_by_steps"] = {
-            f"first{k}": float(np.mean([top2_hit(a.per_step[:k].mean(0), t)
-                                        for a, t in zip(res.attributions[g], pos)]))
-            for k in (1, 10) if k < len(cfg.steps()) and hits}
+            name: float(np.mean([top2_hit(a.over_first(k).significance, t)
+                                 for a, t in zip(res.attributions[g], pos)])) if hits else nan
+            for name, k in by.items()}
+        m[f"{g}_trigger_top2_rate_all_steps"] = m[f"{g}_trigger_top2_rate_by_steps"]["all"]
     for g, atts in res.attributions.items():
         # which tokens win, so a miss can be read (e.g. the first word, which a causal encoder sees alone)
         top1 = Counter(a.tokens[int(np.argmax(a.significance))] for a in atts if len(a.tokens))

@@ -10,11 +10,11 @@ import matplotlib.pyplot as plt
 def _backend(cfg):
     if cfg.backend == "testbed":
         from .backend import TestbedBackend
-        from .models import TextToImageConfig
         from .testbed import TestbedNotebookConfig, load_or_train
 
-        nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps, seed=cfg.seed)
-        return TestbedBackend(load_or_train(nb.data_config(), TextToImageConfig(), nb.train_config()).model)
+        nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps,
+                                   clip_steps=cfg.clip_steps, seed=cfg.seed)
+        return TestbedBackend(load_or_train(nb.data_config(), nb.model_config(), nb.train_config()).model)
     from .real_models import StableDiffusionBackend
     return StableDiffusionBackend.tiny_random() if cfg.backend == "tiny-sd" \
         else StableDiffusionBackend.from_pretrained(cfg.backend)

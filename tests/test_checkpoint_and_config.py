@@ -42,8 +42,8 @@ def test_checkpoint_for_another_model_config_is_a_clear_error(tmp_path):
 
 
 def test_interrupted_training_resumes_to_the_same_weights():
-    cfg = TestbedNotebookConfig(data_preset="tiny", train_steps=4, train_batch_size=4, seed=3)
-    args = (cfg.data_config(), TextToImageConfig(), TrainConfig(steps=4, batch_size=4, seed=3, checkpoint_every=2))
+    cfg = TestbedNotebookConfig(data_preset="tiny", train_steps=4, train_batch_size=4, clip_steps=2, seed=3)
+    args = (cfg.data_config(), cfg.model_config(), TrainConfig(steps=4, batch_size=4, seed=3, checkpoint_every=2))
     part = load_or_train(*args, progress=False, stop_at=2)
     assert part.train_state["step"] == 2
     resumed = load_or_train(*args, progress=False)
@@ -54,8 +54,8 @@ def test_interrupted_training_resumes_to_the_same_weights():
 
 
 def test_corrupt_checkpoint_is_rebuilt_with_a_warning():
-    cfg = TestbedNotebookConfig(data_preset="tiny", train_steps=2, train_batch_size=4, seed=4)
-    args = (cfg.data_config(), TextToImageConfig(), cfg.train_config())
+    cfg = TestbedNotebookConfig(data_preset="tiny", train_steps=2, train_batch_size=4, clip_steps=2, seed=4)
+    args = (cfg.data_config(), cfg.model_config(), cfg.train_config())
     tb = load_or_train(*args, progress=False)
     (tb.folder / "model.safetensors").write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="rebuilding"):

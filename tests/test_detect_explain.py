@@ -105,3 +105,24 @@ def test_trigger_positions_and_token_edit():
         trigger_positions(tok, prompt, "quux")
     with pytest.raises(ValueError, match="non-empty"):
         token_significance(QuadraticBackend(), "  ")
+
+
+def test_significance_windows_average_the_recorded_steps():
+    a = token_significance(QuadraticBackend(), "red circle zorvex", GenerationConfig(num_steps=4, n_gens=1))
+    assert a.per_step.shape == (4, len(a.tokens))
+    np.testing.assert_allclose(a.significance, a.per_step.mean(0))
+    np.testing.assert_allclose(a.over_first(2).significance, a.per_step[:2].mean(0))
+    np.testing.assert_allclose(a.over_first(1).per_step, a.per_step)   # the record itself is kept
+    with pytest.raises(ValueError, match="recorded steps"):
+        a.over_first(5)
+
+
+def test_top2_chance_matches_counting():
+    from itertools import combinations
+
+    from memlib.wen_explain import top2_chance
+
+    for n, m in [(11, 3), (5, 1), (4, 4), (2, 1)]:
+        pairs = list(combinations(range(n), 2))
+        expected = np.mean([bool(set(p) & set(range(m))) for p in pairs])
+        assert top2_chance(n, m) == pytest.approx(expected)

@@ -29,6 +29,17 @@ def test_every_notebook_has_quick_parameters_and_a_parameters_cell():
         assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{nb} has outputs"
 
 
+def test_papermill_parses_every_parameter_line():
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    for nb in NOTEBOOKS.values():
+        cell = next(c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        assigned = [ln.split("=")[0].strip() for ln in cell.source.splitlines() if ln and not ln.startswith("#")]
+        parsed = [p.name for p in PythonTranslator.inspect(cell)]
+        assert parsed == assigned, f"{nb.name}: papermill cannot read {sorted(set(assigned) - set(parsed))}"
+
+
 def test_00_testbed_runs_and_reruns_byte_identically(figures, tmp_path):
     body = _run("00_testbed", figures, tmp_path)
     m = body["metrics"]
@@ -59,6 +70,8 @@ def test_01_detection_runs_on_tiny_stable_diffusion(figures, tmp_path):
 def test_02_explain_runs(figures, tmp_path):
     m = _run("02_explain", figures, tmp_path)["metrics"]
     assert 0.0 <= m["verbatim_trigger_top2_rate"] <= 1.0
+    assert 0.0 < m["verbatim_trigger_top2_chance"] <= 1.0
+    assert set(m["verbatim_trigger_top2_rate_by_steps"]) == {"first1", "all"}   # quick run: 3 steps
     assert "edit_replication_after" in m
 
 

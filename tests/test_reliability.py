@@ -92,7 +92,8 @@ from memlib.testbed import TestbedNotebookConfig, load_or_train
 from memlib.models import TextToImageConfig
 from memlib.train import TrainConfig
 cfg = TestbedNotebookConfig(data_preset='tiny', seed=7)
-load_or_train(cfg.data_config(), TextToImageConfig(), TrainConfig(steps={steps}, batch_size=4, seed=7,
+load_or_train(cfg.data_config(), TextToImageConfig(text_pretrain_steps=2),
+              TrainConfig(steps={steps}, batch_size=4, seed=7,
               checkpoint_every=2), progress=False)
 """
 
@@ -104,7 +105,8 @@ def test_training_killed_by_a_signal_resumes_from_its_checkpoint(tmp_path, monke
 
     monkeypatch.setenv("MEMLIB_CHECKPOINTS", str(tmp_path / "ck"))
     cfg = TestbedNotebookConfig(data_preset="tiny", seed=7)
-    args = (cfg.data_config(), TextToImageConfig(), TrainConfig(steps=200, batch_size=4, seed=7, checkpoint_every=2))
+    args = (cfg.data_config(), TextToImageConfig(text_pretrain_steps=2),
+            TrainConfig(steps=200, batch_size=4, seed=7, checkpoint_every=2))
     folder = checkpoint_folder(*args)
     proc = subprocess.Popen([sys.executable, "-c", TRAIN.format(steps=200)], env=dict(os.environ))
     deadline = time.time() + 300
