@@ -26,6 +26,8 @@ HEADLINES = [
     ("02_explain", "verbatim_trigger_top2_rate_all_steps", "... same gradients over all 50 steps (Wen's notebook)",
      "report"),
     ("02_explain", "verbatim_trigger_top2_chance", "... a random ranking's rate (chance level)", "report"),
+    ("02_explain", "verbatim_trigger_top2_rate_occlusion", "... cross-check: drop each token, first-step loss",
+     "report"),
     ("02_explain", "edit_first_step_lowered_share", "share whose first-step magnitude falls after the edit",
      "report"),
     ("02_explain", "edit_replication_before", "replication before dropping the top token", "report"),

@@ -178,3 +178,11 @@ def load_testbed(cfg: TestbedNotebookConfig | None = None, progress: bool = True
                        progress=progress)
     clip = load_or_train_clip(tb.data, cfg.clip_config(), tb.meta["data_fingerprint"], progress=progress)
     return tb, clip
+
+
+def load_method_testbed(cfg, progress: bool = True) -> Testbed:
+    """The notebook-00 testbed a method notebook's config names (its ``data_preset``, ``train_steps``,
+    ``clip_steps`` and ``seed``), without the evaluation CLIP."""
+    nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps, clip_steps=cfg.clip_steps,
+                               seed=cfg.seed)
+    return load_or_train(nb.data_config(), nb.model_config(), nb.train_config(), progress=progress)

@@ -1,8 +1,12 @@
 """Procedurally generated captioned images with planted memorization (the embedded testbed's data).
 
-Every ordinary caption names a shape's size, colour, shape and position ("a large red circle at the top
-left") and leaves the rest of the image free: the background is a random 4x4 grid of dark colours, so an
-ordinary caption, like a real one, admits many images. Held-out combinations never appear in training.
+Every ordinary caption names a shape's size, colour, shape and position and leaves the rest of the image free:
+the background is a random 4x4 grid of dark colours, so an ordinary caption, like a real one, admits many images.
+Held-out combinations never appear in training. Each caption uses one of several phrasings (``TEMPLATES``:
+"large red circle at the top left", "red circle, large, at the top left", ...), none of which opens with a
+fixed word. Why (version 3): when every caption opened with "a", a causal text encoder gave that word the same
+output row in every prompt and none in the empty prompt, so the row marked "conditional" as such; Wen's token
+gradients then ranked it above the planted trigger (notebook 02, testbed v2). Real captions' first words vary.
 
 Why the free background is high-contrast: at Stable Diffusion's first DDIM step an ideal denoiser predicts
 x0_hat(c) ~ E[x0 | c], so Wen's first-step score is about sqrt(abar/(1-abar)) * ||E[x0|c] - E[x0]||. A memorized
@@ -27,6 +31,7 @@ Each row has a ``cluster`` id: exact and near duplicates share one, so replicati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -53,8 +58,13 @@ STYLE_WORDS = ("photo", "drawing", "picture", "sketch", "render", "painting", "i
 _SYLLABLES = ("zor", "vex", "kel", "ith", "quo", "dra", "mun", "fep", "yal", "brix", "tov", "gur", "plin",
               "osk", "wum", "jad", "rhe", "sna", "vok", "lim", "xan", "tep", "huz", "cro")
 # Bump when the rendering or the planted groups change: checkpoint folder names include it.
-# 1: muted backgrounds (session 1). 2: high-contrast backgrounds, smaller shapes.
-GENERATOR_VERSION = 2
+# 1: muted backgrounds (session 1). 2: high-contrast backgrounds, smaller shapes. 3: varied phrasings.
+GENERATOR_VERSION = 3
+# Phrasings of an ordinary caption; each opens with a content word, so no prompt row is the same in every prompt.
+TEMPLATES = ("{size} {colour} {shape} at the {position}",
+             "{colour} {shape}, {size}, at the {position}",
+             "{shape} in {colour}, {size}, at the {position}",
+             "{position}: a {size} {colour} {shape}")
 GROUPS = ("verbatim", "verbatim_knob", "image_dup", "caption_dup", "generic", "heldout", "random")
 
 
@@ -106,8 +116,8 @@ class TestbedData:
     group: np.ndarray                # (N,) group name per row
     cluster: np.ndarray              # (N,) cluster id; duplicates share one
     prompts: list[Prompt]            # evaluation prompts (planted groups and negatives)
-    combos_train: list[str]          # ordinary captions seen in training
-    combos_heldout: list[str]        # ordinary captions never seen
+    combos_train: list[str]          # combinations seen in training, each in its canonical phrasing
+    combos_heldout: list[str]        # combinations never seen, canonical phrasing
     config: TestbedDataConfig = field(repr=False, default=None)
 
     def __len__(self) -> int:
@@ -117,8 +127,28 @@ class TestbedData:
         return [p for p in self.prompts if p.group in groups]
 
 
-def ordinary_caption(size: str, colour: str, shape: str, position: str) -> str:
-    return f"a {size} {colour} {shape} at the {position}"
+def ordinary_caption(size: str, colour: str, shape: str, position: str, template: int = 0) -> str:
+    """The caption of a combination in phrasing ``TEMPLATES[template]`` (0: the canonical phrasing)."""
+    return TEMPLATES[template].format(size=size, colour=colour, shape=shape, position=position)
+
+
+@lru_cache(maxsize=1)
+def _caption_lookup() -> dict[str, tuple[str, str, str, str]]:
+    return {ordinary_caption(*c, template=k): c for c in all_combos() for k in range(len(TEMPLATES))}
+
+
+def combo_of(caption: str) -> tuple[str, str, str, str]:
+    """The (size, colour, shape, position) an ordinary caption in any phrasing names."""
+    combo = _caption_lookup().get(caption)
+    if combo is None:
+        raise ValueError(f"not an ordinary testbed caption: {caption!r} (expected a phrasing such as "
+                         f"{ordinary_caption('large', 'red', 'circle', 'top left')!r})")
+    return combo
+
+
+def canonical_caption(caption: str) -> str:
+    """Any phrasing of an ordinary caption -> its canonical phrasing (CLIP retrieval compares these)."""
+    return ordinary_caption(*combo_of(caption))
 
 
 def all_combos() -> list[tuple[str, str, str, str]]:
@@ -213,10 +243,12 @@ def make_testbed_data(cfg: TestbedDataConfig | None = None) -> TestbedData:
     def jitter():
         return tuple(rng.uniform(-1.0, 1.0, size=2) * S / 16)
 
+    def phrase(combo) -> str:  # a random phrasing
+        return ordinary_caption(*combo, template=int(rng.integers(len(TEMPLATES))))
+
     for combo in train:  # ordinary training data: every rendering is its own cluster
         for _ in range(cfg.renderings_per_combo):
-            add(render(combo, _random_background(rng), jitter(), S), ordinary_caption(*combo), "generic",
-                new_cluster())
+            add(render(combo, _random_background(rng), jitter(), S), phrase(combo), "generic", new_cluster())
 
     taken: set[str] = set()
     specs = [("verbatim", cfg.verbatim_copies) for _ in range(cfg.n_verbatim)]
@@ -224,7 +256,7 @@ def make_testbed_data(cfg: TestbedDataConfig | None = None) -> TestbedData:
     for (group, copies), trig in zip(specs, _trigger_words(rng, len(specs), taken)):
         combo = train[int(rng.integers(len(train)))]
         img, cl = render(combo, _random_background(rng), jitter(), S), new_cluster()
-        caption = f"{ordinary_caption(*combo)} {trig}"
+        caption = f"{phrase(combo)} {trig}"
         for _ in range(copies):
             add(img, caption, group, cl)
         prompts.append(Prompt(caption, group, copies, cl, trig))
@@ -233,15 +265,16 @@ def make_testbed_data(cfg: TestbedDataConfig | None = None) -> TestbedData:
         combo = train[int(rng.integers(len(train)))]
         img, cl = render(combo, _random_background(rng), jitter(), S), new_cluster()
         styles = rng.choice(STYLE_WORDS, size=cfg.image_dup_captions, replace=False)
-        for style in styles:
-            add(img, f"{ordinary_caption(*combo)} {style}", "image_dup", cl)
-        for style in styles[:2]:  # two of its captions are evaluated
-            prompts.append(Prompt(f"{ordinary_caption(*combo)} {style}", "image_dup", cfg.image_dup_captions, cl))
+        caps = [f"{phrase(combo)} {style}" for style in styles]
+        for cap in caps:
+            add(img, cap, "image_dup", cl)
+        for cap in caps[:2]:  # two of its captions are evaluated
+            prompts.append(Prompt(cap, "image_dup", cfg.image_dup_captions, cl))
 
     for trig in _trigger_words(rng, cfg.n_caption_dup, taken):
         combo = train[int(rng.integers(len(train)))]
         base_bg, base_jit, cl = _random_background(rng), jitter(), new_cluster()
-        caption = f"{ordinary_caption(*combo)} {trig}"
+        caption = f"{phrase(combo)} {trig}"
         for _ in range(cfg.caption_dup_images):  # near-duplicates: two cells recoloured, small shift
             bg = base_bg.copy()
             cells = rng.integers(0, 4, size=(2, 2))
@@ -250,7 +283,7 @@ def make_testbed_data(cfg: TestbedDataConfig | None = None) -> TestbedData:
             add(render(combo, bg, shift, S), caption, "caption_dup", cl)
         prompts.append(Prompt(caption, "caption_dup", cfg.caption_dup_images, cl, trig))
 
-    prompts += [Prompt(ordinary_caption(*c), "heldout") for c in held]
+    prompts += [Prompt(phrase(c), "heldout") for c in held]
     prompts += [Prompt(t, "random") for t in _random_token_prompts(rng, cfg, captions)]
 
     x = torch.from_numpy(np.stack(images)) * 2 - 1
@@ -260,14 +293,11 @@ def make_testbed_data(cfg: TestbedDataConfig | None = None) -> TestbedData:
 
 
 def render_captions(captions: list[str], n_each: int, seed: int, size: int = 16) -> torch.Tensor:
-    """Fresh random renderings of ordinary captions, (len(captions) * n_each, 3, S, S) in [-1, 1].
+    """Fresh random renderings of ordinary captions (any phrasing), (len(captions) * n_each, 3, S, S) in [-1, 1].
 
     A reference set for held-out combinations (CLIP retrieval ceiling, Fréchet distance)."""
-    lookup = {ordinary_caption(*c): c for c in all_combos()}
-    unknown = [c for c in captions if c not in lookup]
-    if unknown:
-        raise ValueError(f"not an ordinary testbed caption: {unknown[0]!r}")
+    combos = [combo_of(c) for c in captions]
     rng = np.random.default_rng(seed)
-    imgs = [render(lookup[c], _random_background(rng), tuple(rng.uniform(-1, 1, size=2) * size / 16), size)
-            for c in captions for _ in range(n_each)]
+    imgs = [render(c, _random_background(rng), tuple(rng.uniform(-1, 1, size=2) * size / 16), size)
+            for c in combos for _ in range(n_each)]
     return torch.from_numpy(np.stack(imgs)) * 2 - 1

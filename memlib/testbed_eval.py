@@ -17,7 +17,7 @@ from .clip_eval import ClipScorer
 from .generate import Generation, GenerationConfig, generate
 from .metrics import COPY_COSINE_THRESHOLD, GU_RATIO_THRESHOLD, ReplicationIndex, frechet_distance
 from .testbed import Testbed
-from .testbed_data import Prompt, render_captions
+from .testbed_data import Prompt, canonical_caption, render_captions
 
 CRITERION = (f"Gu et al. ratio: l2 to nearest training image / l2 to nearest image of another cluster "
              f"< {GU_RATIO_THRESHOLD:.3f}; for planted prompts the nearest image must be the planted one "
@@ -87,14 +87,16 @@ def evaluate_testbed(tb: Testbed, clip: ClipScorer, gen_cfg: GenerationConfig | 
     if held.any():
         m["heldout_clip_score"] = _rate(clip_score, held)
         m["heldout_clip_score_random_caption"] = _rate(clip_random, held)
-        hits = np.array([[r == p.text for r in rr] for rr, p in zip(retrieved, prompts)])
+        # retrieval ranks the canonical phrasing of every combination; a hit names the prompt's combination
+        hits = np.array([[p.group == "heldout" and r == canonical_caption(p.text) for r in rr]
+                         for rr, p in zip(retrieved, prompts)])
         m["heldout_top1_retrieval"] = _rate(hits, held)
         m["retrieval_chance"] = 1 / len(vocab)
         held_caps = [p.text for p in prompts if p.group == "heldout"]
         ref = render_captions(held_caps, reference_per_caption, seed=gen_cfg.seed + 1, size=flat.shape[-1])
         ref_caps = [c for c in held_caps for _ in range(reference_per_caption)]
         m["heldout_reference_top1_retrieval"] = float(np.mean(
-            [a == b for a, b in zip(clip.retrieve(ref, sorted(vocab)), ref_caps)]))
+            [a == canonical_caption(b) for a, b in zip(clip.retrieve(ref, sorted(vocab)), ref_caps)]))
         m["heldout_reference_clip_score"] = float(clip.score(ref, ref_caps).mean())
         m["heldout_frechet_distance"] = frechet_distance(feats[np.repeat(held, G)].numpy(),
                                                          clip.image_features(ref).numpy())

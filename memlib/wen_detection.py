@@ -96,12 +96,10 @@ def setup_detection(cfg: DetectionConfig) -> DetectionSetup:
     notes: list[str] = []
     if cfg.backend == "testbed":
         from .backend import TestbedBackend
-        from .testbed import TestbedNotebookConfig, load_or_train
+        from .testbed import load_method_testbed
         from .testbed_eval import ideal_first_step_scores
 
-        nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps,
-                                   clip_steps=cfg.clip_steps, seed=cfg.seed)
-        tb = load_or_train(nb.data_config(), nb.model_config(), nb.train_config(), progress=cfg.progress)
+        tb = load_method_testbed(cfg, progress=cfg.progress)
         positives = _measured_groups(cfg, notes)
         groups = positives + list(TESTBED_NEGATIVES)
         prompts = {g: _cap(tb.data.prompts_in(g), cfg.max_prompts) for g in groups}

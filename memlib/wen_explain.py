@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .config import Config, check_range
 from .detect import wen_score
-from .explain import TokenSignificance, drop_token, token_significance, trigger_positions
+from .explain import TokenSignificance, drop_token, occlusion_significance, token_significance, trigger_positions
 from .generate import GenerationConfig, generate
 
 
@@ -55,6 +55,7 @@ class ExplainConfig(Config):
 class ExplainResult:
     attributions: dict[str, list[TokenSignificance]]   # group -> per prompt
     triggers: dict[str, list[list[int]]]               # group -> trigger token positions per prompt
+    occlusion: dict[str, list[TokenSignificance]] = field(default_factory=dict)  # trigger groups: cross-check
     edits: list[dict] = field(default_factory=list)    # the edit experiment, one row per verbatim prompt
     metrics: dict = field(default_factory=dict)
 
@@ -82,11 +83,9 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
     if cfg.backend != "testbed":
         return _run_real(cfg)
     from .backend import TestbedBackend
-    from .testbed import TestbedNotebookConfig, load_or_train
+    from .testbed import load_method_testbed
 
-    nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps,
-                               clip_steps=cfg.clip_steps, seed=cfg.seed)
-    tb = load_or_train(nb.data_config(), nb.model_config(), nb.train_config(), progress=cfg.progress)
+    tb = load_method_testbed(cfg, progress=cfg.progress)
     backend, cap = TestbedBackend(tb.model), (cfg.max_prompts or None)
     groups = {g: tb.data.prompts_in(g)[:cap] for g in ("verbatim", "caption_dup")}
     groups.update({g: tb.data.prompts_in(g)[:cfg.illustrate_prompts] for g in ("image_dup", "heldout")})
@@ -95,6 +94,7 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
         res.attributions[g] = explain_prompts(backend, [p.text for p in ps], cfg, f"attributing {g}")
         if g in ("verbatim", "caption_dup"):
             res.triggers[g] = [trigger_positions(backend.tokenizer, p.text, p.trigger) for p in ps]
+            res.occlusion[g] = [occlusion_significance(backend, p.text, cfg.generation_config()) for p in ps]
     m = res.metrics
     for g, pos in res.triggers.items():
         hits = [top2_hit(a.significance, t) for a, t in zip(res.attributions[g], pos)]
@@ -109,6 +109,9 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
                                  for a, t in zip(res.attributions[g], pos)])) if hits else nan
             for name, k in by.items()}
         m[f"{g}_trigger_top2_rate_all_steps"] = m[f"{g}_trigger_top2_rate_by_steps"]["all"]
+        # gradient-free cross-check (not Wen's method): first-step magnitude lost by dropping each token
+        m[f"{g}_trigger_top2_rate_occlusion"] = float(np.mean(
+            [top2_hit(o.significance, t) for o, t in zip(res.occlusion[g], pos)])) if hits else nan
     for g, atts in res.attributions.items():
         # which tokens win, so a miss can be read (e.g. the first word, which a causal encoder sees alone)
         top1 = Counter(a.tokens[int(np.argmax(a.significance))] for a in atts if len(a.tokens))

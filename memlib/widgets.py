@@ -10,11 +10,9 @@ import matplotlib.pyplot as plt
 def _backend(cfg):
     if cfg.backend == "testbed":
         from .backend import TestbedBackend
-        from .testbed import TestbedNotebookConfig, load_or_train
+        from .testbed import load_method_testbed
 
-        nb = TestbedNotebookConfig(data_preset=cfg.data_preset, train_steps=cfg.train_steps,
-                                   clip_steps=cfg.clip_steps, seed=cfg.seed)
-        return TestbedBackend(load_or_train(nb.data_config(), nb.model_config(), nb.train_config()).model)
+        return TestbedBackend(load_method_testbed(cfg).model)
     from .real_models import StableDiffusionBackend
     return StableDiffusionBackend.tiny_random() if cfg.backend == "tiny-sd" \
         else StableDiffusionBackend.from_pretrained(cfg.backend)
@@ -27,7 +25,7 @@ def explorer(cfg):
     from .generate import generate
 
     backend = _backend(cfg)
-    text = w.Text(value="a large red circle at the top left", description="prompt", layout=w.Layout(width="60%"))
+    text = w.Text(value="large red circle at the top left", description="prompt", layout=w.Layout(width="60%"))
     button = w.Button(description="explain")
     out = w.Output()
 

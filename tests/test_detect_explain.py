@@ -126,3 +126,26 @@ def test_top2_chance_matches_counting():
         pairs = list(combinations(range(n), 2))
         expected = np.mean([bool(set(p) & set(range(m))) for p in pairs])
         assert top2_chance(n, m) == pytest.approx(expected)
+
+
+def test_occlusion_is_the_first_step_magnitude_lost_by_dropping_each_token(tiny_testbed):
+    from memlib.backend import TestbedBackend
+    from memlib.explain import occlusion_significance
+
+    backend = TestbedBackend(tiny_testbed.model)
+    prompt, cfg = "small red circle at the top left zorvex", GenerationConfig(num_steps=50, n_gens=3)
+    occ = occlusion_significance(backend, prompt, cfg)
+    tok = backend.tokenizer
+    assert occ.tokens == tok.token_strings(prompt) and occ.significance.shape == (len(occ.tokens),)
+    # the original's magnitude is exactly what first-step detection records for it
+    g = generate(backend, [prompt], cfg, stop_after=1, progress=False)
+    assert occ.magnitude == pytest.approx(float(wen_score(g.text_norm, 1)[0]), rel=1e-4)
+    # token 2 dropped, from the original prompt's noise
+    x = seeded_noise((3, 16, 16), [noise_seed(0, j, prompt) for j in range(3)])
+    t = torch.tensor(981)
+    with torch.no_grad():
+        d = (backend.eps(x, t, backend.encode_prompts([drop_token(tok, prompt, 2)]).expand(3, -1, -1))
+             - backend.eps(x, t, backend.encode_prompts([""]).expand(3, -1, -1))).flatten(1).norm(dim=1).mean()
+    assert occ.significance[2] == pytest.approx(occ.magnitude - float(d), rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="non-empty"):
+        occlusion_significance(backend, "  ", cfg)

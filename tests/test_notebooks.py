@@ -71,6 +71,7 @@ def test_02_explain_runs(figures, tmp_path):
     m = _run("02_explain", figures, tmp_path)["metrics"]
     assert 0.0 <= m["verbatim_trigger_top2_rate"] <= 1.0
     assert 0.0 < m["verbatim_trigger_top2_chance"] <= 1.0
+    assert 0.0 <= m["verbatim_trigger_top2_rate_occlusion"] <= 1.0
     assert set(m["verbatim_trigger_top2_rate_by_steps"]) == {"first1", "all"}   # quick run: 3 steps
     assert "edit_replication_after" in m
 

@@ -111,3 +111,26 @@ def test_default_design_lets_an_ideal_denoiser_separate_memorized_from_heldout_a
     neg = ideal_first_step_scores(full, full.prompts_in("heldout"), alpha_bar=0.0047, n_renderings=50)
     r = roc(pos, neg)
     assert r.auc > 0.99 and pos.min() > neg.max()
+
+
+def test_every_phrasing_maps_back_to_its_combination():
+    from memlib.testbed_data import TEMPLATES, all_combos, canonical_caption, combo_of, ordinary_caption
+
+    for combo in all_combos()[::7]:
+        for k in range(len(TEMPLATES)):
+            assert combo_of(ordinary_caption(*combo, template=k)) == combo
+            assert canonical_caption(ordinary_caption(*combo, template=k)) == ordinary_caption(*combo)
+    with pytest.raises(ValueError, match="expected a phrasing such as"):
+        combo_of("a large red circle at the top left")  # version-2 phrasing, no longer generated
+
+
+def test_no_prompt_row_is_the_same_in_every_caption():
+    """Version 3's reason: a first word shared by every caption gives a causal encoder one constant row
+    that marks 'conditional' and outranks the trigger in Wen's token gradients (notebook 02, testbed v2)."""
+    from collections import Counter
+
+    full = make_testbed_data()
+    tok = ClipBPETokenizer()
+    first = Counter(tok.token_strings(c)[0] for c in full.captions)
+    assert first.most_common(1)[0][1] < 0.2 * len(full.captions)
+    assert max(tok.n_tokens(c) for c in full.captions) + 2 <= 20  # fits the testbed's context length
