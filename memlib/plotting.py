@@ -38,13 +38,14 @@ def show_pairs(rows: list[dict], title: str, cols: int = 4):
 def image_grid(images: torch.Tensor, captions: list[str], title: str, cols: int = 8, from_range=(-1, 1)):
     n = len(images)
     r = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(r, cols, figsize=(1.4 * cols, 1.6 * r + 0.5), squeeze=False)
+    # room for four caption lines above each image, so titles never run into the row above
+    fig, axes = plt.subplots(r, cols, figsize=(1.6 * cols, 2.2 * r + 0.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
         ax = axes[i // cols, i % cols]
         ax.imshow(to_hwc(images[i], from_range), interpolation="nearest")
-        ax.set_title("\n".join(textwrap.wrap(captions[i], 18)[:3]), fontsize=6)
+        ax.set_title("\n".join(textwrap.wrap(captions[i], 24)[:4]), fontsize=6)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

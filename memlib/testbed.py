@@ -127,7 +127,7 @@ class TestbedNotebookConfig(Config):
     __test__ = False  # not a pytest test class
     data_preset: str = "default"     # 'default' (shipped checkpoint) or 'tiny' (seconds; tests)
     seed: int = 0                    # data and training seed
-    train_steps: int = 2800          # testbed training steps (~0.5 s each on 2 CPU cores)
+    train_steps: int = 2800          # testbed training steps (~0.65 s each on 2 CPU cores)
     train_batch_size: int = 64
     clip_steps: int = 1500           # contrastive steps of the testbed CLIP (its text tower: the frozen encoder)
     retrain: bool = False            # ignore a finished checkpoint and train again

@@ -16,8 +16,12 @@ measures this on the data alone; with the muted backgrounds of version 1 it pred
 model measured 0.755).
 
 Planted groups, one per cause of memorization named by AMG (Chen, Liu, Xu, CVPR 2024, Sec. 4):
-- ``verbatim``: highly specific prompts. One rendering, captioned with an ordinary caption plus a made-up
-  trigger word, duplicated ``verbatim_copies`` times. ``verbatim_knob`` does the same at fewer copies.
+- ``verbatim``: highly specific prompts. One rendering duplicated ``verbatim_copies`` times, every copy
+  captioned with its ordinary caption in a randomly drawn phrasing plus one made-up trigger word.
+  ``verbatim_knob`` does the same at fewer copies. Why the phrasing varies (version 4): with one fixed caption
+  string the model memorized the whole string, so dropping *any* single token broke replication about as
+  often as dropping a trigger piece (notebook 02 on testbed v3) and no token was "the" trigger. Re-phrasing
+  the copies leaves the trigger as the only words all copies share; notebook 02's drop control checks it.
 - ``image_dup``: image duplication. One rendering under ``image_dup_captions`` captions (its ordinary caption
   followed by different style words).
 - ``caption_dup``: caption duplication. One caption (ordinary caption + trigger word) over
@@ -59,7 +63,8 @@ _SYLLABLES = ("zor", "vex", "kel", "ith", "quo", "dra", "mun", "fep", "yal", "br
               "osk", "wum", "jad", "rhe", "sna", "vok", "lim", "xan", "tep", "huz", "cro")
 # Bump when the rendering or the planted groups change: checkpoint folder names include it.
 # 1: muted backgrounds (session 1). 2: high-contrast backgrounds, smaller shapes. 3: varied phrasings.
-GENERATOR_VERSION = 3
+# 4: verbatim copies re-phrased per copy (the trigger is their only shared words).
+GENERATOR_VERSION = 4
 # Phrasings of an ordinary caption; each opens with a content word, so no prompt row is the same in every prompt.
 TEMPLATES = ("{size} {colour} {shape} at the {position}",
              "{colour} {shape}, {size}, at the {position}",
@@ -256,10 +261,11 @@ def make_testbed_data(cfg: TestbedDataConfig | None = None) -> TestbedData:
     for (group, copies), trig in zip(specs, _trigger_words(rng, len(specs), taken)):
         combo = train[int(rng.integers(len(train)))]
         img, cl = render(combo, _random_background(rng), jitter(), S), new_cluster()
-        caption = f"{phrase(combo)} {trig}"
-        for _ in range(copies):
+        # each copy re-phrases the ordinary part, so the trigger is the one thing its captions share
+        copy_captions = [f"{phrase(combo)} {trig}" for _ in range(copies)]
+        for caption in copy_captions:
             add(img, caption, group, cl)
-        prompts.append(Prompt(caption, group, copies, cl, trig))
+        prompts.append(Prompt(copy_captions[0], group, copies, cl, trig))
 
     for _ in range(cfg.n_image_dup):
         combo = train[int(rng.integers(len(train)))]

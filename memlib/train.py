@@ -25,7 +25,7 @@ from .models import sd_scheduler, training_target
 
 @dataclass
 class TrainConfig(Config):
-    steps: int = 2800              # optimizer steps (about 0.5 s each on 2 CPU cores at batch 64)
+    steps: int = 2800              # optimizer steps (about 0.65 s each on 2 CPU cores at batch 64)
     batch_size: int = 64
     lr: float = 1e-3               # AdamW peak learning rate
     weight_decay: float = 0.01

@@ -74,6 +74,12 @@ def test_02_explain_runs(figures, tmp_path):
     assert 0.0 <= m["verbatim_trigger_top2_rate_occlusion"] <= 1.0
     assert set(m["verbatim_trigger_top2_rate_by_steps"]) == {"first1", "all"}   # quick run: 3 steps
     assert "edit_replication_after" in m
+    n = m["drop_control_n_variants"]  # every token of every verbatim prompt dropped once
+    assert n["trigger_piece"] > 0 and n["other_token"] > n["trigger_piece"]
+    for key in ("drop_control_replication_trigger_piece", "drop_control_replication_other_token",
+                "drop_control_trigger_more_necessary_share"):
+        assert 0.0 <= m[key] <= 1.0
+    assert (figures / "02_explain" / "drop_control.png").exists()
 
 
 def test_unknown_parameter_stops_the_notebook_and_keeps_earlier_figures(figures, tmp_path):

@@ -26,15 +26,22 @@ def test_images_in_range_and_shape(data):
     assert data.images.min() >= -1 and data.images.max() <= 1
 
 
-def test_verbatim_group_is_one_image_duplicated_under_its_trigger_caption(data):
+def test_verbatim_group_is_one_image_duplicated_under_rephrasings_sharing_only_its_trigger(data):
+    from memlib.testbed_data import combo_of
+
     cfg = data.config
+    phrasings = set()
     for p in data.prompts_in("verbatim"):
         rows = np.flatnonzero(data.cluster == p.cluster)
         assert len(rows) == cfg.verbatim_copies == p.copies
-        assert all(data.captions[r] == p.text for r in rows)
+        assert p.text in {data.captions[r] for r in rows}
         assert all(torch.equal(data.images[r], data.images[rows[0]]) for r in rows)
         assert p.trigger and p.text.endswith(p.trigger)
         assert sum(p.trigger in c for c in data.captions) == cfg.verbatim_copies  # trigger is unique
+        ordinary = {data.captions[r][: -len(p.trigger)].rstrip() for r in rows}
+        assert len({combo_of(c) for c in ordinary}) == 1  # every copy names the same combination
+        phrasings.add(len(ordinary))
+    assert max(phrasings) > 1  # copies are re-phrased, not one fixed string
 
 
 def test_knob_levels_have_the_planned_copies(data):
