@@ -89,6 +89,22 @@ def write_metrics(notebook: str, metrics: dict[str, Any], params: dict[str, Any]
     return path
 
 
+def write_table(notebook: str, name: str, rows: list[dict[str, Any]]) -> Path:
+    """Per-item results as CSV next to the figures (the rows behind a plot, for readers who want them)."""
+    import csv
+    import io
+
+    if not rows:
+        raise ValueError(f"no rows to write for {notebook}/{name}.csv")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _round(v) for k, v in r.items()} for r in rows)
+    path = figures_dir(notebook) / f"{name}.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
 def read_metrics(notebook: str) -> dict[str, Any]:
     """An earlier notebook's metrics (under ``make reproduce`` the finished figures, not this run's staging)."""
     up = os.environ.get("MEMLIB_UPSTREAM_FIGURES")

@@ -173,14 +173,29 @@ def _drop_control(backend, index, verb, triggers, cfg: ExplainConfig, m: dict) -
     rate = index.query(g.images.flatten(0, 1) * 2 - 1).replicated(planted).reshape(len(rows), -1).mean(1)
     is_trig = np.array([i in triggers[k] for k, i, _ in rows])
     k_of = np.array([k for k, _, _ in rows])
+    kinds = np.array([_token_kind(tok.token_strings(verb[k].text)[i], t) for (k, i, _), t in zip(rows, is_trig)])
     m["drop_control_replication_trigger_piece"] = float(rate[is_trig].mean())
     m["drop_control_replication_other_token"] = float(rate[~is_trig].mean())
     m["drop_control_n_variants"] = {"trigger_piece": int(is_trig.sum()), "other_token": int((~is_trig).sum())}
+    # the other tokens split: words naming the combination, and the rest ("at", "the", ",")
+    m["drop_control_replication_by_kind"] = {kind: float(rate[kinds == kind].mean()) for kind in _KINDS
+                                             if (kinds == kind).any()}
     # per prompt: does losing a trigger piece hurt replication more, on average, than losing another token?
     m["drop_control_trigger_more_necessary_share"] = float(np.mean(
         [rate[(k_of == k) & is_trig].mean() < rate[(k_of == k) & ~is_trig].mean() for k in range(len(verb))]))
-    return [dict(prompt=verb[k].text, token=i, dropped=text, trigger_piece=bool(t), replication=float(r))
-            for (k, i, text), t, r in zip(rows, is_trig, rate)]
+    return [dict(prompt=verb[k].text, token=i, kind=kind, dropped=text, replication=float(r))
+            for (k, i, text), kind, r in zip(rows, kinds, rate)]
+
+
+_KINDS = ("trigger_piece", "content_word", "function_word")
+
+
+def _token_kind(token: str, is_trigger: bool) -> str:
+    """A verbatim prompt's token: a trigger piece, a word naming the combination, or a function word."""
+    from .testbed_data import COLOURS, POSITIONS, SHAPES, SIZES
+
+    content = set(COLOURS) | set(SHAPES) | set(SIZES) | {w for p in POSITIONS for w in p.split()}
+    return _KINDS[0] if is_trigger else _KINDS[1] if token.replace("</w>", "") in content else _KINDS[2]
 
 
 def _run_real(cfg: ExplainConfig) -> ExplainResult:

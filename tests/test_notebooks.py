@@ -79,7 +79,11 @@ def test_02_explain_runs(figures, tmp_path):
     for key in ("drop_control_replication_trigger_piece", "drop_control_replication_other_token",
                 "drop_control_trigger_more_necessary_share"):
         assert 0.0 <= m[key] <= 1.0
+    assert set(m["drop_control_replication_by_kind"]) <= {"trigger_piece", "content_word", "function_word"}
+    assert "trigger_piece" in m["drop_control_replication_by_kind"]
     assert (figures / "02_explain" / "drop_control.png").exists()
+    rows = (figures / "02_explain" / "drop_control.csv").read_text().splitlines()
+    assert rows[0] == "prompt,token,kind,dropped,replication" and len(rows) == 1 + sum(n.values())
 
 
 def test_unknown_parameter_stops_the_notebook_and_keeps_earlier_figures(figures, tmp_path):

@@ -23,3 +23,16 @@ def test_results_table_reads_the_metrics_files(tmp_path, monkeypatch):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         update_readme(readme)
+
+
+def test_write_table_writes_rounded_csv_and_refuses_an_empty_table(tmp_path, monkeypatch):
+    import csv
+
+    from memlib.provenance import write_table
+
+    monkeypatch.setenv("MEMLIB_FIGURES", str(tmp_path))
+    path = write_table("nb", "rows", [dict(prompt="a, b", replication=1 / 3), dict(prompt="c", replication=1.0)])
+    assert list(csv.DictReader(path.open())) == [{"prompt": "a, b", "replication": "0.333333"},
+                                                {"prompt": "c", "replication": "1.0"}]
+    with pytest.raises(ValueError, match="no rows"):
+        write_table("nb", "empty", [])
