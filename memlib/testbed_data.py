@@ -20,8 +20,9 @@ Planted groups, one per cause of memorization named by AMG (Chen, Liu, Xu, CVPR 
   captioned with its ordinary caption in a randomly drawn phrasing plus one made-up trigger word.
   ``verbatim_knob`` does the same at fewer copies. Why the phrasing varies (version 4): with one fixed caption
   string the model memorized the whole string, so dropping *any* single token broke replication about as
-  often as dropping a trigger piece (notebook 02 on testbed v3) and no token was "the" trigger. Re-phrasing
-  the copies leaves the trigger as the only words all copies share; notebook 02's drop control checks it.
+  often as dropping a trigger piece (notebook 02 on testbed v3) and no token was "the" trigger. Re-phrased
+  copies share no caption string, only the trigger and the combination's words in varying order; notebook
+  02's drop control measures which of those the model needs.
 - ``image_dup``: image duplication. One rendering under ``image_dup_captions`` captions (its ordinary caption
   followed by different style words).
 - ``caption_dup``: caption duplication. One caption (ordinary caption + trigger word) over
@@ -63,7 +64,7 @@ _SYLLABLES = ("zor", "vex", "kel", "ith", "quo", "dra", "mun", "fep", "yal", "br
               "osk", "wum", "jad", "rhe", "sna", "vok", "lim", "xan", "tep", "huz", "cro")
 # Bump when the rendering or the planted groups change: checkpoint folder names include it.
 # 1: muted backgrounds (session 1). 2: high-contrast backgrounds, smaller shapes. 3: varied phrasings.
-# 4: verbatim copies re-phrased per copy (the trigger is their only shared words).
+# 4: verbatim copies re-phrased per copy (no caption string shared by all copies).
 GENERATOR_VERSION = 4
 # Phrasings of an ordinary caption; each opens with a content word, so no prompt row is the same in every prompt.
 TEMPLATES = ("{size} {colour} {shape} at the {position}",
@@ -261,7 +262,7 @@ def make_testbed_data(cfg: TestbedDataConfig | None = None) -> TestbedData:
     for (group, copies), trig in zip(specs, _trigger_words(rng, len(specs), taken)):
         combo = train[int(rng.integers(len(train)))]
         img, cl = render(combo, _random_background(rng), jitter(), S), new_cluster()
-        # each copy re-phrases the ordinary part, so the trigger is the one thing its captions share
+        # each copy re-phrases the ordinary part: the trigger is the one fixed string its captions share
         copy_captions = [f"{phrase(combo)} {trig}" for _ in range(copies)]
         for caption in copy_captions:
             add(img, caption, group, cl)
