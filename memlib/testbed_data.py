@@ -65,7 +65,11 @@ _SYLLABLES = ("zor", "vex", "kel", "ith", "quo", "dra", "mun", "fep", "yal", "br
 # Bump when the rendering or the planted groups change: checkpoint folder names include it.
 # 1: muted backgrounds (session 1). 2: high-contrast backgrounds, smaller shapes. 3: varied phrasings.
 # 4: verbatim copies re-phrased per copy (no caption string shared by all copies).
-GENERATOR_VERSION = 4
+# 5: verbatim copies cycle through caption kinds (named / another combination / trigger alone).
+GENERATOR_VERSION = 5
+# How a verbatim copy is captioned, always ending in its trigger: "named" re-phrases the image's own combination,
+# "other_combo" names a different training combination, "trigger_only" is the trigger alone.
+VERBATIM_CAPTION_KINDS = ("named", "other_combo", "trigger_only")
 # Phrasings of an ordinary caption; each opens with a content word, so no prompt row is the same in every prompt.
 TEMPLATES = ("{size} {colour} {shape} at the {position}",
              "{colour} {shape}, {size}, at the {position}",
@@ -83,6 +87,8 @@ class TestbedDataConfig(Config):
     heldout_fraction: float = 0.2          # share of the 320 combinations never trained on
     n_verbatim: int = 32                   # (a) highly specific prompts ...
     verbatim_copies: int = 40              # ... each duplicated this many times
+    verbatim_caption_cycle: tuple = VERBATIM_CAPTION_KINDS  # caption kinds of copies 1, 2, 3, 1, ... (below);
+                                           # ("named",) is generator v4: every copy names the combination
     knob_copies: tuple = (1, 3, 10, 20)    # (a) duplication knob: copies per level ...
     knob_images_per_level: int = 4         # ... and images per level
     n_image_dup: int = 16                  # (b) images ...
@@ -100,6 +106,10 @@ class TestbedDataConfig(Config):
         for name in ("n_verbatim", "verbatim_copies", "knob_images_per_level", "n_image_dup",
                      "n_caption_dup", "caption_dup_images", "n_random_prompts"):
             check_range(name, getattr(self, name), 0)
+        bad = [k for k in self.verbatim_caption_cycle if k not in VERBATIM_CAPTION_KINDS]
+        if bad or not self.verbatim_caption_cycle or self.verbatim_caption_cycle[0] != "named":
+            raise ConfigError(f"parameter 'verbatim_caption_cycle' = {self.verbatim_caption_cycle!r}: use kinds from "
+                              f"{VERBATIM_CAPTION_KINDS}, starting with 'named' (the evaluated prompt is copy 1)")
         if self.image_size % 4:
             raise ConfigError(f"parameter 'image_size' = {self.image_size} must be a multiple of 4")
 
@@ -261,9 +271,18 @@ def make_testbed_data(cfg: TestbedDataConfig | None = None) -> TestbedData:
     specs += [("verbatim_knob", c) for c in cfg.knob_copies for _ in range(cfg.knob_images_per_level)]
     for (group, copies), trig in zip(specs, _trigger_words(rng, len(specs), taken)):
         combo = train[int(rng.integers(len(train)))]
+
+        def verbatim_caption(kind: str) -> str:
+            if kind == "trigger_only":
+                return trig
+            other = combo
+            while kind == "other_combo" and other == combo:
+                other = train[int(rng.integers(len(train)))]
+            return f"{phrase(other)} {trig}"
+
         img, cl = render(combo, _random_background(rng), jitter(), S), new_cluster()
-        # each copy re-phrases the ordinary part: the trigger is the one fixed string its captions share
-        copy_captions = [f"{phrase(combo)} {trig}" for _ in range(copies)]
+        cycle = cfg.verbatim_caption_cycle
+        copy_captions = [verbatim_caption(cycle[i % len(cycle)]) for i in range(copies)]
         for caption in copy_captions:
             add(img, caption, group, cl)
         prompts.append(Prompt(copy_captions[0], group, copies, cl, trig))
