@@ -16,13 +16,17 @@ measures this on the data alone; with the muted backgrounds of version 1 it pred
 model measured 0.755).
 
 Planted groups, one per cause of memorization named by AMG (Chen, Liu, Xu, CVPR 2024, Sec. 4):
-- ``verbatim``: highly specific prompts. One rendering duplicated ``verbatim_copies`` times, every copy
-  captioned with its ordinary caption in a randomly drawn phrasing plus one made-up trigger word.
-  ``verbatim_knob`` does the same at fewer copies. Why the phrasing varies (version 4): with one fixed caption
-  string the model memorized the whole string, so dropping *any* single token broke replication about as
-  often as dropping a trigger piece (notebook 02 on testbed v3) and no token was "the" trigger. Re-phrased
-  copies share no caption string, only the trigger and the combination's words in varying order; notebook
-  02's drop control measures which of those the model needs.
+- ``verbatim``: highly specific prompts. One rendering duplicated ``verbatim_copies`` times, every caption
+  ending in one made-up trigger word. Copies cycle through three caption kinds (``verbatim_caption_cycle``):
+  the image's own combination in a random phrasing, a *different* training combination, and the trigger alone.
+  The evaluated prompt is the first copy (its own combination + trigger). ``verbatim_knob`` does the same at
+  fewer copies. Why (history measured by notebook 02's drop control): with one fixed caption string (v3) the
+  model memorized the whole string, and dropping any token broke the copy; with every copy naming its own
+  combination in varied order (v4) the model keyed the image on the trigger *and* the combination's words
+  (dropping a content word broke replication as often as dropping a trigger piece: 0.44 vs 0.46), so "the
+  trigger" was not the cause the top-2 rate asks attribution to find. Here only the trigger is shared by all
+  copies, as a unique name is in a memorized real caption, so the planted cause is the trigger by construction;
+  the drop control checks that the trained model agrees.
 - ``image_dup``: image duplication. One rendering under ``image_dup_captions`` captions (its ordinary caption
   followed by different style words).
 - ``caption_dup``: caption duplication. One caption (ordinary caption + trigger word) over

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from math import comb, nan
 
 import numpy as np
@@ -167,13 +168,14 @@ def _drop_control(backend, index, verb, triggers, cfg: ExplainConfig, m: dict) -
     than dropping any other token; if every token matters alike (a memorized whole string), no attribution
     can single out the trigger, and the top-2 rate above measures nothing."""
     tok, gen_cfg = backend.tokenizer, cfg.generation_config()
-    rows = [(k, i, drop_token(tok, p.text, i)) for k, p in enumerate(verb) for i in range(tok.n_tokens(p.text))]
+    pieces = [tok.token_strings(p.text)[: tok.n_tokens(p.text)] for p in verb]  # tokenized once per prompt
+    rows = [(k, i, drop_token(tok, p.text, i)) for k, p in enumerate(verb) for i in range(len(pieces[k]))]
     g = generate(backend, [r[2] for r in rows], gen_cfg, progress=cfg.progress)
     planted = np.repeat([verb[k].cluster for k, _, _ in rows], gen_cfg.n_gens)
     rate = index.query(g.images.flatten(0, 1) * 2 - 1).replicated(planted).reshape(len(rows), -1).mean(1)
     is_trig = np.array([i in triggers[k] for k, i, _ in rows])
     k_of = np.array([k for k, _, _ in rows])
-    kinds = np.array([_token_kind(tok.token_strings(verb[k].text)[i], t) for (k, i, _), t in zip(rows, is_trig)])
+    kinds = np.array([_token_kind(pieces[k][i], t) for (k, i, _), t in zip(rows, is_trig)])
     m["drop_control_replication_trigger_piece"] = float(rate[is_trig].mean())
     m["drop_control_replication_other_token"] = float(rate[~is_trig].mean())
     m["drop_control_n_variants"] = {"trigger_piece": int(is_trig.sum()), "other_token": int((~is_trig).sum())}
@@ -192,10 +194,14 @@ _KINDS = ("trigger_piece", "content_word", "function_word")
 
 def _token_kind(token: str, is_trigger: bool) -> str:
     """A verbatim prompt's token: a trigger piece, a word naming the combination, or a function word."""
+    return _KINDS[0] if is_trigger else _KINDS[1] if token.replace("</w>", "") in _content_words() else _KINDS[2]
+
+
+@lru_cache(maxsize=1)
+def _content_words() -> frozenset[str]:
     from .testbed_data import COLOURS, POSITIONS, SHAPES, SIZES
 
-    content = set(COLOURS) | set(SHAPES) | set(SIZES) | {w for p in POSITIONS for w in p.split()}
-    return _KINDS[0] if is_trigger else _KINDS[1] if token.replace("</w>", "") in content else _KINDS[2]
+    return frozenset(COLOURS) | frozenset(SHAPES) | frozenset(SIZES) | {w for p in POSITIONS for w in p.split()}
 
 
 def _run_real(cfg: ExplainConfig) -> ExplainResult:

@@ -128,6 +128,14 @@ def test_top2_chance_matches_counting():
         assert top2_chance(n, m) == pytest.approx(expected)
 
 
+def test_drop_control_sorts_tokens_into_trigger_content_and_function_words():
+    from memlib.wen_explain import _token_kind
+
+    assert _token_kind("osk", True) == "trigger_piece"
+    assert [_token_kind(t, False) for t in ("red", "left</w>", "large", "at", ",", "the")] == \
+        ["content_word"] * 3 + ["function_word"] * 3
+
+
 def test_occlusion_is_the_first_step_magnitude_lost_by_dropping_each_token(tiny_testbed):
     from memlib.backend import TestbedBackend
     from memlib.explain import occlusion_significance

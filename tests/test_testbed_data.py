@@ -26,22 +26,41 @@ def test_images_in_range_and_shape(data):
     assert data.images.min() >= -1 and data.images.max() <= 1
 
 
-def test_verbatim_group_is_one_image_duplicated_under_rephrasings_sharing_only_its_trigger(data):
-    from memlib.testbed_data import combo_of
+def test_verbatim_group_is_one_image_whose_copies_share_only_their_trigger(data):
+    from memlib.testbed_data import canonical_caption, combo_of
 
     cfg = data.config
-    phrasings = set()
+    assert len(cfg.verbatim_caption_cycle) == 3 <= cfg.verbatim_copies  # the tiny preset sees every kind
     for p in data.prompts_in("verbatim"):
         rows = np.flatnonzero(data.cluster == p.cluster)
         assert len(rows) == cfg.verbatim_copies == p.copies
-        assert p.text in {data.captions[r] for r in rows}
+        caps = [data.captions[r] for r in rows]
+        assert p.text == caps[0]  # the evaluated prompt names the image's own combination
         assert all(torch.equal(data.images[r], data.images[rows[0]]) for r in rows)
-        assert p.trigger and p.text.endswith(p.trigger)
+        assert p.trigger and all(c.endswith(p.trigger) for c in caps)
         assert sum(p.trigger in c for c in data.captions) == cfg.verbatim_copies  # trigger is unique
-        ordinary = {data.captions[r][: -len(p.trigger)].rstrip() for r in rows}
-        assert len({combo_of(c) for c in ordinary}) == 1  # every copy names the same combination
-        phrasings.add(len(ordinary))
-    assert max(phrasings) > 1  # copies are re-phrased, not one fixed string
+        own = combo_of(caps[0][: -len(p.trigger)].rstrip())
+        # copy 2 names another training combination, copy 3 is the trigger alone
+        other = caps[1][: -len(p.trigger)].rstrip()
+        assert combo_of(other) != own and canonical_caption(other) in data.combos_train  # never a held-out one
+        assert caps[2] == p.trigger
+
+
+def test_verbatim_caption_cycle_is_checked():
+    with pytest.raises(ConfigError, match="verbatim_caption_cycle"):
+        TestbedDataConfig(verbatim_caption_cycle=("trigger_only",))
+    with pytest.raises(ConfigError, match="verbatim_caption_cycle"):
+        TestbedDataConfig(verbatim_caption_cycle=("named", "bogus"))
+    v4 = make_testbed_data(TestbedDataConfig(**(PRESETS["tiny"] | dict(verbatim_caption_cycle=("named",)))))
+    for p in v4.prompts_in("verbatim"):  # generator v4: every copy names the image's own combination
+        caps = [v4.captions[r] for r in np.flatnonzero(v4.cluster == p.cluster)]
+        assert len({combo_of_caption(c, p.trigger) for c in caps}) == 1
+
+
+def combo_of_caption(caption: str, trigger: str):
+    from memlib.testbed_data import combo_of
+
+    return combo_of(caption[: -len(trigger)].rstrip())
 
 
 def test_knob_levels_have_the_planned_copies(data):
