@@ -28,6 +28,8 @@ HEADLINES = [
     ("02_explain", "verbatim_trigger_top2_chance", "... a random ranking's rate (chance level)", "report"),
     ("02_explain", "verbatim_trigger_top2_rate_occlusion", "... cross-check: drop each token, first-step loss",
      "report"),
+    ("02_explain", "verbatim_trigger_top2_rate_integrated",
+     "... cross-check: integrated gradients from the empty prompt, first step", "report"),
     ("02_explain", "drop_control_replication_trigger_piece",
      "ground truth: replication after dropping one trigger piece", "report"),
     ("02_explain", "drop_control_replication_other_token", "... after dropping one other token", "report"),

@@ -30,7 +30,7 @@ QUICK_PARAMS: dict[str, dict] = {
     "01_detection": dict(data_preset="tiny", train_steps=20, clip_steps=20, positive_groups="verbatim", max_gens=2,
                          num_steps=10, batch_size=64, timing_prompts=2, progress=False),
     "02_explain": dict(data_preset="tiny", train_steps=20, clip_steps=20, n_gens=1, num_steps=3, attribution_steps=2,
-                       max_prompts=2, illustrate_prompts=1, progress=False),
+                       max_prompts=2, illustrate_prompts=1, ig_points=4, progress=False),
 }
 
 

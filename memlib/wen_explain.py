@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from .config import Config, check_range
 from .detect import wen_score
-from .explain import TokenSignificance, drop_token, occlusion_significance, token_significance, trigger_positions
+from .explain import (TokenSignificance, drop_token, integrated_significance, occlusion_significance,
+                      token_significance, trigger_positions)
 from .generate import GenerationConfig, generate
 
 
@@ -32,6 +33,7 @@ class ExplainConfig(Config):
     guidance_scale: float = 3.0
     max_prompts: int = 0             # cap per trigger group, verbatim and caption_dup (0: all)
     illustrate_prompts: int = 8      # prompts of the groups without a trigger (image_dup, heldout) to attribute
+    ig_points: int = 32              # integrated-gradients cross-check: midpoints on the path e_empty -> e_p
     seed: int = 0
     interactive: bool = False        # show the ipywidgets explorer (never under papermill)
     progress: bool = True
@@ -42,6 +44,7 @@ class ExplainConfig(Config):
         check_range("attribution_steps", self.attribution_steps, 0, self.num_steps)
         check_range("max_prompts", self.max_prompts, 0)
         check_range("illustrate_prompts", self.illustrate_prompts, 0)
+        check_range("ig_points", self.ig_points, 1, 1024)
 
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale, n_gens=self.n_gens,
@@ -57,6 +60,7 @@ class ExplainResult:
     attributions: dict[str, list[TokenSignificance]]   # group -> per prompt
     triggers: dict[str, list[list[int]]]               # group -> trigger token positions per prompt
     occlusion: dict[str, list[TokenSignificance]] = field(default_factory=dict)  # trigger groups: cross-check
+    integrated: dict[str, list[TokenSignificance]] = field(default_factory=dict)  # trigger groups: cross-check
     edits: list[dict] = field(default_factory=list)    # the edit experiment, one row per verbatim prompt
     drops: list[dict] = field(default_factory=list)    # the drop control, one row per (verbatim prompt, token)
     metrics: dict = field(default_factory=dict)
@@ -97,6 +101,8 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
         if g in ("verbatim", "caption_dup"):
             res.triggers[g] = [trigger_positions(backend.tokenizer, p.text, p.trigger) for p in ps]
             res.occlusion[g] = [occlusion_significance(backend, p.text, cfg.generation_config()) for p in ps]
+            res.integrated[g] = [integrated_significance(backend, p.text, cfg.generation_config(), cfg.ig_points)
+                                 for p in tqdm(ps, disable=not cfg.progress, desc=f"integrated gradients {g}")]
     m = res.metrics
     for g, pos in res.triggers.items():
         hits = [top2_hit(a.significance, t) for a, t in zip(res.attributions[g], pos)]
@@ -114,6 +120,7 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
         # gradient-free cross-check (not Wen's method): first-step magnitude lost by dropping each token
         m[f"{g}_trigger_top2_rate_occlusion"] = float(np.mean(
             [top2_hit(o.significance, t) for o, t in zip(res.occlusion[g], pos)])) if hits else nan
+        m.update(_integrated_metrics(g, res.integrated[g], pos, res.attributions[g]) if hits else {})
     for g, atts in res.attributions.items():
         # which tokens win, so a miss can be read (v2: the constant first word "a" won 13 of 32 verbatim prompts)
         top1 = Counter(a.tokens[int(np.argmax(a.significance))] for a in atts if len(a.tokens))
@@ -128,6 +135,23 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
         res.drops = _drop_control(backend, index, groups["verbatim"], res.triggers["verbatim"], cfg, m)
     m["checkpoint"] = tb.meta["sha256"]
     return res
+
+
+def _integrated_metrics(g: str, ig: list[TokenSignificance], pos: list[list[int]],
+                        wen: list[TokenSignificance]) -> dict:
+    """Integrated gradients' top-2 rate, their completeness error, and how early on the path from e_empty to
+    e_p the first-step magnitude saturates (for prompts Wen's first-step gradient ranks right and wrong)."""
+    alphas = (np.arange(len(ig[0].path)) + 0.5) / len(ig[0].path)
+    # first midpoint where the magnitude reaches 90 % of d(p): well below 1 means a saturated, flat end
+    a90 = np.array([alphas[np.argmax(a.path >= 0.9 * a.magnitude)] if (a.path >= 0.9 * a.magnitude).any()
+                    else 1.0 for a in ig])
+    wen_hit = np.array([top2_hit(w.over_first(1).significance, t) for w, t in zip(wen, pos)])
+    return {f"{g}_trigger_top2_rate_integrated": float(np.mean([top2_hit(a.significance, t)
+                                                                  for a, t in zip(ig, pos)])),
+            f"{g}_integrated_completeness_max_error": float(max(abs(a.all_rows_total / a.magnitude - 1) for a in ig)),
+            f"{g}_path_alpha90_mean": float(a90.mean()),
+            f"{g}_path_alpha90_wen_first_step_hits": float(a90[wen_hit].mean()) if wen_hit.any() else nan,
+            f"{g}_path_alpha90_wen_first_step_misses": float(a90[~wen_hit].mean()) if (~wen_hit).any() else nan}
 
 
 def _edit_experiment(backend, index, verb, atts, cfg: ExplainConfig, m: dict) -> list[dict]:

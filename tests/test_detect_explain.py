@@ -157,3 +157,42 @@ def test_occlusion_is_the_first_step_magnitude_lost_by_dropping_each_token(tiny_
     assert occ.significance[2] == pytest.approx(occ.magnitude - float(d), rel=1e-4, abs=1e-6)
     with pytest.raises(ValueError, match="non-empty"):
         occlusion_significance(backend, "  ", cfg)
+
+
+def test_integrated_gradients_split_a_separable_magnitude_exactly():
+    from memlib.explain import integrated_significance
+
+    # L(e) = 4 |sum_i sum_f w_if (e_if^2 - e0_if^2)| is a sum over rows, so each row's integrated gradient is its
+    # own term (while the sign inside stays fixed along the path), and the midpoint rule is exact: the gradient
+    # is linear along the path
+    be = QuadraticBackend()
+    prompt, cfg = "large red circle at", GenerationConfig(num_steps=3, n_gens=2)
+    e, e0 = be.encode_prompts([prompt])[0], be.encode_prompts([""])[0]
+    alphas = torch.linspace(0, 1, 101)[1:]
+    inner = torch.stack([(be.w * ((e0 + a * (e - e0)) ** 2 - e0 ** 2)).sum() for a in alphas])
+    assert (inner > 0).all() or (inner < 0).all(), "pick a prompt whose magnitude keeps one sign on the path"
+    rows = 4.0 * torch.sign(inner[-1]) * (be.w * (e ** 2 - e0 ** 2)).sum(dim=1)
+    ig = integrated_significance(be, prompt, cfg, n_alpha=5, alpha_batch=2)
+    n = be.tokenizer.n_tokens(prompt)
+    np.testing.assert_allclose(ig.significance, rows[1:n + 1].numpy(), rtol=1e-4, atol=1e-6)
+    assert ig.magnitude == pytest.approx(float(4.0 * inner[-1].abs()), rel=1e-5)
+    assert ig.all_rows_total == pytest.approx(ig.magnitude, rel=1e-4)      # completeness
+    assert ig.path.shape == (5,) and ig.tokens == be.tokenizer.token_strings(prompt)
+    with pytest.raises(ValueError, match="n_alpha"):
+        integrated_significance(be, prompt, cfg, n_alpha=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        integrated_significance(be, " ", cfg)
+
+
+def test_integrated_gradients_on_the_testbed_use_detections_noise_and_add_up(tiny_testbed):
+    from memlib.backend import TestbedBackend
+    from memlib.explain import integrated_significance
+
+    backend = TestbedBackend(tiny_testbed.model)
+    prompt, cfg = "small red circle at the top left zorvex", GenerationConfig(num_steps=50, n_gens=2)
+    ig = integrated_significance(backend, prompt, cfg, n_alpha=64, alpha_batch=16)
+    g = generate(backend, [prompt], cfg, stop_after=1, progress=False)
+    assert ig.magnitude == pytest.approx(float(wen_score(g.text_norm, 1)[0]), rel=1e-4)
+    assert ig.all_rows_total == pytest.approx(ig.magnitude, rel=0.05)      # completeness, up to the midpoint rule
+    # the path starts at the empty prompt (magnitude 0) and ends near d(p)
+    assert ig.path[0] < 0.1 * ig.magnitude and ig.path[-1] == pytest.approx(ig.magnitude, rel=0.1)

@@ -72,6 +72,9 @@ def test_02_explain_runs(figures, tmp_path):
     assert 0.0 <= m["verbatim_trigger_top2_rate"] <= 1.0
     assert 0.0 < m["verbatim_trigger_top2_chance"] <= 1.0
     assert 0.0 <= m["verbatim_trigger_top2_rate_occlusion"] <= 1.0
+    assert 0.0 <= m["verbatim_trigger_top2_rate_integrated"] <= 1.0
+    assert 0.0 < m["verbatim_path_alpha90_mean"] <= 1.0
+    assert (figures / "02_explain" / "attribution_methods.png").exists()
     assert set(m["verbatim_trigger_top2_rate_by_steps"]) == {"first1", "all"}   # quick run: 3 steps
     assert "edit_replication_after" in m
     n = m["drop_control_n_variants"]  # every token of every verbatim prompt dropped once
