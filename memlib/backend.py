@@ -38,6 +38,7 @@ class TestbedBackend:
     def __init__(self, model: TextToImageModel):
         self.model = model.eval()
         self.tokenizer = model.tokenizer
+        self.text_encoder = model.text_encoder   # transformers CLIPTextModel (input-embedding gradients use it)
         c = model.cfg
         self.sample_shape = (c.channels, c.image_size, c.image_size)
 

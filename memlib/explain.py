@@ -21,6 +21,11 @@ Taly, Yan, ICML 2017, Eq. 1) of the first-step magnitude along the straight path
 which sums over all rows to L(e_p) - L(e_empty) = d(p) (completeness). Why: a local gradient is blind to a
 token whose effect has saturated, i.e. when the magnitude has reached its plateau before a = 1. Notebook 02
 measures how early on this path the magnitude saturates, for the prompts Wen's gradient ranks right and wrong.
+
+``input_embedding_significance`` is a third (not Wen's method): the same first-step gradient norm, taken at the
+text encoder's *input* token embeddings. The encoder's causal attention copies each token into every row after
+it, the EOS/padding rows included, which Wen's chart drops; a gradient at output row i sees only what token i
+does through its own row, one at the input sums every route (``memlib.embedding_rows`` measures the routes).
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ from .sampling import StepState, sample, seeded_noise
 class TokenSignificance:
     prompt: str
     tokens: list[str]            # the prompt's tokens (no BOS/EOS/padding)
-    significance: np.ndarray     # (n_tokens,) mean gradient norm per token
+    significance: np.ndarray     # (n_tokens,) per token: Wen's mean gradient norm, or the cross-check's value
     magnitude: float             # mean text-conditional norm over the chosen steps
     per_step: np.ndarray | None = None   # (n_steps, n_tokens) gradient norms, chosen steps in sampling order
     path: np.ndarray | None = None       # integrated gradients: (n_alpha,) magnitude along the path from e_empty
@@ -48,6 +53,24 @@ class TokenSignificance:
         if self.per_step is None or not 1 <= k <= len(self.per_step):
             raise ValueError(f"need 1 <= k <= {0 if self.per_step is None else len(self.per_step)} recorded steps")
         return replace(self, significance=self.per_step[:k].mean(0))
+
+
+def _check_prompt(prompt) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("token attribution needs a non-empty prompt")
+
+
+def _first_step(backend, prompt: str, gen_cfg: GenerationConfig):
+    """Detection's starting noise for ``prompt`` (one per generation), the first timestep, e_empty and its eps."""
+    G = gen_cfg.n_gens
+    x = seeded_noise(backend.sample_shape, [noise_seed(gen_cfg.seed, g, prompt) for g in range(G)], backend.device)
+    sched = backend.scheduler(gen_cfg.scheduler)
+    sched.set_timesteps(gen_cfg.num_steps)
+    t = torch.as_tensor(sched.timesteps[0], device=x.device)
+    with torch.no_grad():
+        empty = backend.encode_prompts([""])
+        eps_u = backend.eps(x, t, empty.expand(G, -1, -1))
+    return x, t, empty, eps_u
 
 
 class _GradHook:
@@ -71,8 +94,7 @@ def token_significance(backend, prompt: str, gen_cfg: GenerationConfig | None = 
                        steps: list[int] | None = None) -> TokenSignificance:
     """Per-token significance of ``prompt`` over ``gen_cfg.n_gens`` generations and ``steps`` (default all)."""
     gen_cfg = gen_cfg or GenerationConfig()
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("token attribution needs a non-empty prompt")
+    _check_prompt(prompt)
     steps = list(range(gen_cfg.num_steps)) if steps is None else steps
     tok = backend.tokenizer
     with torch.no_grad():
@@ -112,17 +134,12 @@ def occlusion_significance(backend, prompt: str, gen_cfg: GenerationConfig | Non
     shifts the positions of the tokens after it; read a large value as "the prompt needs this token", not as a
     gradient. ``magnitude`` is the original prompt's first-step magnitude (mean over generations)."""
     gen_cfg = gen_cfg or GenerationConfig()
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("token attribution needs a non-empty prompt")
+    _check_prompt(prompt)
     tok, G = backend.tokenizer, gen_cfg.n_gens
     n = tok.n_tokens(prompt)
     variants = [prompt] + [drop_token(tok, prompt, i) for i in range(n)]
-    x = seeded_noise(backend.sample_shape, [noise_seed(gen_cfg.seed, g, prompt) for g in range(G)], backend.device)
-    sched = backend.scheduler(gen_cfg.scheduler)
-    sched.set_timesteps(gen_cfg.num_steps)
-    t = torch.as_tensor(sched.timesteps[0], device=x.device)
+    x, t, _, eps_u = _first_step(backend, prompt, gen_cfg)
     with torch.no_grad():
-        eps_u = backend.eps(x, t, backend.encode_prompts([""]).expand(G, -1, -1))
         emb = backend.encode_prompts(variants).repeat_interleave(G, dim=0)
         eps_c = backend.eps(x.repeat(len(variants), 1, 1, 1), t, emb)
         d = (eps_c - eps_u.repeat(len(variants), 1, 1, 1)).flatten(1).norm(dim=1).reshape(len(variants), G).mean(1)
@@ -140,18 +157,13 @@ def integrated_significance(backend, prompt: str, gen_cfg: GenerationConfig | No
     ``significance`` is signed (a token can lower the magnitude) and, over all rows including EOS/padding, sums
     to ``magnitude`` up to the midpoint rule's error."""
     gen_cfg = gen_cfg or GenerationConfig()
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("token attribution needs a non-empty prompt")
+    _check_prompt(prompt)
     if n_alpha < 1 or alpha_batch < 1:
         raise ValueError(f"n_alpha ({n_alpha}) and alpha_batch ({alpha_batch}) must be >= 1")
     tok, G = backend.tokenizer, gen_cfg.n_gens
-    x = seeded_noise(backend.sample_shape, [noise_seed(gen_cfg.seed, g, prompt) for g in range(G)], backend.device)
-    sched = backend.scheduler(gen_cfg.scheduler)
-    sched.set_timesteps(gen_cfg.num_steps)
-    t = torch.as_tensor(sched.timesteps[0], device=x.device)
+    x, t, empty, eps_u = _first_step(backend, prompt, gen_cfg)
     with torch.no_grad():
-        emb, empty = backend.encode_prompts([prompt]), backend.encode_prompts([""])
-        eps_u = backend.eps(x, t, empty.expand(G, -1, -1))
+        emb = backend.encode_prompts([prompt])
         full = (backend.eps(x, t, emb.expand(G, -1, -1)) - eps_u).flatten(1).norm(dim=1).mean().item()
     delta = emb - empty
     alphas = (torch.arange(n_alpha, dtype=emb.dtype, device=emb.device) + 0.5) / n_alpha
@@ -169,3 +181,35 @@ def integrated_significance(backend, prompt: str, gen_cfg: GenerationConfig | No
     n = tok.n_tokens(prompt)
     return TokenSignificance(prompt, tok.token_strings(prompt)[:n], ig[1:n + 1].cpu().numpy(), full,
                              path=np.array(path), all_rows_total=float(ig.sum()))
+
+
+def input_embedding_significance(backend, prompt: str, gen_cfg: GenerationConfig | None = None) -> TokenSignificance:
+    """Per token: ||dL/du^i||_2 at the first step, u^i the text encoder's input embedding of token i (before
+    position embeddings and attention), L the first-step magnitude (mean over ``gen_cfg.n_gens`` generations).
+
+    Needs ``backend.text_encoder``, a transformers text model (the testbed's and Stable Diffusion's are)."""
+    gen_cfg = gen_cfg or GenerationConfig()
+    _check_prompt(prompt)
+    encoder = getattr(backend, "text_encoder", None)
+    if encoder is None or not hasattr(encoder, "get_input_embeddings"):
+        raise TypeError(f"backend {getattr(backend, 'name', type(backend).__name__)!r} has no transformers "
+                        f"text_encoder; input-embedding gradients need one")
+    tok, G = backend.tokenizer, gen_cfg.n_gens
+    x, t, _, eps_u = _first_step(backend, prompt, gen_cfg)
+    leaf = {}
+
+    def make_leaf(_module, _inputs, out):   # the looked-up embeddings become the tensor we differentiate
+        leaf["u"] = out.detach().requires_grad_(True)
+        return leaf["u"]
+
+    handle = encoder.get_input_embeddings().register_forward_hook(make_leaf)
+    try:
+        with torch.enable_grad():
+            emb = backend.encode(tok([prompt]))
+            loss = (backend.eps(x, t, emb.expand(G, -1, -1)) - eps_u).flatten(1).norm(dim=1).mean()
+            (grad,) = torch.autograd.grad(loss, leaf["u"])
+    finally:
+        handle.remove()
+    n = tok.n_tokens(prompt)
+    return TokenSignificance(prompt, tok.token_strings(prompt)[:n], grad[0, 1:n + 1].norm(dim=-1).cpu().numpy(),
+                             float(loss.detach()))

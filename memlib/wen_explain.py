@@ -13,8 +13,9 @@ from tqdm.auto import tqdm
 
 from .config import Config, check_range
 from .detect import wen_score
-from .explain import (TokenSignificance, drop_token, integrated_significance, occlusion_significance,
-                      token_significance, trigger_positions)
+from .embedding_rows import ROW_SETS, RowSwapBackend
+from .explain import (TokenSignificance, drop_token, input_embedding_significance, integrated_significance,
+                      occlusion_significance, token_significance, trigger_positions)
 from .generate import GenerationConfig, generate
 
 
@@ -61,6 +62,7 @@ class ExplainResult:
     triggers: dict[str, list[list[int]]]               # group -> trigger token positions per prompt
     occlusion: dict[str, list[TokenSignificance]] = field(default_factory=dict)  # trigger groups: cross-check
     integrated: dict[str, list[TokenSignificance]] = field(default_factory=dict)  # trigger groups: cross-check
+    input_grad: dict[str, list[TokenSignificance]] = field(default_factory=dict)  # trigger groups: cross-check
     edits: list[dict] = field(default_factory=list)    # the edit experiment, one row per verbatim prompt
     drops: list[dict] = field(default_factory=list)    # the drop control, one row per (verbatim prompt, token)
     metrics: dict = field(default_factory=dict)
@@ -103,6 +105,7 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
             res.occlusion[g] = [occlusion_significance(backend, p.text, cfg.generation_config()) for p in ps]
             res.integrated[g] = [integrated_significance(backend, p.text, cfg.generation_config(), cfg.ig_points)
                                  for p in tqdm(ps, disable=not cfg.progress, desc=f"integrated gradients {g}")]
+            res.input_grad[g] = [input_embedding_significance(backend, p.text, cfg.generation_config()) for p in ps]
     m = res.metrics
     for g, pos in res.triggers.items():
         hits = [top2_hit(a.significance, t) for a, t in zip(res.attributions[g], pos)]
@@ -120,6 +123,9 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
         # gradient-free cross-check (not Wen's method): first-step magnitude lost by dropping each token
         m[f"{g}_trigger_top2_rate_occlusion"] = float(np.mean(
             [top2_hit(o.significance, t) for o, t in zip(res.occlusion[g], pos)])) if hits else nan
+        # third (not Wen's): the same first-step gradient norm at the encoder's input, where every route adds up
+        m[f"{g}_trigger_top2_rate_input_embedding"] = float(np.mean(
+            [top2_hit(a.significance, t) for a, t in zip(res.input_grad[g], pos)])) if hits else nan
         m.update(_integrated_metrics(g, res.integrated[g], pos, res.attributions[g]) if hits else {})
     for g, atts in res.attributions.items():
         # which tokens win, so a miss can be read (v2: the constant first word "a" won 13 of 32 verbatim prompts)
@@ -127,10 +133,12 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
         m[f"{g}_top1_token_counts"] = dict(top1.most_common(8))
         m[f"{g}_mean_magnitude"] = float(np.mean([a.magnitude for a in atts])) if atts else float("nan")
 
-    if groups["verbatim"]:
-        from .metrics import ReplicationIndex
+    from .metrics import ReplicationIndex
 
-        index = ReplicationIndex(tb.data.images, tb.data.cluster)
+    index = ReplicationIndex(tb.data.images, tb.data.cluster)
+    for g in res.triggers:
+        m.update(_row_routes(backend, index, g, groups[g], cfg) if groups[g] else {})
+    if groups["verbatim"]:
         res.edits = _edit_experiment(backend, index, groups["verbatim"], res.attributions["verbatim"], cfg, m)
         res.drops = _drop_control(backend, index, groups["verbatim"], res.triggers["verbatim"], cfg, m)
     m["checkpoint"] = tb.meta["sha256"]
@@ -149,9 +157,26 @@ def _integrated_metrics(g: str, ig: list[TokenSignificance], pos: list[list[int]
     return {f"{g}_trigger_top2_rate_integrated": float(np.mean([top2_hit(a.significance, t)
                                                                   for a, t in zip(ig, pos)])),
             f"{g}_integrated_completeness_max_error": float(max(abs(a.all_rows_total / a.magnitude - 1) for a in ig)),
+            # share of d(p) the EOS/padding rows carry (Wen's chart leaves them out)
+            f"{g}_integrated_padding_share": float(np.mean([1 - a.significance.sum() / a.all_rows_total for a in ig])),
             f"{g}_path_alpha90_mean": float(a90.mean()),
             f"{g}_path_alpha90_wen_first_step_hits": float(a90[wen_hit].mean()) if wen_hit.any() else nan,
             f"{g}_path_alpha90_wen_first_step_misses": float(a90[~wen_hit].mean()) if (~wen_hit).any() else nan}
+
+
+def _row_routes(backend, index, g: str, prompts, cfg: ExplainConfig) -> dict:
+    """Regenerate the group's prompts with their EOS/padding rows, or their token rows, taken from the empty
+    prompt (``memlib.embedding_rows``), from the same noise: replication and first-step magnitude of each."""
+    gen_cfg = cfg.generation_config()
+    planted = np.repeat([p.cluster for p in prompts], gen_cfg.n_gens)
+    out = {}
+    for label, be in [("full", backend)] + [(f"{rows}_rows_from_empty", RowSwapBackend(backend, rows))
+                                            for rows in ROW_SETS]:
+        gen = generate(be, [p.text for p in prompts], gen_cfg, progress=cfg.progress)
+        out[f"{g}_route_{label}_replication"] = float(
+            index.query(gen.images.flatten(0, 1) * 2 - 1).replicated(planted).mean())
+        out[f"{g}_route_{label}_first_step_magnitude"] = float(wen_score(gen.text_norm, n_steps=1).mean())
+    return out
 
 
 def _edit_experiment(backend, index, verb, atts, cfg: ExplainConfig, m: dict) -> list[dict]:

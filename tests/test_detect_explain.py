@@ -196,3 +196,68 @@ def test_integrated_gradients_on_the_testbed_use_detections_noise_and_add_up(tin
     assert ig.all_rows_total == pytest.approx(ig.magnitude, rel=0.05)      # completeness, up to the midpoint rule
     # the path starts at the empty prompt (magnitude 0) and ends near d(p)
     assert ig.path[0] < 0.1 * ig.magnitude and ig.path[-1] == pytest.approx(ig.magnitude, rel=0.1)
+
+
+def test_input_embedding_gradient_equals_the_token_tables_gradient(tiny_testbed):
+    from memlib.backend import TestbedBackend
+    from memlib.explain import input_embedding_significance
+
+    backend = TestbedBackend(tiny_testbed.model)
+    prompt, cfg = "small red circle at the top left zorvex", GenerationConfig(num_steps=50, n_gens=2)
+    a = input_embedding_significance(backend, prompt, cfg)
+    g = generate(backend, [prompt], cfg, stop_after=1, progress=False)
+    assert a.magnitude == pytest.approx(float(wen_score(g.text_norm, 1)[0]), rel=1e-4)
+    # independently: the gradient of the same loss with respect to the token table's rows (ids occur once each)
+    ids = backend.tokenizer.token_ids(prompt)
+    assert len(set(ids)) == len(ids) and a.tokens == backend.tokenizer.token_strings(prompt)
+    table = backend.text_encoder.get_input_embeddings().weight
+    x = seeded_noise((3, 16, 16), [noise_seed(0, j, prompt) for j in range(2)])
+    t = torch.tensor(981)
+    table.requires_grad_(True)
+    try:
+        with torch.no_grad():
+            eu = backend.eps(x, t, backend.encode_prompts([""]).expand(2, -1, -1))
+        loss = (backend.eps(x, t, backend.encode_prompts([prompt]).expand(2, -1, -1)) - eu).flatten(1).norm(dim=1)
+        (grad,) = torch.autograd.grad(loss.mean(), table)
+    finally:
+        table.requires_grad_(False)
+    np.testing.assert_allclose(a.significance, grad[ids].norm(dim=1).numpy(), rtol=1e-4, atol=1e-8)
+    with pytest.raises(TypeError, match="text_encoder"):
+        input_embedding_significance(QuadraticBackend(), prompt, cfg)
+
+
+def test_only_the_input_gradient_sees_a_token_that_acts_through_the_padding_rows(tiny_testbed):
+    from memlib.backend import TestbedBackend
+    from memlib.explain import input_embedding_significance
+
+    class LastRowReader(TestbedBackend):
+        """eps depends on the embedding's last row only: always padding for a short prompt."""
+
+        def eps(self, x, t, emb):
+            return 0.1 * x + emb[:, -1].sum(-1).view(-1, 1, 1, 1) ** 2
+
+    backend, prompt = LastRowReader(tiny_testbed.model), "red circle zorvex"
+    cfg = GenerationConfig(num_steps=3, n_gens=2)
+    wen = token_significance(backend, prompt, cfg, steps=[0])
+    assert np.allclose(wen.significance, 0.0)           # no prompt row reaches this model directly
+    assert (input_embedding_significance(backend, prompt, cfg).significance > 0).all()
+
+
+def test_row_swaps_take_padding_or_token_rows_from_the_empty_prompt(tiny_testbed):
+    from memlib.backend import TestbedBackend
+    from memlib.embedding_rows import RowSwapBackend
+
+    backend = TestbedBackend(tiny_testbed.model)
+    prompts = ["small red circle zorvex", "a large blue ring at the bottom right"]
+    with torch.no_grad():
+        e, u = backend.encode_prompts(prompts), backend.encode_prompts([""])
+        no_pad, pad_only = (RowSwapBackend(backend, r).encode_prompts(prompts + [""]) for r in ("padding", "prompt"))
+    for k, p in enumerate(prompts):
+        n = backend.tokenizer.n_tokens(p)
+        assert torch.equal(no_pad[k, :n + 1], e[k, :n + 1]) and torch.equal(no_pad[k, n + 1:], u[0, n + 1:])
+        assert torch.equal(pad_only[k, 1:n + 1], u[0, 1:n + 1]) and torch.equal(pad_only[k, n + 1:], e[k, n + 1:])
+        assert torch.equal(pad_only[k, 0], e[k, 0])
+    assert torch.equal(no_pad[2], u[0]) and torch.equal(pad_only[2], u[0])   # the unconditional branch is untouched
+    assert RowSwapBackend(backend, "padding").sample_shape == backend.sample_shape
+    with pytest.raises(ValueError, match="rows"):
+        RowSwapBackend(backend, "eos")

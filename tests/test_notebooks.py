@@ -1,5 +1,6 @@
 """Every notebook executed headlessly with tiny parameters (the same ones `make reproduce QUICK=1` uses)."""
 import json
+import math
 
 import pytest
 
@@ -75,6 +76,12 @@ def test_02_explain_runs(figures, tmp_path):
     assert 0.0 <= m["verbatim_trigger_top2_rate_integrated"] <= 1.0
     assert 0.0 < m["verbatim_path_alpha90_mean"] <= 1.0
     assert (figures / "02_explain" / "attribution_methods.png").exists()
+    assert 0.0 <= m["verbatim_trigger_top2_rate_input_embedding"] <= 1.0
+    assert math.isfinite(m["verbatim_integrated_padding_share"])   # signed attributions: not bounded by 1
+    for route in ("full", "padding_rows_from_empty", "prompt_rows_from_empty"):
+        assert 0.0 <= m[f"verbatim_route_{route}_replication"] <= 1.0
+        assert m[f"verbatim_route_{route}_first_step_magnitude"] >= 0.0
+    assert (figures / "02_explain" / "padding_route.png").exists()
     assert set(m["verbatim_trigger_top2_rate_by_steps"]) == {"first1", "all"}   # quick run: 3 steps
     assert "edit_replication_after" in m
     n = m["drop_control_n_variants"]  # every token of every verbatim prompt dropped once

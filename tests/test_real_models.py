@@ -168,3 +168,19 @@ def test_load_backend_kinds(sd_dir):
         load_backend("testbed")
     with pytest.raises(ValueError, match="unknown model kind"):
         load_backend(str(sd_dir), kind="gan")
+
+
+def test_input_embedding_gradient_and_row_swaps_on_stable_diffusion(sd):
+    from memlib.embedding_rows import RowSwapBackend
+    from memlib.explain import input_embedding_significance
+    from memlib.generate import GenerationConfig
+
+    prompt = PROMPTS[2]
+    a = input_embedding_significance(sd, prompt, GenerationConfig(num_steps=5, n_gens=1))
+    assert len(a.tokens) == sd.tokenizer.n_tokens(prompt) == len(a.significance)
+    assert (a.significance > 0).all() and a.magnitude > 0
+    with torch.no_grad():
+        e, u = sd.encode_prompts([prompt]), sd.encode_prompts([""])
+        swapped = RowSwapBackend(sd, "padding").encode_prompts([prompt])
+    n = sd.tokenizer.n_tokens(prompt)
+    assert torch.equal(swapped[0, :n + 1], e[0, :n + 1]) and torch.equal(swapped[0, n + 1:], u[0, n + 1:])
