@@ -32,8 +32,8 @@ def swap_rows(emb: torch.Tensor, empty: torch.Tensor, mask: torch.Tensor, rows: 
     """``emb`` with its ``rows`` ('padding' or 'prompt') taken from ``empty`` (the empty prompt's embedding)."""
     if rows not in ROW_SETS:
         raise ValueError(f"rows={rows!r}; choose one of {ROW_SETS}")
-    take = mask if rows == "padding" else 1.0 - mask
-    take[:, :1] = 0.0                     # BOS: identical in both, kept for clarity
+    take = (mask if rows == "padding" else 1.0 - mask).clone()
+    take[:, :1] = 0.0                     # BOS is never swapped (it is the same row in both anyway)
     take = take.to(emb.device, emb.dtype)
     return emb * (1 - take) + empty.expand_as(emb) * take
 

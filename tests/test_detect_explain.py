@@ -245,7 +245,7 @@ def test_only_the_input_gradient_sees_a_token_that_acts_through_the_padding_rows
 
 def test_row_swaps_take_padding_or_token_rows_from_the_empty_prompt(tiny_testbed):
     from memlib.backend import TestbedBackend
-    from memlib.embedding_rows import RowSwapBackend
+    from memlib.embedding_rows import RowSwapBackend, padding_mask, swap_rows
 
     backend = TestbedBackend(tiny_testbed.model)
     prompts = ["small red circle zorvex", "a large blue ring at the bottom right"]
@@ -259,5 +259,11 @@ def test_row_swaps_take_padding_or_token_rows_from_the_empty_prompt(tiny_testbed
         assert torch.equal(pad_only[k, 0], e[k, 0])
     assert torch.equal(no_pad[2], u[0]) and torch.equal(pad_only[2], u[0])   # the unconditional branch is untouched
     assert RowSwapBackend(backend, "padding").sample_shape == backend.sample_shape
+    L = e.shape[1]
+    assert padding_mask(backend.tokenizer, prompts, L)[0, :, 0].tolist() == [0.0] * 6 + [1.0] * (L - 6)  # BOS+5
+    mask = torch.ones(2, e.shape[1], 1)                                     # a caller's own mask, BOS included
+    swapped = swap_rows(e, u, mask, "padding")
+    assert torch.equal(mask, torch.ones_like(mask))                         # is not modified
+    assert torch.equal(swapped[:, 0], e[:, 0]) and torch.equal(swapped[:, 1:], u.expand_as(e)[:, 1:])
     with pytest.raises(ValueError, match="rows"):
         RowSwapBackend(backend, "eos")
