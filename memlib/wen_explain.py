@@ -136,10 +136,10 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
     from .metrics import ReplicationIndex
 
     index = ReplicationIndex(tb.data.images, tb.data.cluster)
-    for g in res.triggers:
-        m.update(_row_routes(backend, index, g, groups[g], cfg) if groups[g] else {})
+    as_is = {g: _row_routes(backend, index, g, groups[g], cfg, m) for g in res.triggers if groups[g]}
     if groups["verbatim"]:
-        res.edits = _edit_experiment(backend, index, groups["verbatim"], res.attributions["verbatim"], cfg, m)
+        res.edits = _edit_experiment(backend, index, groups["verbatim"], res.attributions["verbatim"], cfg, m,
+                                     before=as_is["verbatim"])
         res.drops = _drop_control(backend, index, groups["verbatim"], res.triggers["verbatim"], cfg, m)
     m["checkpoint"] = tb.meta["sha256"]
     return res
@@ -164,37 +164,43 @@ def _integrated_metrics(g: str, ig: list[TokenSignificance], pos: list[list[int]
             f"{g}_path_alpha90_wen_first_step_misses": float(a90[~wen_hit].mean()) if (~wen_hit).any() else nan}
 
 
-def _row_routes(backend, index, g: str, prompts, cfg: ExplainConfig) -> dict:
-    """Regenerate the group's prompts with their EOS/padding rows, or their token rows, taken from the empty
-    prompt (``memlib.embedding_rows``), from the same noise: replication and first-step magnitude of each."""
+def _regenerate(backend, index, texts: list[str], clusters: list[int], cfg: ExplainConfig) -> dict:
+    """Generate ``texts`` and measure, per prompt, replication of its planted cluster and the magnitude (all
+    steps, Wen's detection default, and the first step alone, notebook 01's bar)."""
     gen_cfg = cfg.generation_config()
-    planted = np.repeat([p.cluster for p in prompts], gen_cfg.n_gens)
-    out = {}
+    g = generate(backend, texts, gen_cfg, progress=cfg.progress)
+    rep = index.query(g.images.flatten(0, 1) * 2 - 1).replicated(np.repeat(clusters, gen_cfg.n_gens))
+    return dict(replication=rep.reshape(len(texts), -1).mean(1), magnitude=wen_score(g.text_norm),
+                first_step=wen_score(g.text_norm, n_steps=1))
+
+
+def _row_routes(backend, index, g: str, prompts, cfg: ExplainConfig, m: dict) -> dict:
+    """Regenerate the group's prompts with their EOS/padding rows, or their token rows, taken from the empty
+    prompt (``memlib.embedding_rows``), from the same noise: replication and first-step magnitude of each.
+    Returns the measurements of the prompts as they are (the edit experiment's "before")."""
+    texts, clusters = [p.text for p in prompts], [p.cluster for p in prompts]
+    measured = {}
     for label, be in [("full", backend)] + [(f"{rows}_rows_from_empty", RowSwapBackend(backend, rows))
                                             for rows in ROW_SETS]:
-        gen = generate(be, [p.text for p in prompts], gen_cfg, progress=cfg.progress)
-        out[f"{g}_route_{label}_replication"] = float(
-            index.query(gen.images.flatten(0, 1) * 2 - 1).replicated(planted).mean())
-        out[f"{g}_route_{label}_first_step_magnitude"] = float(wen_score(gen.text_norm, n_steps=1).mean())
-    return out
+        measured[label] = _regenerate(be, index, texts, clusters, cfg)
+        m[f"{g}_route_{label}_replication"] = float(measured[label]["replication"].mean())
+        m[f"{g}_route_{label}_first_step_magnitude"] = float(measured[label]["first_step"].mean())
+    return measured["full"]
 
 
-def _edit_experiment(backend, index, verb, atts, cfg: ExplainConfig, m: dict) -> list[dict]:
+def _edit_experiment(backend, index, verb, atts, cfg: ExplainConfig, m: dict, before: dict) -> list[dict]:
     """Drop each verbatim prompt's most significant token, and, as the ground-truth control, its planted
-    trigger word; regenerate and measure replication and the magnitude (first step and all steps)."""
+    trigger word; regenerate and measure replication and the magnitude (first step and all steps).
+    ``before`` holds ``_regenerate``'s measurements of the prompts as they are."""
     variants = {"before": [p.text for p in verb],
                 "after": [drop_token(backend.tokenizer, p.text, int(np.argmax(a.significance)))
                           for p, a in zip(verb, atts)],
                 "trigger_dropped": [p.text[: -len(p.trigger)].rstrip() for p in verb]}
-    gen_cfg = cfg.generation_config()
-    planted = np.repeat([p.cluster for p in verb], gen_cfg.n_gens)
-    rates, mags, first = {}, {}, {}
-    for label, texts in variants.items():
-        g = generate(backend, texts, gen_cfg, progress=cfg.progress)
-        q = index.query(g.images.flatten(0, 1) * 2 - 1)
-        rates[label] = q.replicated(planted).reshape(len(verb), -1).mean(1)
-        mags[label] = wen_score(g.text_norm)              # all steps (Wen's detection default)
-        first[label] = wen_score(g.text_norm, n_steps=1)  # the first step alone (notebook 01's bar)
+    clusters = [p.cluster for p in verb]
+    measured = {"before": before} | {label: _regenerate(backend, index, variants[label], clusters, cfg)
+                                     for label in ("after", "trigger_dropped")}
+    rates, mags, first = ({label: v[k] for label, v in measured.items()}
+                          for k in ("replication", "magnitude", "first_step"))
     keys = {"before": ("edit", "before"), "after": ("edit", "after"),
             "trigger_dropped": ("edit_trigger_dropped", "after")}
     for label, (prefix, when) in keys.items():
@@ -216,12 +222,10 @@ def _drop_control(backend, index, verb, triggers, cfg: ExplainConfig, m: dict) -
     regenerate, and measure replication. If it is, dropping one trigger piece breaks the copy far more often
     than dropping any other token; if every token matters alike (a memorized whole string), no attribution
     can single out the trigger, and the top-2 rate above measures nothing."""
-    tok, gen_cfg = backend.tokenizer, cfg.generation_config()
+    tok = backend.tokenizer
     pieces = [tok.token_strings(p.text)[: tok.n_tokens(p.text)] for p in verb]  # tokenized once per prompt
     rows = [(k, i, drop_token(tok, p.text, i)) for k, p in enumerate(verb) for i in range(len(pieces[k]))]
-    g = generate(backend, [r[2] for r in rows], gen_cfg, progress=cfg.progress)
-    planted = np.repeat([verb[k].cluster for k, _, _ in rows], gen_cfg.n_gens)
-    rate = index.query(g.images.flatten(0, 1) * 2 - 1).replicated(planted).reshape(len(rows), -1).mean(1)
+    rate = _regenerate(backend, index, [r[2] for r in rows], [verb[k].cluster for k, _, _ in rows], cfg)["replication"]
     is_trig = np.array([i in triggers[k] for k, i, _ in rows])
     k_of = np.array([k for k, _, _ in rows])
     kinds = np.array([_token_kind(pieces[k][i], t) for (k, i, _), t in zip(rows, is_trig)])
