@@ -22,8 +22,8 @@ install: $(STAMP)
 ## make reproduce QUICK=1    the same notebooks with tiny parameters, into build/quick/
 ## make reproduce NB=00_testbed FORCE=1
 reproduce: $(STAMP)
-	$(BIN)/python -m memlib.reproduce $(if $(QUICK),--quick) $(if $(NB),--only $(NB)) $(if $(FORCE),--force)
-	$(if $(QUICK),,$(BIN)/python -m memlib.cli results)
+	$(BIN)/python -m memlib.harness.reproduce $(if $(QUICK),--quick) $(if $(NB),--only $(NB)) $(if $(FORCE),--force)
+	$(if $(QUICK),,$(BIN)/python -m memlib.harness.cli results)
 
 ## make test                 unit tests + every notebook executed with tiny parameters
 test: $(STAMP)

@@ -9,8 +9,10 @@ import hashlib
 import json
 import os
 import shutil
+import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -55,12 +57,12 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     path = folder / "meta.json"
     if not path.exists():
-        raise CheckpointError(f"no checkpoint at {folder} (meta.json missing); train it, e.g. run "
-                              f"notebooks/00_testbed.ipynb or `memlib train`")
+        raise CheckpointError(f"no checkpoint at {folder} (meta.json missing); train it by running the notebook "
+                              f"that makes it (e.g. notebooks/00_testbed.ipynb for the testbed)")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"checkpoint metadata {path} is corrupt ({e}); delete {folder} and retrain") from e
+        raise CheckpointError(f"checkpoint metadata {path} is corrupt ({e})") from e
 
 
 def verify_checkpoint(folder: str | Path) -> dict[str, Any]:
@@ -69,11 +71,11 @@ def verify_checkpoint(folder: str | Path) -> dict[str, Any]:
     meta = read_meta(folder)
     weights = folder / "model.safetensors"
     if not weights.exists():
-        raise CheckpointError(f"checkpoint {folder} has no model.safetensors; delete the folder and retrain")
+        raise CheckpointError(f"checkpoint {folder} has no model.safetensors")
     digest = file_sha256(weights)
     if digest != meta.get("sha256"):
         raise CheckpointError(f"checkpoint {weights} is corrupt or truncated (sha256 {digest[:12]}… != recorded "
-                              f"{str(meta.get('sha256'))[:12]}…); delete {folder} and retrain")
+                              f"{str(meta.get('sha256'))[:12]}…); memlib's loaders set it aside and rebuild it")
     return meta
 
 
@@ -99,3 +101,36 @@ def load_train_state(folder: str | Path) -> dict[str, Any] | None:
         return torch.load(path, weights_only=True)
     except Exception as e:  # a truncated optimizer state is rebuilt, not fatal
         raise CheckpointError(f"training state {path} is unreadable ({e}); delete it to restart training") from e
+
+
+def set_aside(folder: str | Path, why: str) -> Path:
+    """Move a bad checkpoint out of the way under a unique name (never deleted: it may be someone's only copy)."""
+    folder = Path(folder)
+    kept = folder.with_name(f"{folder.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(folder, kept)
+    warnings.warn(f"{why}; kept it as {kept} and rebuilding {folder.name}", stacklevel=3)
+    return kept
+
+
+def load_or_build(folder: str | Path, module: torch.nn.Module, is_finished: Callable[[dict[str, Any]], bool],
+                  build: Callable[[], Any], retrain: bool = False) -> tuple[dict[str, Any], Any]:
+    """The one load-or-train policy for every checkpoint memlib makes.
+
+    A finished checkpoint (``is_finished(meta)``) whose weights match their hash is loaded into ``module``.
+    An unfinished one is left for ``build`` to resume. A corrupt one, or one made from other data, is set aside
+    under a unique ``.corrupt-*`` name with a warning saying where, and rebuilt. ``retrain`` rebuilds from scratch.
+    Returns (metadata, what ``build`` returned or None when loaded).
+    """
+    folder = Path(folder)
+    if folder.exists() and retrain:
+        shutil.rmtree(folder)
+    elif folder.exists():
+        try:
+            meta = verify_checkpoint(folder)
+            if is_finished(meta):
+                load_weights(folder, module)
+                return meta, None
+        except CheckpointError as e:
+            set_aside(folder, str(e))
+    built = build()
+    return verify_checkpoint(folder), built

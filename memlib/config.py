@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from typing import Any, Literal, get_args, get_origin
 
@@ -76,31 +77,57 @@ class Config:
         pass
 
     @classmethod
+    def _nested(cls) -> dict[str, type]:
+        """Fields holding another Config (e.g. ``testbed: TestbedRef``); their parameters are flat, prefixed
+        with the field name (``testbed_seed``), so a notebook's parameters cell stays flat."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+                if isinstance(hints[f.name], type) and issubclass(hints[f.name], Config)}
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        """Every flat parameter name this config accepts."""
+        nested = cls._nested()
+        names = []
+        for f in dataclasses.fields(cls):
+            names += [f"{f.name}_{n}" for n in nested[f.name].parameter_names()] if f.name in nested else [f.name]
+        return names
+
+    @classmethod
     def from_params(cls, params: dict[str, Any], ignore: typing.Iterable[str] = ()):
-        """Build from a dict of parameters; unknown names are an error (papermill would accept them)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - names - set(ignore))
+        """Build from a dict of flat parameters; unknown names are an error (papermill would accept them)."""
+        allowed = cls.parameter_names()
+        unknown = sorted(set(params) - set(allowed) - set(ignore))
         if unknown:
-            raise ConfigError(f"unknown parameter(s) {unknown} for {cls.__name__}; allowed: {sorted(names)}")
-        return cls(**{k: v for k, v in params.items() if k in names})
+            raise ConfigError(f"unknown parameter(s) {unknown} for {cls.__name__}; allowed: {sorted(allowed)}")
+        nested = cls._nested()
+        kwargs = {k: v for k, v in params.items() if k in allowed and not any(k.startswith(f"{n}_") for n in nested)}
+        for name, sub in nested.items():
+            given = {k[len(name) + 1:]: v for k, v in params.items() if k.startswith(f"{name}_") and k in allowed}
+            try:
+                kwargs[name] = sub.from_params(given)
+            except ConfigError as e:  # name the flat parameter the user wrote
+                raise ConfigError(re.sub(r"parameter '(\w+)", rf"parameter '{name}_\1", str(e))) from None
+        return cls(**kwargs)
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any], parameter_names: typing.Iterable[str]):
         """Build from a notebook's globals: ``parameter_names`` are the names the parameters cell and any
-        papermill-injected cell assigned (see ``memlib.notebook.parameters_of``)."""
+        papermill-injected cell assigned (see ``memlib.harness.notebook.parameters_of``)."""
         return cls.from_params({k: namespace[k] for k in parameter_names})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The values by flat parameter name (nested configs expanded with their prefix)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Config):
+                out.update({f"{f.name}_{k}": x for k, x in v.to_dict().items()})
+            else:
+                out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+        return out
 
     def digest(self) -> str:
         """Stable hash of the values, used as a cache key."""
         blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def config_from_notebook(cls, namespace: dict[str, Any]):
-    """``cfg = config_from_notebook(MyConfig, globals())`` in the cell after ``parameters``."""
-    from .notebook import parameters_of
-
-    return cls.from_params(parameters_of(namespace))

@@ -13,6 +13,9 @@ Two criteria, applied identically to every prompt group (planted positives and n
 
 ``ReplicationIndex`` holds the training set once and answers queries in chunks, so later notebooks (AMG's
 per-step nearest neighbour) reuse it.
+
+ROC helpers follow Wen et al.'s reference evaluation: TPR at 1 % FPR is the TPR of the last ROC point with
+FPR < 0.01, and accuracy is the best balanced accuracy over thresholds.
 """
 from __future__ import annotations
 
@@ -101,3 +104,27 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
         covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
     covmean = covmean.real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+@dataclass
+class RocResult:
+    auc: float
+    tpr_at_1fpr: float
+    accuracy: float
+    fpr: np.ndarray
+    tpr: np.ndarray
+
+
+def roc(pos_scores, neg_scores) -> RocResult:
+    """ROC of 'higher score = memorized' with scikit-learn."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    pos, neg = np.asarray(pos_scores, float), np.asarray(neg_scores, float)
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError(f"ROC needs positives and negatives (got {len(pos)} and {len(neg)})")
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    s = np.r_[pos, neg]
+    fpr, tpr, _ = roc_curve(y, s)
+    below = np.flatnonzero(fpr < 0.01)
+    return RocResult(float(roc_auc_score(y, s)), float(tpr[below[-1]]) if len(below) else 0.0,
+                     float(np.max(1 - (fpr + (1 - tpr)) / 2)), fpr, tpr)

@@ -1,11 +1,15 @@
 """Plots shared by the notebooks (matplotlib, Agg-safe, readable at a glance)."""
 from __future__ import annotations
 
+import os
 import textwrap
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+
+from .paths import figures_dir
 
 
 def to_hwc(img: torch.Tensor, from_range=(0, 1)) -> np.ndarray:
@@ -67,3 +71,12 @@ def bar_with_threshold(labels: list[str], values: list[float], title: str, ylabe
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     fig.tight_layout()
     return fig
+
+
+def save_figure(fig, notebook: str, name: str) -> Path:
+    """Save a matplotlib figure as PNG without timestamps or software tags (reproducible bytes)."""
+    out = figures_dir(notebook) / f"{name}.png"
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    os.replace(tmp, out)
+    return out

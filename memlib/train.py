@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checkpoint import CheckpointError, load_train_state, load_weights, read_meta, save_checkpoint
 from .config import Config, check_range
-from .models import sd_scheduler, training_target
+from .schedule import add_noise, sd_scheduler, training_target
 
 
 @dataclass

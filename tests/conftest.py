@@ -21,7 +21,6 @@ def _isolated_outputs(tmp_path_factory, monkeypatch):
 def tiny_testbed(tmp_path_factory):
     """A testbed trained for a few steps on the 'tiny' preset (shared by tests; seconds to build)."""
     os.environ["MEMLIB_CHECKPOINTS"] = str(tmp_path_factory.getbasetemp() / "checkpoints")
-    from memlib.testbed import TestbedNotebookConfig, load_or_train
+    from memlib.testbed.build import TestbedRef
 
-    cfg = TestbedNotebookConfig(data_preset="tiny", train_steps=6, train_batch_size=8, clip_steps=4)
-    return load_or_train(cfg.data_config(), cfg.model_config(), cfg.train_config(), progress=False)
+    return TestbedRef(preset="tiny", train_steps=6, batch_size=8, clip_steps=4).load(progress=False)

@@ -3,9 +3,11 @@ import pytest
 import torch
 
 from memlib.checkpoint import CheckpointError, load_weights, save_checkpoint, verify_checkpoint
-from memlib.config import ConfigError, config_from_notebook
-from memlib.models import TextToImageConfig, TextToImageModel
-from memlib.testbed import TestbedNotebookConfig, load_or_train
+from memlib.config import ConfigError
+from memlib.harness.notebook import config_from_notebook
+from memlib.testbed.model import TextToImageConfig, TextToImageModel
+from memlib.testbed.build import TestbedRef, load_or_train
+from memlib.testbed.evaluate import TestbedNotebookConfig
 from memlib.train import TrainConfig
 
 
@@ -28,7 +30,7 @@ def test_corrupt_and_truncated_checkpoints_are_detected(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         verify_checkpoint(folder)
     w.write_bytes(bytes(data[:1000]))
-    with pytest.raises(CheckpointError, match="retrain"):
+    with pytest.raises(CheckpointError, match="rebuild"):
         load_weights(folder, m)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         verify_checkpoint(tmp_path / "missing")
@@ -42,7 +44,7 @@ def test_checkpoint_for_another_model_config_is_a_clear_error(tmp_path):
 
 
 def test_interrupted_training_resumes_to_the_same_weights():
-    cfg = TestbedNotebookConfig(data_preset="tiny", train_steps=4, train_batch_size=4, clip_steps=2, seed=3)
+    cfg = TestbedRef(preset="tiny", train_steps=4, batch_size=4, clip_steps=2, seed=3)
     args = (cfg.data_config(), cfg.model_config(), TrainConfig(steps=4, batch_size=4, seed=3, checkpoint_every=2))
     part = load_or_train(*args, progress=False, stop_at=2)
     assert part.train_state["step"] == 2
@@ -54,7 +56,7 @@ def test_interrupted_training_resumes_to_the_same_weights():
 
 
 def test_corrupt_checkpoint_is_rebuilt_with_a_warning():
-    cfg = TestbedNotebookConfig(data_preset="tiny", train_steps=2, train_batch_size=4, clip_steps=2, seed=4)
+    cfg = TestbedRef(preset="tiny", train_steps=2, batch_size=4, clip_steps=2, seed=4)
     args = (cfg.data_config(), cfg.model_config(), cfg.train_config())
     tb = load_or_train(*args, progress=False)
     (tb.folder / "model.safetensors").write_bytes(b"garbage")
@@ -72,14 +74,14 @@ def test_notebook_config_rejects_unknown_and_mistyped_parameters():
         TestbedNotebookConfig(n_gens="4")
     with pytest.raises(ConfigError, match="'guidance_scale'.*out of range"):
         TestbedNotebookConfig(guidance_scale=-1.0)
-    with pytest.raises(ConfigError, match="'data_preset'.*choose one of"):
-        TestbedNotebookConfig(data_preset="huge")
+    with pytest.raises(ConfigError, match="'testbed_preset'.*choose one of"):
+        TestbedNotebookConfig.from_params({"testbed_preset": "huge"})
     with pytest.raises(ConfigError, match="'retrain'.*must be bool"):
         TestbedNotebookConfig(retrain="yes")
 
 
 def test_parameters_are_the_literal_assignment_cells_under_ipython():
-    from memlib.notebook import parameters_of
+    from memlib.harness.notebook import parameters_of
 
     ns = {"In": ["", "seed = 1  # c\nsteps = -2", "# Parameters\nseed = 5\nbogus = 'x'\n",
                  "from memlib import x\ncfg = make(globals())", "NB = '00'\nt = time.time()"],
@@ -88,14 +90,14 @@ def test_parameters_are_the_literal_assignment_cells_under_ipython():
 
 
 @pytest.mark.parametrize("cls_path, bad, pattern", [
-    ("memlib.wen_detection:DetectionConfig", {"max_gens": 1}, "'max_gens'.*out of range"),
-    ("memlib.wen_detection:DetectionConfig", {"num_steps": 5}, "'num_steps'.*out of range"),
-    ("memlib.wen_detection:DetectionConfig", {"memorized_threshold": "high"}, "'memorized_threshold'.*number"),
-    ("memlib.wen_detection:DetectionConfig", {"backend_id": "x"}, r"unknown parameter\(s\) \['backend_id'\]"),
-    ("memlib.wen_explain:ExplainConfig", {"attribution_steps": 80}, "'attribution_steps'.*out of range"),
-    ("memlib.wen_explain:ExplainConfig", {"interactive": 1}, "'interactive'.*must be bool"),
-    ("memlib.wen_explain:ExplainConfig", {"n_gen": 4}, r"unknown parameter\(s\) \['n_gen'\]"),
-    ("memlib.testbed:TestbedNotebookConfig", {"train_steps": 0}, "'train_steps'.*out of range"),
+    ("memlib.wen.detect:DetectionConfig", {"max_gens": 1}, "'max_gens'.*out of range"),
+    ("memlib.wen.detect:DetectionConfig", {"num_steps": 5}, "'num_steps'.*out of range"),
+    ("memlib.wen.detect:DetectionConfig", {"memorized_threshold": "high"}, "'memorized_threshold'.*number"),
+    ("memlib.wen.detect:DetectionConfig", {"backend_id": "x"}, r"unknown parameter\(s\) \['backend_id'\]"),
+    ("memlib.wen.explain:ExplainConfig", {"attribution_steps": 80}, "'attribution_steps'.*out of range"),
+    ("memlib.wen.explain:ExplainConfig", {"interactive": 1}, "'interactive'.*must be bool"),
+    ("memlib.wen.explain:ExplainConfig", {"n_gen": 4}, r"unknown parameter\(s\) \['n_gen'\]"),
+    ("memlib.testbed.evaluate:TestbedNotebookConfig", {"testbed_train_steps": 0}, "'testbed_train_steps'.*out of range"),
 ])
 def test_every_notebook_config_rejects_bad_values(cls_path, bad, pattern):
     import importlib
@@ -107,8 +109,16 @@ def test_every_notebook_config_rejects_bad_values(cls_path, bad, pattern):
 
 
 def test_detection_positive_groups_are_validated():
-    from memlib.wen_detection import DetectionConfig, _measured_groups
+    from memlib.wen.detect import DetectionConfig, _positive_groups
 
     with pytest.raises(ConfigError, match="positive_groups"):
-        _measured_groups(DetectionConfig(positive_groups="verbatim,bogus"), [])
-    assert _measured_groups(DetectionConfig(positive_groups="verbatim, caption_dup"), []) == ["verbatim", "caption_dup"]
+        DetectionConfig(positive_groups="verbatim,bogus")
+    cfg = DetectionConfig(positive_groups="verbatim, caption_dup")
+    assert _positive_groups(cfg, None, []) == ["verbatim", "caption_dup"]
+    notes = []
+    measured = DetectionConfig()
+    assert _positive_groups(measured, {"verbatim": 1.0, "image_dup": 0.4, "caption_dup": 0.5}, notes) == \
+        ["verbatim", "caption_dup"]
+    assert "image_dup: notebook 00 measured replication 40% (NOT memorized" in notes[1]
+    with pytest.raises(ValueError, match="replication rates"):
+        _positive_groups(measured, None, [])

@@ -3,16 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from memlib.detect import carlini_score, roc, tiled_l2, wen_score
-from memlib.explain import drop_token, token_significance, trigger_positions
+from memlib.metrics import roc
+from memlib.wen.scores import carlini_score, tiled_l2, wen_score
+from memlib.wen.attribution import drop_token, token_significance, trigger_positions
 from memlib.generate import GenerationConfig, generate, noise_seed
-from memlib.models import sd_scheduler
+from memlib.schedule import sd_scheduler
 from memlib.sampling import seeded_noise
-from memlib.text import ClipBPETokenizer
+from memlib.tokenizer import ClipBPETokenizer
 
 
 def test_first_step_magnitude_equals_a_hand_computation(tiny_testbed):
-    from memlib.backend import TestbedBackend
+    from memlib.backends.testbed import TestbedBackend
 
     backend = TestbedBackend(tiny_testbed.model)
     prompts = ["a small red circle at the top left", "a large blue ring at the bottom right"]
@@ -120,7 +121,7 @@ def test_significance_windows_average_the_recorded_steps():
 def test_top2_chance_matches_counting():
     from itertools import combinations
 
-    from memlib.wen_explain import top2_chance
+    from memlib.wen.explain import top2_chance
 
     for n, m in [(11, 3), (5, 1), (4, 4), (2, 1)]:
         pairs = list(combinations(range(n), 2))
@@ -129,7 +130,7 @@ def test_top2_chance_matches_counting():
 
 
 def test_drop_control_sorts_tokens_into_trigger_content_and_function_words():
-    from memlib.wen_explain import _token_kind
+    from memlib.wen.explain import _token_kind
 
     assert _token_kind("osk", True) == "trigger_piece"
     assert [_token_kind(t, False) for t in ("red", "left</w>", "large", "at", ",", "the")] == \
@@ -137,8 +138,8 @@ def test_drop_control_sorts_tokens_into_trigger_content_and_function_words():
 
 
 def test_occlusion_is_the_first_step_magnitude_lost_by_dropping_each_token(tiny_testbed):
-    from memlib.backend import TestbedBackend
-    from memlib.explain import occlusion_significance
+    from memlib.backends.testbed import TestbedBackend
+    from memlib.wen.attribution import occlusion_significance
 
     backend = TestbedBackend(tiny_testbed.model)
     prompt, cfg = "small red circle at the top left zorvex", GenerationConfig(num_steps=50, n_gens=3)
@@ -160,7 +161,7 @@ def test_occlusion_is_the_first_step_magnitude_lost_by_dropping_each_token(tiny_
 
 
 def test_integrated_gradients_split_a_separable_magnitude_exactly():
-    from memlib.explain import integrated_significance
+    from memlib.wen.attribution import integrated_significance
 
     # L(e) = 4 |sum_i sum_f w_if (e_if^2 - e0_if^2)| is a sum over rows, so each row's integrated gradient is its
     # own term (while the sign inside stays fixed along the path), and the midpoint rule is exact: the gradient
@@ -185,8 +186,8 @@ def test_integrated_gradients_split_a_separable_magnitude_exactly():
 
 
 def test_integrated_gradients_on_the_testbed_use_detections_noise_and_add_up(tiny_testbed):
-    from memlib.backend import TestbedBackend
-    from memlib.explain import integrated_significance
+    from memlib.backends.testbed import TestbedBackend
+    from memlib.wen.attribution import integrated_significance
 
     backend = TestbedBackend(tiny_testbed.model)
     prompt, cfg = "small red circle at the top left zorvex", GenerationConfig(num_steps=50, n_gens=2)
@@ -199,8 +200,8 @@ def test_integrated_gradients_on_the_testbed_use_detections_noise_and_add_up(tin
 
 
 def test_input_embedding_gradient_equals_the_token_tables_gradient(tiny_testbed):
-    from memlib.backend import TestbedBackend
-    from memlib.explain import input_embedding_significance
+    from memlib.backends.testbed import TestbedBackend
+    from memlib.wen.attribution import input_embedding_significance
 
     backend = TestbedBackend(tiny_testbed.model)
     prompt, cfg = "small red circle at the top left zorvex", GenerationConfig(num_steps=50, n_gens=2)
@@ -227,8 +228,8 @@ def test_input_embedding_gradient_equals_the_token_tables_gradient(tiny_testbed)
 
 
 def test_only_the_input_gradient_sees_a_token_that_acts_through_the_padding_rows(tiny_testbed):
-    from memlib.backend import TestbedBackend
-    from memlib.explain import input_embedding_significance
+    from memlib.backends.testbed import TestbedBackend
+    from memlib.wen.attribution import input_embedding_significance
 
     class LastRowReader(TestbedBackend):
         """eps depends on the embedding's last row only: always padding for a short prompt."""
@@ -244,8 +245,8 @@ def test_only_the_input_gradient_sees_a_token_that_acts_through_the_padding_rows
 
 
 def test_row_swaps_take_padding_or_token_rows_from_the_empty_prompt(tiny_testbed):
-    from memlib.backend import TestbedBackend
-    from memlib.embedding_rows import RowSwapBackend, padding_mask, swap_rows
+    from memlib.backends.testbed import TestbedBackend
+    from memlib.wen.rows import RowSwapBackend, padding_mask, swap_rows
 
     backend = TestbedBackend(tiny_testbed.model)
     prompts = ["small red circle zorvex", "a large blue ring at the bottom right"]

@@ -2,8 +2,10 @@
 import numpy as np
 import torch
 
-from memlib.digits import DigitsDataConfig, DigitsDenoiser, make_digits_data, train_digits_model
-from memlib.models import UnconditionalConfig, sd_scheduler
+from memlib.backends.testbed import DigitsBackend
+from memlib.testbed.digits import DigitsDataConfig, make_digits_data, train_digits_model
+from memlib.schedule import sd_scheduler
+from memlib.testbed.model import UnconditionalConfig
 from memlib.sampling import sample, seeded_noise
 from memlib.train import TrainConfig
 
@@ -25,7 +27,7 @@ def test_class_conditional_digits_model_trains_and_samples_with_guidance(tmp_pat
     unet, state = train_digits_model(d, cfg, TrainConfig(steps=3, batch_size=8, checkpoint_every=3),
                                      tmp_path / "ck", progress=False)
     assert state["step"] == 3 and (tmp_path / "ck" / "meta.json").exists()
-    den = DigitsDenoiser(unet.eval())
+    den = DigitsBackend(unet, n_classes=10).eps
     x = seeded_noise((1, 8, 8), [0, 1])
     out = sample(den, x, sd_scheduler(), 3, cond=torch.tensor([3, 7]), uncond=torch.tensor([10]),
                  guidance_scale=2.0)
@@ -33,5 +35,5 @@ def test_class_conditional_digits_model_trains_and_samples_with_guidance(tmp_pat
     plain = UnconditionalConfig(block_out_channels=(16, 32))
     unet2, _ = train_digits_model(d, plain, TrainConfig(steps=2, batch_size=8, checkpoint_every=2),
                                   tmp_path / "ck2", progress=False)
-    out = sample(DigitsDenoiser(unet2.eval()), x, sd_scheduler("ddpm"), 3, generator=torch.Generator().manual_seed(0))
+    out = sample(DigitsBackend(unet2).eps, x, sd_scheduler("ddpm"), 3, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 1, 8, 8)

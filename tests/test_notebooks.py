@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from memlib.reproduce import QUICK_PARAMS, notebooks, run_notebook
+from memlib.harness.reproduce import QUICK_PARAMS, notebooks, run_notebook
 from memlib.paths import repo_root
 
 NOTEBOOKS = {nb.stem: nb for nb in notebooks(repo_root())}

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from memlib.clip_eval import ClipConfig, load_or_train_clip, make_clip
+from memlib.testbed.clip import ClipConfig, load_or_train_clip, make_clip
 from memlib.config import ConfigError
-from memlib.models import TextToImageConfig, TextToImageModel
-from memlib.pretrained_text import load_clip_text_tower, open_clip_token_rows
-from memlib.testbed import TestbedNotebookConfig, text_tower_clip_config
+from memlib.testbed.model import TextToImageConfig, TextToImageModel
+from memlib.testbed.text_tower import load_clip_text_tower, open_clip_token_rows
+from memlib.testbed.build import TestbedRef, text_tower_clip_config
 
 PROMPTS = ["a small red circle at the top left zorvex", "", "green"]
 
@@ -41,7 +41,7 @@ def test_mismatched_architectures_are_refused_with_advice():
 
 
 def test_default_text_tower_clip_is_notebook_00s_evaluation_clip():
-    nb = TestbedNotebookConfig()
+    nb = TestbedRef()
     assert text_tower_clip_config(nb.model_config(), nb.seed) == nb.clip_config()
 
 

@@ -7,11 +7,13 @@ import time
 import pytest
 import torch
 
-from memlib.backend import Backend
-from memlib.real_models import (DDPMBackend, ModelUnavailableError, StableDiffusionBackend, _hub_reachable,
-                                load_backend)
+from memlib.backends.base import Backend
+from memlib.backends import load_backend
+from memlib.backends.ddpm import DDPMBackend
+from memlib.backends.hub import ModelUnavailableError, _hub_reachable
+from memlib.backends.stable_diffusion import StableDiffusionBackend
 from memlib.sampling import sample, seeded_noise
-from memlib.text import BOS, EOS, ClipBPETokenizer
+from memlib.tokenizer import BOS, EOS, ClipBPETokenizer
 
 UNCACHED = "memlib-tests/definitely-not-a-cached-model-3f9a"
 PROMPTS = ["", "a photo of a cute dog", "Emma Watson to play Belle in Disney's <i>Beauty and the Beast</i>",
@@ -88,7 +90,7 @@ def test_uncached_id_offline_fails_fast(monkeypatch):
 
 def test_uncached_id_unreachable_hub_fails_fast(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr("memlib.real_models._hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr("memlib.backends.hub._hub_reachable", lambda timeout=3.0: False)
     start = time.monotonic()
     with pytest.raises(ModelUnavailableError, match=UNCACHED):
         load_backend(UNCACHED)
@@ -171,8 +173,8 @@ def test_load_backend_kinds(sd_dir):
 
 
 def test_input_embedding_gradient_and_row_swaps_on_stable_diffusion(sd):
-    from memlib.embedding_rows import RowSwapBackend
-    from memlib.explain import input_embedding_significance
+    from memlib.wen.rows import RowSwapBackend
+    from memlib.wen.attribution import input_embedding_significance
     from memlib.generate import GenerationConfig
 
     prompt = PROMPTS[2]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from memlib.cache import cached_arrays
+from memlib.harness.cache import cached_arrays
 
 
 def _notebook(path, body):
@@ -23,7 +23,7 @@ def _notebook(path, body):
     nbformat.write(nb, path)
 
 
-WRITE = "from memlib.provenance import write_metrics\nwrite_metrics('{stem}', {{'value': value}}, {{}})"
+WRITE = "from memlib.harness.provenance import write_metrics\nwrite_metrics('{stem}', {{'value': value}}, {{}})"
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def _statuses(outcomes):
 
 
 def test_reproduce_skips_unchanged_and_reruns_downstream(project):
-    from memlib.reproduce import reproduce
+    from memlib.harness.reproduce import reproduce
 
     assert _statuses(reproduce()) == {"00_a": "ran", "01_b": "ran"}
     assert _statuses(reproduce()) == {"00_a": "skipped", "01_b": "skipped"}
@@ -56,7 +56,7 @@ def test_reproduce_skips_unchanged_and_reruns_downstream(project):
 
 
 def test_failed_notebook_reports_its_cell_and_keeps_earlier_figures(project):
-    from memlib.reproduce import main, reproduce
+    from memlib.harness.reproduce import main, reproduce
 
     reproduce()
     metrics = project / "figures" / "01_b" / "metrics.json"
@@ -88,10 +88,10 @@ def test_cache_detects_corruption_and_recomputes(tmp_path):
 
 TRAIN = """
 import os
-from memlib.testbed import TestbedNotebookConfig, load_or_train
-from memlib.models import TextToImageConfig
+from memlib.testbed.build import TestbedRef, load_or_train
+from memlib.testbed.model import TextToImageConfig
 from memlib.train import TrainConfig
-cfg = TestbedNotebookConfig(data_preset='tiny', seed=7)
+cfg = TestbedRef(preset='tiny', seed=7)
 load_or_train(cfg.data_config(), TextToImageConfig(text_pretrain_steps=2),
               TrainConfig(steps={steps}, batch_size=4, seed=7,
               checkpoint_every=2), progress=False)
@@ -99,12 +99,12 @@ load_or_train(cfg.data_config(), TextToImageConfig(text_pretrain_steps=2),
 
 
 def test_training_killed_by_a_signal_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    from memlib.models import TextToImageConfig
-    from memlib.testbed import TestbedNotebookConfig, checkpoint_folder, load_or_train
+    from memlib.testbed.model import TextToImageConfig
+    from memlib.testbed.build import TestbedRef, checkpoint_folder, load_or_train
     from memlib.train import TrainConfig
 
     monkeypatch.setenv("MEMLIB_CHECKPOINTS", str(tmp_path / "ck"))
-    cfg = TestbedNotebookConfig(data_preset="tiny", seed=7)
+    cfg = TestbedRef(preset="tiny", seed=7)
     args = (cfg.data_config(), TextToImageConfig(text_pretrain_steps=2),
             TrainConfig(steps=200, batch_size=4, seed=7, checkpoint_every=2))
     folder = checkpoint_folder(*args)

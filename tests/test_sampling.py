@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from memlib.models import sd_scheduler
+from memlib.schedule import sd_scheduler
 from memlib.sampling import sample, seeded_noise
 
 
@@ -75,7 +75,7 @@ def test_scheduler_follows_stable_diffusion_spacing_without_clipping():
 
 
 def test_testbed_generation_runs_and_records_norms(tiny_testbed):
-    from memlib.backend import TestbedBackend
+    from memlib.backends.testbed import TestbedBackend
     from memlib.generate import GenerationConfig, generate
 
     g = generate(TestbedBackend(tiny_testbed.model), ["a small red circle at the top left", "x"],
@@ -92,7 +92,7 @@ def test_testbed_generation_runs_and_records_norms(tiny_testbed):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_training_target_and_eps_conversion_agree(prediction_type):
     """A model whose raw output equals its training target predicts exactly the noise that was added."""
-    from memlib.models import eps_from_output, training_target
+    from memlib.schedule import eps_from_output, training_target
 
     abar = sd_scheduler("ddpm").alphas_cumprod.float()
     g = torch.Generator().manual_seed(0)
@@ -107,7 +107,7 @@ def test_training_target_and_eps_conversion_agree(prediction_type):
 
 
 def test_testbed_model_eps_converts_its_v_output():
-    from memlib.models import TextToImageConfig, TextToImageModel
+    from memlib.testbed.model import TextToImageConfig, TextToImageModel
 
     model = TextToImageModel(TextToImageConfig(block_out_channels=(8, 8), text_layers=1, prediction_type="v_prediction"))
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([981, 10])

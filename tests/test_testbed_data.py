@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from memlib.config import ConfigError
-from memlib.testbed import PRESETS
-from memlib.testbed_data import TestbedDataConfig, make_testbed_data, render_captions
-from memlib.text import ClipBPETokenizer
+from memlib.testbed.build import PRESETS
+from memlib.testbed.data import TestbedDataConfig, make_testbed_data, render_captions
+from memlib.tokenizer import ClipBPETokenizer
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_images_in_range_and_shape(data):
 
 
 def test_verbatim_group_is_one_image_whose_copies_share_only_their_trigger(data):
-    from memlib.testbed_data import canonical_caption, combo_of
+    from memlib.testbed.data import canonical_caption, combo_of
 
     cfg = data.config
     assert len(cfg.verbatim_caption_cycle) == 3 <= cfg.verbatim_copies  # the tiny preset sees every kind
@@ -58,7 +58,7 @@ def test_verbatim_caption_cycle_is_checked():
 
 
 def combo_of_caption(caption: str, trigger: str):
-    from memlib.testbed_data import combo_of
+    from memlib.testbed.data import combo_of
 
     return combo_of(caption[: -len(trigger)].rstrip())
 
@@ -117,7 +117,7 @@ def test_bad_data_config_names_the_parameter(kwargs, name):
 
 
 def test_ideal_first_step_score_is_the_scaled_distance_of_the_conditional_mean(data):
-    from memlib.testbed_eval import ideal_first_step_scores
+    from memlib.wen.ideal import ideal_first_step_scores
 
     p = data.prompts_in("verbatim")[0]
     planted = data.images[np.flatnonzero(np.asarray(data.captions) == p.text)[0]].double()
@@ -129,8 +129,8 @@ def test_ideal_first_step_score_is_the_scaled_distance_of_the_conditional_mean(d
 
 def test_default_design_lets_an_ideal_denoiser_separate_memorized_from_heldout_at_the_first_step():
     """The data-design property notebook 01 depends on: ordinary captions leave most of the image free."""
-    from memlib.detect import roc
-    from memlib.testbed_eval import ideal_first_step_scores
+    from memlib.metrics import roc
+    from memlib.wen.ideal import ideal_first_step_scores
 
     full = make_testbed_data()
     pos = ideal_first_step_scores(full, full.prompts_in("verbatim"), alpha_bar=0.0047)
@@ -140,7 +140,7 @@ def test_default_design_lets_an_ideal_denoiser_separate_memorized_from_heldout_a
 
 
 def test_every_phrasing_maps_back_to_its_combination():
-    from memlib.testbed_data import TEMPLATES, all_combos, canonical_caption, combo_of, ordinary_caption
+    from memlib.testbed.data import TEMPLATES, all_combos, canonical_caption, combo_of, ordinary_caption
 
     for combo in all_combos()[::7]:
         for k in range(len(TEMPLATES)):

@@ -11,21 +11,21 @@ from math import comb, nan
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import Config, check_range
-from .detect import wen_score
-from .embedding_rows import ROW_SETS, RowSwapBackend
-from .explain import (TokenSignificance, drop_token, input_embedding_significance, integrated_significance,
+from ..backends import make_backend
+from ..config import Config, check_range
+from .scores import wen_score
+from .rows import ROW_SETS, RowSwapBackend
+from .attribution import (TokenSignificance, drop_token, input_embedding_significance, integrated_significance,
                       occlusion_significance, token_significance, trigger_positions)
-from .generate import GenerationConfig, generate
+from ..generate import GenerationConfig, generate
+from ..testbed.build import TestbedRef
 
 
 @dataclass
 class ExplainConfig(Config):
     """Parameters of notebooks/02_explain.ipynb."""
     backend: str = "testbed"         # 'testbed', 'tiny-sd' (random weights; tests) or an SD model id/folder
-    data_preset: str = "default"     # testbed data preset (as in notebook 00)
-    train_steps: int = 2800          # testbed checkpoint (as in notebook 00)
-    clip_steps: int = 1500           # testbed CLIP, the source of its frozen text encoder (as in notebook 00)
+    testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
     prompts_file: str = "nemo"       # SD backend: prompts to explain (jsonl in Wen's format, or 'nemo')
     n_gens: int = 4                  # generations whose gradients are averaged (Wen: 4)
     num_steps: int = 50              # DDIM steps
@@ -35,7 +35,7 @@ class ExplainConfig(Config):
     max_prompts: int = 0             # cap per trigger group, verbatim and caption_dup (0: all)
     illustrate_prompts: int = 8      # prompts of the groups without a trigger (image_dup, heldout) to attribute
     ig_points: int = 32              # integrated-gradients cross-check: midpoints on the path e_empty -> e_p
-    seed: int = 0
+    seed: int = 0                    # generation seed (initial noises)
     interactive: bool = False        # show the ipywidgets explorer (never under papermill)
     progress: bool = True
 
@@ -90,11 +90,8 @@ def explain_prompts(backend, prompts: list[str], cfg: ExplainConfig, desc: str =
 def run_explanation(cfg: ExplainConfig) -> ExplainResult:
     if cfg.backend != "testbed":
         return _run_real(cfg)
-    from .backend import TestbedBackend
-    from .testbed import load_method_testbed
-
-    tb = load_method_testbed(cfg, progress=cfg.progress)
-    backend, cap = TestbedBackend(tb.model), (cfg.max_prompts or None)
+    backend = make_backend("testbed", cfg.testbed, progress=cfg.progress)
+    tb, cap = backend.testbed, (cfg.max_prompts or None)
     groups = {g: tb.data.prompts_in(g)[:cap] for g in ("verbatim", "caption_dup")}
     groups.update({g: tb.data.prompts_in(g)[:cfg.illustrate_prompts] for g in ("image_dup", "heldout")})
     res = ExplainResult({}, {})
@@ -133,7 +130,7 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
         m[f"{g}_top1_token_counts"] = dict(top1.most_common(8))
         m[f"{g}_mean_magnitude"] = float(np.mean([a.magnitude for a in atts])) if atts else float("nan")
 
-    from .metrics import ReplicationIndex
+    from ..metrics import ReplicationIndex
 
     index = ReplicationIndex(tb.data.images, tb.data.cluster)
     as_is = {g: _row_routes(backend, index, g, groups[g], cfg, m) for g in res.triggers if groups[g]}
@@ -252,19 +249,17 @@ def _token_kind(token: str, is_trigger: bool) -> str:
 
 @lru_cache(maxsize=1)
 def _content_words() -> frozenset[str]:
-    from .testbed_data import COLOURS, POSITIONS, SHAPES, SIZES
+    from ..testbed.data import COLOURS, POSITIONS, SHAPES, SIZES
 
     return frozenset(COLOURS) | frozenset(SHAPES) | frozenset(SIZES) | {w for p in POSITIONS for w in p.split()}
 
 
 def _run_real(cfg: ExplainConfig) -> ExplainResult:
     """SD backend: attributions and magnitudes only (no training set to measure replication against)."""
-    from .prompts import load_prompt_file
-    from .real_models import StableDiffusionBackend
+    from ..prompts import load_prompt_file
 
-    backend = StableDiffusionBackend.tiny_random(seed=cfg.seed) if cfg.backend == "tiny-sd" \
-        else StableDiffusionBackend.from_pretrained(cfg.backend)
     prompts = load_prompt_file(cfg.prompts_file, "memorized")[: cfg.max_prompts or None]
+    backend = make_backend(cfg.backend, seed=cfg.seed)
     res = ExplainResult({"memorized": explain_prompts(backend, prompts, cfg)}, {})
     res.metrics["memorized_mean_magnitude"] = float(np.mean([a.magnitude for a in res.attributions["memorized"]]))
     res.metrics["checkpoint"] = cfg.backend

@@ -3,7 +3,7 @@
 Our CIFAR-10 stand-in for the unconditional and class-conditional DDPM experiments (AMG Sec. 6 on CIFAR-10;
 IET-AGC+). ``n_duplicated`` digits are repeated ``copies`` times each (ground truth: ``duplicated``), the
 way Somepalli et al. (2023) and Gu et al. (TMLR 2025) plant duplicates to make memorization measurable.
-Models are ``memlib.models.make_unconditional_unet`` (a diffusers ``UNet2DModel``), trained with the same
+Models are ``memlib.testbed.model.make_unconditional_unet`` (a diffusers ``UNet2DModel``), trained with the same
 resumable loop as the text-to-image testbed; a class label of ``n_classes`` means "no label" (CFG dropout).
 """
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config, check_range
-from .models import UnconditionalConfig, make_unconditional_unet, sd_scheduler
-from .train import TrainConfig, train_loop
+from ..config import Config, check_range
+from ..schedule import sd_scheduler
+from .model import UnconditionalConfig, make_unconditional_unet
+from ..train import TrainConfig, train_loop
 
 
 @dataclass
@@ -60,17 +61,6 @@ def make_digits_data(cfg: DigitsDataConfig | None = None) -> DigitsData:
     return DigitsData(x[rows], y[rows], rows, duplicated, cfg)
 
 
-class DigitsDenoiser:
-    """Adapts a ``UNet2DModel`` to the sampler's ``denoise(x, t, cond)``; ``cond`` = class labels or None."""
-
-    def __init__(self, unet):
-        self.unet = unet
-
-    def __call__(self, x, t, cond):
-        t = t.expand(x.shape[0]) if t.ndim == 0 else t
-        return self.unet(x, t, class_labels=cond, return_dict=False)[0]
-
-
 def digits_loss(unet, data: DigitsData, n_classes: int, label_dropout: float = 0.1):
     """Epsilon-prediction loss; class-conditional models drop labels to ``n_classes`` (the null label)."""
     abar = sd_scheduler("ddpm").alphas_cumprod.float()
@@ -91,15 +81,38 @@ def digits_loss(unet, data: DigitsData, n_classes: int, label_dropout: float = 0
 
 
 def train_digits_model(data: DigitsData, model_cfg: UnconditionalConfig, train_cfg: TrainConfig,
-                       folder: str | Path, progress: bool = True, stop_at: int | None = None):
+                       folder: str | Path, progress: bool = True, stop_at: int | None = None, unet=None):
     """Train (or resume) a digits DDPM in ``folder``; returns (unet, training state)."""
     import json
 
-    torch.manual_seed(train_cfg.seed)
-    unet = make_unconditional_unet(model_cfg)
+    if unet is None:
+        torch.manual_seed(train_cfg.seed)
+        unet = make_unconditional_unet(model_cfg)
     meta = {"kind": "digits-ddpm", "run": json.loads(json.dumps(
         {"data": data.config.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict()}, default=list))}
     loss_fn = digits_loss(unet, data, model_cfg.num_class_embeds)
     state = train_loop(unet, loss_fn, len(data.images), train_cfg, folder, meta, progress=progress,
                        stop_at=stop_at)
     return unet, state
+
+
+def load_digits_model(class_conditional: bool = False, data_cfg: DigitsDataConfig | None = None,
+                      model_cfg: UnconditionalConfig | None = None, train_cfg: TrainConfig | None = None,
+                      retrain: bool = False, progress: bool = True):
+    """(unet, n_classes, meta): the digits DDPM for these settings from ``checkpoints/digits-<digest>/``, else
+    trained there (resumable; a corrupt checkpoint is set aside and rebuilt)."""
+    from ..checkpoint import load_or_build
+    from ..paths import checkpoints_dir
+    from .data import run_digest
+
+    data_cfg = data_cfg or DigitsDataConfig()
+    model_cfg = model_cfg or UnconditionalConfig(num_class_embeds=10 if class_conditional else 0)
+    train_cfg = train_cfg or TrainConfig(steps=3000, batch_size=128, lr=1e-3)
+    folder = checkpoints_dir() / f"digits-{run_digest(data_cfg, model_cfg, train_cfg)}"
+    data = make_digits_data(data_cfg)
+    torch.manual_seed(train_cfg.seed)
+    unet = make_unconditional_unet(model_cfg)
+    meta, _ = load_or_build(folder, unet, lambda m: m.get("step") == train_cfg.steps,
+                            lambda: train_digits_model(data, model_cfg, train_cfg, folder, progress, unet=unet),
+                            retrain)
+    return unet.eval(), model_cfg.num_class_embeds, meta

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .checkpoint import file_sha256
-from .paths import cache_dir
+from ..checkpoint import file_sha256
+from ..paths import cache_dir
 
 
 def key_digest(key: Any) -> str:

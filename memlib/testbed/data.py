@@ -11,7 +11,7 @@ gradients then ranked it above the planted trigger (notebook 02, testbed v2). Re
 Why the free background is high-contrast: at Stable Diffusion's first DDIM step an ideal denoiser predicts
 x0_hat(c) ~ E[x0 | c], so Wen's first-step score is about sqrt(abar/(1-abar)) * ||E[x0|c] - E[x0]||. A memorized
 prompt pins every pixel; an ordinary one pins only its shape. The score separates them only when the free part
-of the image carries most of its variance, as in real photos (``memlib.testbed_eval.ideal_first_step_scores``
+of the image carries most of its variance, as in real photos (``memlib.wen.ideal.ideal_first_step_scores``
 measures this on the data alone; with the muted backgrounds of version 1 it predicted AUC 0.73, and the trained
 model measured 0.755).
 
@@ -39,13 +39,15 @@ Each row has a ``cluster`` id: exact and near duplicates share one, so replicati
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-from .config import Config, ConfigError, check_range
+from ..config import Config, ConfigError, check_range
 
 COLOURS = {  # bright shape colours (RGB in [0, 1])
     "red": (0.95, 0.12, 0.10), "green": (0.10, 0.85, 0.20), "blue": (0.15, 0.30, 1.00),
@@ -224,7 +226,7 @@ def _trigger_words(rng: np.random.Generator, n: int, taken: set[str]) -> list[st
 def _random_token_prompts(rng, cfg: TestbedDataConfig, training_text: list[str]) -> list[str]:
     """Random BPE tokens drawn from tokens that never occur in training captions (Wen's `random` set,
     restricted so the words cannot overlap the planted prompts)."""
-    from .text import ClipBPETokenizer
+    from ..tokenizer import ClipBPETokenizer
 
     tok = ClipBPETokenizer()
     used = {t for text in training_text for t in tok.token_ids(text)}
@@ -331,3 +333,10 @@ def render_captions(captions: list[str], n_each: int, seed: int, size: int = 16)
     imgs = [render(c, _random_background(rng), tuple(rng.uniform(-1, 1, size=2) * size / 16), size)
             for c in combos for _ in range(n_each)]
     return torch.from_numpy(np.stack(imgs)) * 2 - 1
+
+
+def run_digest(*configs) -> str:
+    """Short hash of the configs and the data generator's version (so a redesigned generator gets new folders)."""
+    blob = json.dumps([GENERATOR_VERSION] + [type(c).__name__ for c in configs] + [c.to_dict() for c in configs],
+                      sort_keys=True, default=list).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -34,8 +34,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .generate import GenerationConfig, noise_seed
-from .sampling import StepState, sample, seeded_noise
+from ..generate import GenerationConfig, noise_seed
+from ..sampling import StepState, sample, seeded_noise
 
 
 @dataclass

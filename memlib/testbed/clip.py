@@ -9,9 +9,7 @@ so the hundreds of copies of a planted image never appear as each other's negati
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, load_weights, verify_checkpoint
-from .config import Config, ConfigError, check_range
-from .paths import checkpoints_dir
-from .testbed_data import TestbedData
-from .text import ClipBPETokenizer
-from .train import TrainConfig, train_loop
+from ..checkpoint import CheckpointError, load_or_build
+from ..config import Config, ConfigError, check_range
+from ..paths import checkpoints_dir
+from .data import TestbedData, run_digest
+from ..tokenizer import ClipBPETokenizer
+from ..train import TrainConfig, train_loop
 
 MODEL_NAME = "memlib-testbed-clip"
 
@@ -122,25 +120,23 @@ def _clip_loss(model, data: TestbedData, ids: torch.Tensor):
 def load_or_train_clip(data: TestbedData, cfg: ClipConfig | None = None, data_fingerprint: str = "",
                        progress: bool = True) -> ClipScorer:
     """Load the testbed CLIP for ``data`` (by fingerprint) and ``cfg``, else train it (resumable)."""
-    from .testbed import run_digest
-
     cfg = cfg or ClipConfig()
     model = make_clip(cfg)
     folder = checkpoints_dir() / f"clip-{run_digest(cfg, data.config)}"
     meta = {"run": {"clip": cfg.to_dict(), "data": data.config.to_dict()}, "kind": "testbed-clip",
             "data_fingerprint": data_fingerprint}
     meta = json.loads(json.dumps(meta, default=list))
-    if folder.exists():
-        try:
-            m = verify_checkpoint(folder)
-            if m.get("step") == cfg.steps and m.get("data_fingerprint") == data_fingerprint:
-                load_weights(folder, model)
-                return ClipScorer(model, cfg, m)
-        except CheckpointError as e:
-            warnings.warn(f"{e}; rebuilding the testbed CLIP", stacklevel=2)
-            shutil.rmtree(folder)
-    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(100, cfg.steps),
-                       cond_dropout=0.0, checkpoint_every=max(1, cfg.steps // 3), seed=cfg.seed)
-    loss_fn, n = _clip_loss(model, data, ClipBPETokenizer(cfg.context_length)(data.captions))
-    train_loop(model, loss_fn, n, tcfg, folder, meta, progress=progress)
-    return ClipScorer(model.eval(), cfg, verify_checkpoint(folder))
+
+    def train():
+        tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(100, cfg.steps),
+                           cond_dropout=0.0, checkpoint_every=max(1, cfg.steps // 3), seed=cfg.seed)
+        loss_fn, n = _clip_loss(model, data, ClipBPETokenizer(cfg.context_length)(data.captions))
+        train_loop(model, loss_fn, n, tcfg, folder, meta, progress=progress)
+
+    def is_finished(m: dict) -> bool:
+        if m.get("data_fingerprint") != data_fingerprint:
+            raise CheckpointError(f"testbed CLIP {folder} was trained on other data")
+        return m.get("step") == cfg.steps
+
+    m, _ = load_or_build(folder, model, is_finished, train)
+    return ClipScorer(model.eval(), cfg, m)

@@ -40,3 +40,8 @@ def parameters_of(namespace: dict[str, Any]) -> dict[str, Any]:
         return {k: namespace[k] for k in dict.fromkeys(names) if k in namespace}
     return {k: v for k, v in namespace.items()
             if not k.startswith("_") and k not in ("In", "Out") and isinstance(v, _PLAIN)}
+
+
+def config_from_notebook(cls, namespace: dict[str, Any]):
+    """``cfg = config_from_notebook(MyConfig, globals())`` in the cell after ``parameters``."""
+    return cls.from_params(parameters_of(namespace))

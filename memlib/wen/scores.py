@@ -9,9 +9,6 @@ generations, then over the chosen steps S (the reference notebook's order). It i
 Baseline: Carlini et al. (USENIX Security 2023, Sec. 4.2) tiled l2: images are cut into a grid of tiles, the
 distance of two images is the largest l2 over corresponding tiles, and memorized prompts give generations
 close to each other. As a score we use minus the mean pairwise tiled distance among a prompt's generations.
-
-ROC helpers follow the reference evaluation: TPR at 1 % FPR is the TPR of the last ROC point with FPR < 0.01,
-and accuracy is the best balanced accuracy over thresholds.
 """
 from __future__ import annotations
 
@@ -21,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cache import cached_arrays
-from .generate import GenerationConfig, generate
+from ..harness.cache import cached_arrays
+from ..generate import GenerationConfig, generate
 
 STEP_SETTINGS = {"first": 1, "first10": 10, "all": None}   # steps S: the first k sampling steps
 
@@ -38,30 +35,6 @@ def wen_score(text_norm: np.ndarray, n_steps: int | None = None, n_gens: int | N
         raise ValueError(f"asked for {g} generations, only {tn.shape[1]} were recorded")
     sel = steps if steps is not None else slice(0, n_steps)
     return tn[:, :g, sel].mean(axis=1).mean(axis=1)
-
-
-@dataclass
-class RocResult:
-    auc: float
-    tpr_at_1fpr: float
-    accuracy: float
-    fpr: np.ndarray
-    tpr: np.ndarray
-
-
-def roc(pos_scores, neg_scores) -> RocResult:
-    """ROC of 'higher score = memorized' with scikit-learn."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    pos, neg = np.asarray(pos_scores, float), np.asarray(neg_scores, float)
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError(f"ROC needs positives and negatives (got {len(pos)} and {len(neg)})")
-    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    s = np.r_[pos, neg]
-    fpr, tpr, _ = roc_curve(y, s)
-    below = np.flatnonzero(fpr < 0.01)
-    return RocResult(float(roc_auc_score(y, s)), float(tpr[below[-1]]) if len(below) else 0.0,
-                     float(np.max(1 - (fpr + (1 - tpr)) / 2)), fpr, tpr)
 
 
 def tiled_l2(a: torch.Tensor, b: torch.Tensor, grid: int = 4) -> torch.Tensor:

@@ -1,15 +1,11 @@
-"""Tiny testbed diffusion models built from diffusers / transformers configs, and Stable Diffusion's schedule.
+"""Tiny testbed diffusion models built from diffusers / transformers configs.
 
 - ``TextToImageModel``: a pixel-space ``UNet2DConditionModel`` conditioned on a small transformers
   ``CLIPTextModel``, trained with classifier-free-guidance dropout (Ho & Salimans 2022). By default the text
   encoder is pretrained and frozen, as Stable Diffusion's is: it is the testbed CLIP's text tower
-  (``memlib.pretrained_text``); ``text_pretrain_steps = 0`` trains it jointly with the UNet instead.
+  (``memlib.testbed.text_tower``); ``text_pretrain_steps = 0`` trains it jointly with the UNet instead.
 - ``make_unconditional_unet``: a ``UNet2DModel`` for the DDPM experiments (AMG Sec. 6, IET-AGC+).
-- ``sd_scheduler``: Stable Diffusion v1's noise schedule (scaled-linear beta 0.00085..0.012, DDIM "leading"
-  spacing with offset 1, so 50 steps start at t = 981). The testbed uses it because Wen et al.'s first-step
-  detection depends on it (see shared notes: under linear beta, sqrt(alpha_bar) at t~980 is ten times
-  smaller and the first noise prediction carries no prompt signal). DDIM's ``clip_sample`` is off: clipping
-  x0_hat to [-1, 1] pulls pixel-space generations off memorized images.
+- Both use Stable Diffusion v1's noise schedule (``memlib.schedule``).
 
 The testbed UNet predicts v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022; as Stable Diffusion 2.x)
 and ``eps()`` converts it to the noise prediction every sampler and metric uses. Why: the eps loss weights the
@@ -25,44 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import Config, ConfigError, check_range
-from .text import ClipBPETokenizer
-
-SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                   prediction_type="epsilon")
-PREDICTION_TYPES = ("epsilon", "v_prediction")
-
-
-def eps_from_output(out, x, t, prediction_type: str, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """A model's raw output -> noise prediction (memlib's samplers and metrics all work on eps)."""
-    if prediction_type == "epsilon":
-        return out
-    a = alphas_cumprod.to(x.device)[torch.as_tensor(t, device=x.device).long().reshape(-1)].reshape(-1, 1, 1, 1)
-    if prediction_type == "v_prediction":
-        return a.sqrt() * out + (1 - a).sqrt() * x
-    raise ValueError(f"unsupported prediction_type {prediction_type!r}; choose one of {PREDICTION_TYPES}")
-
-
-def training_target(x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor, prediction_type: str) -> torch.Tensor:
-    """What the raw output is trained to match (``abar`` broadcastable to x0)."""
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "v_prediction":
-        return abar.sqrt() * noise - (1 - abar).sqrt() * x0
-    raise ValueError(f"unsupported prediction_type {prediction_type!r}; choose one of {PREDICTION_TYPES}")
-
-
-def sd_scheduler(kind: str = "ddim", **overrides):
-    """A diffusers scheduler with SD v1's schedule; ``kind`` is 'ddim' or 'ddpm'."""
-    from diffusers import DDIMScheduler, DDPMScheduler
-
-    cfg = dict(SD_SCHEDULE, clip_sample=False, steps_offset=1, timestep_spacing="leading")
-    cfg.update(overrides)
-    if kind == "ddim":
-        return DDIMScheduler(set_alpha_to_one=False, **cfg)
-    if kind == "ddpm":
-        return DDPMScheduler(**cfg)
-    raise ValueError(f"unknown scheduler kind {kind!r}; choose 'ddim' or 'ddpm'")
+from ..config import Config, ConfigError, check_range
+from ..schedule import PREDICTION_TYPES, eps_from_output, sd_scheduler
+from ..tokenizer import ClipBPETokenizer
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Metrics files with provenance, and figure saving.
+"""Metrics files and tables with provenance.
 
 ``write_metrics`` writes ``figures/<notebook>/metrics.json``: the measured numbers plus where they came from
 (notebook, parameters, seeds, memlib version, git commit, checkpoint hashes, library versions, device).
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .paths import figures_dir, repo_root
+from .. import __version__
+from ..paths import figures_dir, repo_root
 
 LIBRARIES = ("torch", "diffusers", "transformers", "open_clip_torch", "numpy", "scikit-learn", "safetensors")
 
@@ -112,12 +112,3 @@ def read_metrics(notebook: str) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `make reproduce` (or the notebook {notebook})")
     return json.loads(path.read_text())
-
-
-def save_figure(fig, notebook: str, name: str) -> Path:
-    """Save a matplotlib figure as PNG without timestamps or software tags (reproducible bytes)."""
-    out = figures_dir(notebook) / f"{name}.png"
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    os.replace(tmp, out)
-    return out

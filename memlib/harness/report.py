@@ -5,7 +5,7 @@ import json
 import re
 from pathlib import Path
 
-from .paths import repo_root
+from ..paths import repo_root
 
 # (notebook, metric key, what it is, the target)
 HEADLINES = [

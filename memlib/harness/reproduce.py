@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import repo_root
+from ..paths import repo_root
 
 # Tiny parameters per notebook for --quick (and for the notebook tests): seconds, not minutes.
 QUICK_PARAMS: dict[str, dict] = {

@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-
-def _backend(cfg):
-    if cfg.backend == "testbed":
-        from .backend import TestbedBackend
-        from .testbed import load_method_testbed
-
-        return TestbedBackend(load_method_testbed(cfg).model)
-    from .real_models import StableDiffusionBackend
-    return StableDiffusionBackend.tiny_random() if cfg.backend == "tiny-sd" \
-        else StableDiffusionBackend.from_pretrained(cfg.backend)
+from ..backends import make_backend
 
 
 def explorer(cfg):
     import ipywidgets as w
 
-    from .explain import token_significance
-    from .generate import generate
+    from .attribution import token_significance
+    from ..generate import generate
 
-    backend = _backend(cfg)
+    backend = make_backend(cfg.backend, cfg.testbed, seed=cfg.seed)
     text = w.Text(value="large red circle at the top left", description="prompt", layout=w.Layout(width="60%"))
     button = w.Button(description="explain")
     out = w.Output()

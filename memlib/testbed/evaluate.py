@@ -7,22 +7,47 @@ reported beside it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .backend import TestbedBackend
-from .clip_eval import ClipScorer
-from .generate import Generation, GenerationConfig, generate
-from .metrics import COPY_COSINE_THRESHOLD, GU_RATIO_THRESHOLD, ReplicationIndex, frechet_distance
-from .testbed import Testbed
-from .testbed_data import Prompt, canonical_caption, render_captions
+from ..backends.testbed import TestbedBackend
+from ..config import Config, check_range
+from ..generate import Generation, GenerationConfig, generate
+from ..metrics import COPY_COSINE_THRESHOLD, GU_RATIO_THRESHOLD, ReplicationIndex, frechet_distance
+from .build import Testbed, TestbedRef
+from .clip import ClipScorer
+from .data import Prompt, canonical_caption, render_captions
 
 CRITERION = (f"Gu et al. ratio: l2 to nearest training image / l2 to nearest image of another cluster "
              f"< {GU_RATIO_THRESHOLD:.3f}; for planted prompts the nearest image must be the planted one "
              f"(cluster-aware). Pixel space, images in [-1, 1], 16x16 RGB.")
 EVAL_GROUPS = ("verbatim", "verbatim_knob", "image_dup", "caption_dup", "heldout", "random")
+
+
+@dataclass
+class TestbedNotebookConfig(Config):
+    """Parameters of notebooks/00_testbed.ipynb."""
+    __test__ = False  # not a pytest test class
+    testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
+    retrain: bool = False            # ignore a finished checkpoint and train again
+    n_gens: int = 4                  # generations per evaluated prompt
+    num_steps: int = 50              # DDIM steps
+    guidance_scale: float = 3.0      # CFG scale (3 replicates more than 7.5 at this scale; see shared notes)
+    gen_batch_size: int = 128
+    max_prompts_per_group: int = 0   # 0 = every prompt of each group
+    seed: int = 0                    # generation seed (initial noises)
+    progress: bool = True            # progress bars
+
+    def validate(self) -> None:
+        check_range("max_prompts_per_group", self.max_prompts_per_group, 0)
+        check_range("gen_batch_size", self.gen_batch_size, 1)
+        self.generation_config()  # checks n_gens, num_steps and guidance_scale under the same names
+
+    def generation_config(self) -> GenerationConfig:
+        return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale, n_gens=self.n_gens,
+                                batch_size=self.gen_batch_size, seed=self.seed)
 
 
 @dataclass
@@ -51,7 +76,7 @@ def evaluate_testbed(tb: Testbed, clip: ClipScorer, gen_cfg: GenerationConfig | 
     prompts = [p for g in groups for p in tb.data.prompts_in(g)[:max_per_group]]
     if not prompts:
         raise ValueError(f"no prompts in groups {groups}; choose from {EVAL_GROUPS}")
-    gen = generate(TestbedBackend(tb.model), [p.text for p in prompts], gen_cfg, progress=progress)
+    gen = generate(TestbedBackend(tb.model, tb), [p.text for p in prompts], gen_cfg, progress=progress)
     P, G = len(prompts), gen_cfg.n_gens
     flat = gen.images.flatten(0, 1) * 2 - 1
     res = ReplicationIndex(tb.data.images, tb.data.cluster).query(flat)
@@ -106,31 +131,6 @@ def evaluate_testbed(tb: Testbed, clip: ClipScorer, gen_cfg: GenerationConfig | 
         m[f"knob_{c}x_replication_rate"] = _rate(replicated, sel)
     return TestbedEvaluation(prompts, gen, replicated, copy_match, res.ratio.reshape(P, G),
                              res.nn_index.reshape(P, G), clip_score, clip_random, retrieved, m)
-
-
-def ideal_first_step_scores(data, prompts: list[Prompt], alpha_bar: float, n_renderings: int = 200,
-                            seed: int = 0) -> np.ndarray:
-    """Wen's first-step score of an *ideal* denoiser, from the data alone (no model): a design check.
-
-    At the first step x_t carries almost no signal, so the ideal x0_hat(x_t, c) is about E[x0 | c] and
-    eps_cond - eps_uncond = -sqrt(abar / (1 - abar)) * (E[x0 | c] - E[x0]). E[x0 | c] is the mean of the
-    training rows captioned ``c``, or, for an unseen ordinary caption, of ``n_renderings`` fresh renderings.
-    Returns (len(prompts),) norms on the scale of ``memlib.detect`` scores.
-    """
-    x = data.images.double()
-    mean_all = x.mean(0)
-    captions = np.asarray(data.captions)
-    out = []
-    for i, p in enumerate(prompts):
-        rows = np.flatnonzero(captions == p.text)
-        if len(rows):
-            cond_mean = x[rows].mean(0)
-        elif p.group == "heldout":
-            cond_mean = render_captions([p.text], n_renderings, seed=seed + i, size=x.shape[-1]).double().mean(0)
-        else:
-            raise ValueError(f"no ideal conditional mean for {p.group} prompt {p.text!r}")
-        out.append(float((cond_mean - mean_all).norm()))
-    return np.sqrt(alpha_bar / (1 - alpha_bar)) * np.array(out)
 
 
 def pair_rows(ev: TestbedEvaluation, tb: Testbed, group: str, n: int = 8) -> list[dict]:

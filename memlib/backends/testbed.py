@@ -1,0 +1,90 @@
+"""The embedded testbed's pixel-space text-to-image model behind the ``Backend`` interface; ``DigitsBackend`` does
+the same for the digits DDPMs (``memlib.testbed.digits``)."""
+from __future__ import annotations
+
+import torch
+
+from ..schedule import sd_scheduler
+from ..testbed.model import TextToImageModel
+
+
+class TestbedBackend:
+    """The pixel-space testbed model behind the ``Backend`` interface."""
+    __test__ = False  # not a pytest test class
+
+    name = "testbed"
+
+    def __init__(self, model: TextToImageModel, testbed=None):
+        self.model = model.eval()
+        self.testbed = testbed                   # memlib.testbed.build.Testbed (data, checkpoint), when loaded
+        self.tokenizer = model.tokenizer
+        self.text_encoder = model.text_encoder   # transformers CLIPTextModel (input-embedding gradients use it)
+        c = model.cfg
+        self.sample_shape = (c.channels, c.image_size, c.image_size)
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(ids.to(self.device))
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        if len(prompts) == 0:
+            raise ValueError("the prompt list is empty; give at least one prompt")
+        return self.model.encode_prompts(list(prompts))
+
+    def eps(self, x, t, emb):
+        return self.model.eps(x, t, emb)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x + 1) / 2).clamp(0, 1)
+
+    def scheduler(self, kind: str = "ddim"):
+        return sd_scheduler(kind)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+
+class DigitsBackend:
+    """A digits ``UNet2DModel`` (pixel space, 1 x 8 x 8, SD v1's schedule, eps-prediction) behind the ``Backend``
+    interface. Unconditional models take ``emb=None``; class-conditional ones take integer labels as ``emb``
+    (label ``n_classes`` is the null label classifier-free guidance uses as its unconditional branch)."""
+
+    tokenizer = None
+
+    def __init__(self, unet, n_classes: int = 0, name: str = "digits", meta: dict | None = None):
+        self.unet, self.n_classes, self.name, self.meta = unet.eval(), n_classes, name, meta or {}
+        size = unet.config.sample_size
+        self.sample_shape = (unet.config.in_channels, size, size)
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name} has no text encoder; pass class labels (or None) as conditioning")
+
+    encode_prompts = encode
+
+    def labels(self, classes: list[int] | None) -> torch.Tensor | None:
+        """Conditioning for ``classes`` (None: unconditional, or the null label for a class-conditional model)."""
+        if not self.n_classes:
+            if classes is not None:
+                raise ValueError(f"{self.name} is unconditional; sample with cond=None")
+            return None
+        if classes is None:
+            return torch.tensor([self.n_classes], device=self.device)
+        bad = [c for c in classes if not 0 <= int(c) < self.n_classes]
+        if bad:
+            raise ValueError(f"class labels {bad} outside 0..{self.n_classes - 1}")
+        return torch.as_tensor(classes, device=self.device)
+
+    def eps(self, x, t, emb):
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        return self.unet(x, t, class_labels=emb, return_dict=False)[0]
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x + 1) / 2).clamp(0, 1)
+
+    def scheduler(self, kind: str = "ddim"):
+        return sd_scheduler(kind)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
