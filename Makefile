@@ -25,9 +25,13 @@ reproduce: $(STAMP)
 	$(BIN)/python -m memlib.harness.reproduce $(if $(QUICK),--quick) $(if $(NB),--only $(NB)) $(if $(FORCE),--force)
 	$(if $(QUICK),,$(BIN)/python -m memlib.harness.cli results)
 
-## make test                 unit tests + every notebook executed with tiny parameters
+## make test                 every notebook run through nbval with tiny parameters, then the unit tests
+TESTBUILD := $(CURDIR)/build/test
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	rm -rf $(TESTBUILD) && $(BIN)/python -m memlib.harness.quick_copies $(TESTBUILD)/notebooks
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 MEMLIB_FIGURES=$(TESTBUILD)/figures MEMLIB_CHECKPOINTS=$(TESTBUILD)/checkpoints \
+	  MEMLIB_CACHE=$(TESTBUILD)/cache MEMLIB_NOTEBOOK_FIGURES=$(TESTBUILD)/figures \
+	  $(BIN)/python -m pytest --nbval-lax $(TESTBUILD)/notebooks tests $(PYTEST_ARGS)
 
 clean-build:
 	rm -rf build

@@ -30,25 +30,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    from memlib.backend import TestbedBackend
+    from memlib.backends import make_backend
     from memlib.generate import GenerationConfig, generate
+    from memlib.harness.provenance import device_info
     from memlib.metrics import ReplicationIndex
-    from memlib.provenance import device_info
-    from memlib.testbed import load_or_train
-    from memlib.testbed_data import make_testbed_data
     from memlib.train import text_to_image_loss
 
-    data = make_testbed_data()
-    tb = load_or_train(data=data, progress=False)
-    backend = TestbedBackend(tb.model)
+    backend = make_backend("testbed", progress=False)   # the shipped testbed
+    tb, data = backend.testbed, backend.testbed.data
     prompts = [p.text for p in data.prompts][:128]
     tok = tb.model.tokenizer
     loss_fn = text_to_image_loss(tb.model, data.images, tok(data.captions), tok([""])[0], 0.1)
     gen = torch.Generator().manual_seed(0)
 
     def train_step():
-        loss = loss_fn(torch.randint(len(data), (64,), generator=gen), gen)
-        loss.backward()
+        loss_fn(torch.randint(len(data), (64,), generator=gen), gen).mean.backward()
         tb.model.zero_grad(set_to_none=True)
 
     out = {"device": device_info(), "torch": torch.__version__}

@@ -9,9 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import typing
 from typing import Any, Literal, get_args, get_origin
+
+
+MAX_SEED = 2**63 - 1   # seeds are checked against [0, MAX_SEED]: what numpy and torch both accept
 
 
 class ConfigError(ValueError):
@@ -47,6 +51,7 @@ def _check_type(name: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"parameter {name!r} = {value!r} must be a number, got {type(value).__name__}")
+        _check_finite(name, value)
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -57,8 +62,15 @@ def _check_type(name: str, value: Any, tp: Any) -> Any:
     return value
 
 
+def _check_finite(name: str, value: Any) -> None:
+    # NaN compares False with everything, so without this it passes every range check and fails much later.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"parameter {name!r} = {value!r} is not a finite number; give a finite value")
+
+
 def check_range(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> None:
-    """Raise ConfigError unless lo <= value <= hi (bounds optional)."""
+    """Raise ConfigError unless lo <= value <= hi (bounds optional); NaN and infinities never pass."""
+    _check_finite(name, value)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
         raise ConfigError(f"parameter {name!r} = {value!r} is out of range; allowed {rng}")
@@ -70,7 +82,11 @@ class Config:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _check_type(f.name, getattr(self, f.name), hints[f.name]))
+            value = _check_type(f.name, getattr(self, f.name), hints[f.name])
+            if (f.name == "seed" or f.name.endswith("_seed")) and isinstance(value, int):
+                # numpy refuses negative seeds; torch overflows past 64 bits (and memlib adds small offsets)
+                check_range(f.name, value, 0, MAX_SEED)
+            setattr(self, f.name, value)
         self.validate()
 
     def validate(self) -> None:  # overridden with range checks

@@ -1,23 +1,26 @@
 """Batched generation for lists of prompts, recording Wen et al.'s text-conditional noise norm on the way.
 
-Every generation (prompt p, generation g) draws its initial noise from a seed derived from (seed, g, prompt
-text), so a prompt gets the same noises whatever list or batch it is in. At every step the sampler's hook
-records, per image, ||eps(x_t, e_p) - eps(x_t, e_empty)||_2 over the whole sample tensor (Wen et al. 2024,
-Sec. 3.1; no guidance scale), and ||eps(x_t, e_empty)||_2, at no extra model cost.
+Every generation (prompt p, generation g) draws its initial noise from a seed derived from (seed, g, key), the
+key being the prompt text unless ``noise_keys`` names another (a method that rewrites a prompt keeps the
+original's noise); so a prompt gets the same noises whatever list or batch it is in. The same per-row seed then
+draws the row's DDPM step noises, so stochastic sampling does not depend on batching either. At every step the
+sampler's hook records, per image, ||eps(x_t, e_p) - eps(x_t, e_empty)||_2 over the whole sample tensor (Wen et
+al. 2024, Sec. 3.1, ``memlib.sampling.magnitude``; no guidance scale), and ||eps(x_t, e_empty)||_2, at no extra
+model cost. ``cond_override`` replaces a prompt's text embedding (optimized or perturbed embeddings).
 """
 from __future__ import annotations
 
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .config import Config, ConfigError, check_range
-from .sampling import Hook, StepState, sample, seeded_noise
+from .sampling import Hook, StepState, magnitude, sample, seeded_rows
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Generation:
     uncond_norm: np.ndarray        # (P, G, steps) ||eps_u||_2
     timesteps: list[int]
     seconds: float
+    model_evals_per_image: float | None = None   # NFE: images through the model per generated image, hooks' too
 
 
 def noise_seed(seed: int, gen: int, prompt: str) -> int:
@@ -61,18 +65,46 @@ class NormRecorder:
         self.text, self.uncond, self.timesteps = [], [], []
 
     def __call__(self, s: StepState) -> None:
-        self.text.append((s.eps_cond - s.eps_uncond).flatten(1).norm(dim=1).cpu())
+        self.text.append(magnitude(s.eps_cond, s.eps_uncond).cpu())
         self.uncond.append(s.eps_uncond.flatten(1).norm(dim=1).cpu())
         self.timesteps.append(s.t)
 
 
+def _overrides(cond_override, P: int) -> dict[int, torch.Tensor]:
+    """{prompt index: that prompt's embedding} from a dict of them or a (P, ...) tensor."""
+    if cond_override is None:
+        return {}
+    if isinstance(cond_override, torch.Tensor):
+        if cond_override.shape[0] != P:
+            raise ValueError(f"cond_override has {cond_override.shape[0]} rows for {P} prompts")
+        return dict(enumerate(cond_override))
+    bad = [p for p in cond_override if not 0 <= p < P]
+    if bad:
+        raise ValueError(f"cond_override names prompt index {bad[0]}, outside 0..{P - 1}")
+    return dict(cond_override)
+
+
+def _batch_cond(backend, idx: list[int], prompts: list[str], overrides: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Text embeddings of the batch's prompts: each distinct text encoded once, overridden prompts not at all."""
+    texts = [prompts[p] for p in idx if p not in overrides]
+    uniq = sorted(set(texts), key=texts.index)
+    with torch.no_grad():
+        emb_u = backend.encode_prompts(uniq) if uniq else None
+    return torch.stack([overrides[p].to(backend.device) if p in overrides else emb_u[uniq.index(prompts[p])]
+                        for p in idx])
+
+
 def generate(backend, prompts: Sequence[str], cfg: GenerationConfig | None = None, stop_after: int | None = None,
              extra_hooks: Callable[[list[int]], list[Hook]] | None = None, progress: bool = True,
-             keep_images: bool = True) -> Generation:
+             keep_images: bool = True, noise_keys: Sequence[str] | None = None,
+             cond_override: Mapping[int, torch.Tensor] | torch.Tensor | None = None,
+             branches: Callable[[list[int]], dict[str, torch.Tensor]] | None = None) -> Generation:
     """Generate ``cfg.n_gens`` samples per prompt in batches of ``cfg.batch_size`` images.
 
     ``stop_after=k`` runs only the first k sampling steps (detection); ``extra_hooks(rows)`` may add hooks per
-    batch (rows are flat indices p * n_gens + g).
+    batch (rows are flat indices p * n_gens + g). ``noise_keys[p]`` replaces prompt p's text in its noise seeds.
+    ``cond_override``: {p: embedding} or a (P, ...) tensor used instead of encoding those prompts.
+    ``branches(rows)``: extra conditioning branches per batch, in the CFG model call from the first step.
     """
     cfg = cfg or GenerationConfig()
     prompts = list(prompts)
@@ -81,7 +113,11 @@ def generate(backend, prompts: Sequence[str], cfg: GenerationConfig | None = Non
     bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
     if bad:
         raise TypeError(f"prompts must be strings; item {bad[0]} is {type(prompts[bad[0]]).__name__}")
+    keys = prompts if noise_keys is None else list(noise_keys)
+    if len(keys) != len(prompts):
+        raise ValueError(f"{len(keys)} noise_keys for {len(prompts)} prompts")
     P, G = len(prompts), cfg.n_gens
+    overrides = _overrides(cond_override, P)
     rows = [(p, g) for p in range(P) for g in range(G)]
     sched = backend.scheduler(cfg.scheduler)
     with torch.no_grad():
@@ -89,21 +125,22 @@ def generate(backend, prompts: Sequence[str], cfg: GenerationConfig | None = Non
     text_n, unc_n, outs = [], [], []
     t0 = time.time()
     timesteps: list[int] = []
+    evals = 0.0
     batches = range(0, len(rows), cfg.batch_size)
     for s in tqdm(batches, disable=not progress, desc="generating", unit="batch"):
         chunk = rows[s:s + cfg.batch_size]
-        batch_prompts = [prompts[p] for p, _ in chunk]
-        uniq = sorted(set(batch_prompts), key=batch_prompts.index)
-        with torch.no_grad():
-            emb_u = backend.encode_prompts(uniq)
-        emb = emb_u[[uniq.index(p) for p in batch_prompts]]
-        x_T = seeded_noise(backend.sample_shape, [noise_seed(cfg.seed, g, prompts[p]) for p, g in chunk],
-                           backend.device)
+        flat = [p * G + g for p, g in chunk]
+        emb = _batch_cond(backend, [p for p, _ in chunk], prompts, overrides)
+        # each row's generator draws its x_T, then its stochastic step noises: nothing depends on the batch
+        x_T, gens = seeded_rows(backend.sample_shape, [noise_seed(cfg.seed, g, keys[p]) for p, g in chunk],
+                                backend.device)
         rec = NormRecorder()
-        hooks = [rec] + (extra_hooks([p * G + g for p, g in chunk]) if extra_hooks else [])
-        gen = torch.Generator(device=backend.device).manual_seed(cfg.seed + s)
+        hooks = [rec] + (extra_hooks(flat) if extra_hooks else [])
+        stats: dict = {}
         x0 = sample(backend.eps, x_T, sched, cfg.num_steps, emb, uncond, cfg.guidance_scale, hooks,
-                    stop_after=stop_after, generator=gen)
+                    stop_after=stop_after, generator=gens, branches=branches(flat) if branches else None,
+                    stats=stats)
+        evals += stats["model_evals_per_image"] * len(chunk)
         text_n.append(torch.stack(rec.text, 1))
         unc_n.append(torch.stack(rec.uncond, 1))
         timesteps = rec.timesteps
@@ -118,4 +155,4 @@ def generate(backend, prompts: Sequence[str], cfg: GenerationConfig | None = Non
             images = torch.cat([backend.decode(c.to(backend.device)).cpu() for c in samples.flatten(0, 1).split(64)])
         images = images.reshape(P, G, *images.shape[1:])
     return Generation(prompts, images, samples, torch.cat(text_n).reshape(P, G, steps).numpy(),
-                      torch.cat(unc_n).reshape(P, G, steps).numpy(), timesteps, seconds)
+                      torch.cat(unc_n).reshape(P, G, steps).numpy(), timesteps, seconds, evals / len(rows))

@@ -18,11 +18,21 @@ def repo_root() -> Path:
 
 
 def figures_dir(notebook: str) -> Path:
-    """``figures/<notebook>/``; $MEMLIB_FIGURES overrides the base (tests write to a temp folder)."""
+    """``figures/<notebook>/``; $MEMLIB_FIGURES overrides the base (tests write to a temp folder). ``notebook`` may
+    also be a run folder from ``memlib.harness.provenance.figures_name`` (``runs/<notebook>-<backend>-<digest>``)."""
+    parts = Path(notebook).parts
+    if not parts or Path(notebook).is_absolute() or ".." in parts:
+        raise ValueError(f"figures folder name {notebook!r} must be relative to figures/ (e.g. '01_detection')")
     base = Path(os.environ["MEMLIB_FIGURES"]) if os.environ.get("MEMLIB_FIGURES") else repo_root() / "figures"
     d = base / notebook
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def code_dir() -> Path:
+    """The memlib source whose hash keys caches and reruns: this package, or $MEMLIB_CODE_DIR (tests)."""
+    env = os.environ.get("MEMLIB_CODE_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent
 
 
 def checkpoints_dir() -> Path:

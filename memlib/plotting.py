@@ -57,11 +57,15 @@ def image_grid(images: torch.Tensor, captions: list[str], title: str, cols: int 
 
 def bar_with_threshold(labels: list[str], values: list[float], title: str, ylabel: str,
                        thresholds: dict[str, float] | None = None):
+    """Per-group rates as labelled bars (seaborn), with dashed reference lines."""
+    import seaborn as sns
+
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 3.4))
-    bars = ax.bar(labels, values, color=plt.cm.tab10(np.arange(len(labels)) % 10))
-    for b, v in zip(bars, values):
-        ax.text(b.get_x() + b.get_width() / 2, (v if np.isfinite(v) else 0) + 0.01,
-                "n/a" if not np.isfinite(v) else f"{v:.0%}", ha="center", fontsize=8)
+    sns.barplot(x=list(labels), y=[v if np.isfinite(v) else 0.0 for v in values], hue=list(labels),
+                palette="tab10", legend=False, ax=ax)
+    for i, v in enumerate(values):
+        ax.text(i, (v if np.isfinite(v) else 0) + 0.01, "n/a" if not np.isfinite(v) else f"{v:.0%}",
+                ha="center", fontsize=8)
     for name, y in (thresholds or {}).items():
         ax.axhline(y, ls="--", lw=1, color="grey")
         ax.text(len(labels) - 0.5, y, name, fontsize=7, va="bottom", ha="right", color="grey")
@@ -69,6 +73,20 @@ def bar_with_threshold(labels: list[str], values: list[float], title: str, ylabe
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def histograms(samples: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str, bins: int = 30,
+               figsize=(5, 3)):
+    """Overlaid distributions (seaborn), one per named sample, on shared bins."""
+    import seaborn as sns
+
+    values = np.concatenate([np.asarray(v, float).ravel() for v in samples.values()])
+    names = np.concatenate([[k] * np.asarray(v).size for k, v in samples.items()])
+    fig, ax = plt.subplots(figsize=figsize)
+    sns.histplot(x=values, hue=names, bins=bins, alpha=0.55, ax=ax, element="step")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     fig.tight_layout()
     return fig
 

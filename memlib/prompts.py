@@ -22,18 +22,34 @@ _NEMO_FILES = {"memorized": ("memorized_laion_prompts.csv", ["", "Caption", "URL
 
 
 class PromptFileError(ValueError):
-    """A prompt file is malformed; the message names the file and the line."""
+    """A prompt file is missing or malformed; the message names the file (and the line)."""
+
+
+def _read_prompt_file(path: str | Path) -> bytes:
+    """The file's bytes, or a PromptFileError naming it (an empty name, a folder, a missing or unreadable file)."""
+    hint = "give the path of a jsonl file in Wen's format (one {\"caption\": ...} object per line) or 'nemo'"
+    if not str(path).strip():
+        raise PromptFileError(f"the prompt file name is empty; {hint}")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise PromptFileError(f"prompt file {path} is a folder, not a file; {hint}")
+    if not path.exists():
+        raise PromptFileError(f"prompt file {path} does not exist; {hint}")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise PromptFileError(f"prompt file {path} cannot be read ({e.strerror or e})") from None
 
 
 def load_prompt_jsonl(path: str | Path, field: str = "caption", records: bool = False) -> list:
     """Prompts from a jsonl file: the ``field`` strings, or (``records=True``) the whole JSON objects.
 
-    Blank lines are skipped; invalid JSON, a missing/non-string/empty ``field`` or an empty file raise
-    ``PromptFileError``.
+    Blank lines are skipped; invalid JSON, a missing/non-string/empty ``field``, an empty file, or a path that is
+    empty, a folder or missing raise ``PromptFileError`` naming the file.
     """
-    path = Path(path)
-    out = []
-    for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+    data = _read_prompt_file(path)  # before Path(): Path("") would read as the current folder
+    path, out = Path(path), []
+    for n, raw in enumerate(data.split(b"\n"), start=1):
         where = f"{path}, line {n}"
         try:
             line = raw.decode("utf-8-sig" if n == 1 else "utf-8")

@@ -11,11 +11,24 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from pathlib import Path
 
 import torch
 
 BOS, EOS = 49406, 49407
+
+
+def warn_truncated(prompts: list[str], lengths: list[int], limit: int) -> None:
+    """One warning per call when prompts have more than ``limit`` tokens: the text encoder never sees the rest.
+    (memlib's own message: transformers' "indexing errors" warning is wrong here, we truncate.)"""
+    cut = [(n - limit, p) for n, p in zip(lengths, prompts) if n > limit]
+    if cut:
+        most, example = max(cut, key=lambda c: c[0])
+        warnings.warn(f"{len(cut)} of {len(prompts)} prompt(s) exceed the text encoder's {limit} tokens and were "
+                      f"truncated: {sum(c[0] for c in cut)} token(s) cut in all (up to {most} from "
+                      f"{example[:50]!r}{'...' if len(example) > 50 else ''}); the model never sees them",
+                      UserWarning, stacklevel=3)
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,11 +65,15 @@ class ClipBPETokenizer:
         if isinstance(prompts, str):
             prompts = [prompts]
         out = torch.full((len(prompts), self.context_length), EOS, dtype=torch.long)
+        lengths = []
         for row, text in enumerate(prompts):
             if not isinstance(text, str):
                 raise TypeError(f"prompt {row} is {type(text).__name__}, expected str")
-            ids = [BOS] + self.token_ids(text)[: self.context_length - 2] + [EOS]
+            ids = self.token_ids(text)
+            lengths.append(len(ids))
+            ids = [BOS] + ids[: self.context_length - 2] + [EOS]
             out[row, : len(ids)] = torch.tensor(ids)
+        warn_truncated(prompts, lengths, self.context_length - 2)
         return out
 
     def n_tokens(self, text: str) -> int:

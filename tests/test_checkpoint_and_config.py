@@ -43,6 +43,27 @@ def test_checkpoint_for_another_model_config_is_a_clear_error(tmp_path):
         load_weights(tmp_path / "ck", other)
 
 
+def test_temporary_folders_of_dead_writers_are_swept_and_live_ones_kept(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    host = socket.gethostname().replace("-", "_")
+    stale = tmp_path / f"ck.tmp-{host}-{dead}-deadbeef"
+    live = tmp_path / f"ck.tmp-{host}-{os.getpid()}-0123abcd"   # a save in progress elsewhere in this process
+    only_copy = tmp_path / f"gone.old-{host}-{dead}-deadbeef"   # its writer died between its two renames
+    for d in (stale, live, only_copy):
+        d.mkdir()
+    m = torch.nn.Linear(2, 2)
+    save_checkpoint(tmp_path / "ck", m, {})
+    save_checkpoint(tmp_path / "gone", m, {})  # the sweep at its start finds no checkpoint: the copy stays
+    assert not stale.exists() and live.exists() and only_copy.exists()
+    verify_checkpoint(tmp_path / "ck")
+
+
 def test_interrupted_training_resumes_to_the_same_weights():
     cfg = TestbedRef(preset="tiny", train_steps=4, batch_size=4, clip_steps=2, seed=3)
     args = (cfg.data_config(), cfg.model_config(), TrainConfig(steps=4, batch_size=4, seed=3, checkpoint_every=2))

@@ -30,12 +30,43 @@ def test_first_step_magnitude_equals_a_hand_computation(tiny_testbed):
                 assert g.text_norm[p, j, 0] == pytest.approx(float((ec - eu).norm()), rel=1e-4)
 
 
-def test_wen_score_averages_generations_then_steps():
-    tn = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)
-    assert wen_score(tn, n_steps=1, n_gens=1).tolist() == [0.0, 12.0]
-    assert wen_score(tn, n_steps=2, n_gens=2).tolist() == pytest.approx([(0 + 1 + 4 + 5) / 4, (12 + 13 + 16 + 17) / 4])
+def test_wen_score_averages_the_first_generations_then_the_first_steps():
+    # A mean over a rectangle is the same in either order, so what can go wrong is the axes and the subsets:
+    # with random values and n_gens != n_steps every such mix-up gives another number (checked below).
+    tn = np.random.default_rng(0).random((2, 3, 4))
+    hand = [np.mean([np.mean([tn[p, j, t] for j in range(2)]) for t in range(3)]) for p in range(2)]
+    assert wen_score(tn, n_steps=3, n_gens=2) == pytest.approx(hand, rel=1e-12)
+    for wrong in (tn[:, :3, :2].mean((1, 2)), tn[:, :2, :2].mean((1, 2)), tn[:, :, :3].mean((1, 2))):
+        assert not np.allclose(wrong, hand)
+    assert wen_score(tn, n_steps=1, n_gens=1).tolist() == tn[:, 0, 0].tolist()
+    assert wen_score(tn, n_gens=1, steps=slice(1, 3)) == pytest.approx(tn[:, 0, 1:3].mean(1), rel=1e-12)
     with pytest.raises(ValueError, match="only 3"):
         wen_score(tn, n_gens=4)
+
+
+def test_batch_magnitude_is_one_norm_over_the_whole_batch():
+    from itertools import product
+    from math import sqrt
+
+    from memlib.wen.magnitude import batch_magnitude, magnitude, model_magnitude
+
+    g = torch.Generator().manual_seed(0)
+    ec, eu = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
+    sq = {j: sum(float(ec[j, c, h, w] - eu[j, c, h, w]) ** 2 for c, h, w in product(range(2), range(4), range(4)))
+          for j in range(3)}
+    assert float(batch_magnitude(ec, eu)) == pytest.approx(sqrt(sum(sq.values())), rel=1e-6)
+    assert magnitude(ec, eu).tolist() == pytest.approx([sqrt(sq[j]) for j in range(3)], rel=1e-6)
+    assert float(batch_magnitude(ec, eu)) != pytest.approx(float(magnitude(ec, eu).mean()), rel=1e-2)
+    # with the model: eps(x, e_p) - eps(x, e_empty) = sum w (e_p^2 - e_empty^2) at each of 16 pixels, so m = 4 |it|
+    be = QuadraticBackend()
+    x, t = torch.randn(2, 1, 4, 4, generator=g), torch.tensor(981)
+    e, e0 = be.encode_prompts(["red circle zorvex"]), be.encode_prompts([""])
+    m = model_magnitude(be.eps, x, t, e, be.eps(x, t, e0.expand(2, -1, -1)))
+    c = float((be.w * (e[0] ** 2 - e0[0] ** 2)).sum().abs())
+    assert m.tolist() == pytest.approx([4 * c, 4 * c], rel=1e-5) and not m.requires_grad
+    e.requires_grad_(True)
+    M = model_magnitude(be.eps, x, t, e, be.eps(x, t, e0.expand(2, -1, -1)), grad=True, batch=True)
+    assert M.shape == () and float(M.detach()) == pytest.approx(sqrt(2) * 4 * c, rel=1e-5) and M.requires_grad
 
 
 def test_roc_on_known_scores():
@@ -95,6 +126,15 @@ def test_attribution_gradient_flows_to_the_conditional_embedding():
     assert not np.allclose(a.significance, wrong.numpy(), rtol=1e-2)
 
 
+def test_batch_loss_scales_the_quadratic_gradient_by_the_root_of_the_batch():
+    # every image's difference is the same constant here, so the batch norm is sqrt(n) times the mean norm
+    be, prompt, cfg = QuadraticBackend(), "red circle zorvex", GenerationConfig(num_steps=3, n_gens=2)
+    mean_loss = token_significance(be, prompt, cfg, steps=[0, 1])
+    batch_loss = token_significance(be, prompt, cfg, steps=[0, 1], batch_loss=True)
+    np.testing.assert_allclose(batch_loss.significance, np.sqrt(2) * mean_loss.significance, rtol=1e-5)
+    assert batch_loss.magnitude == pytest.approx(np.sqrt(2) * mean_loss.magnitude, rel=1e-5)
+
+
 def test_trigger_positions_and_token_edit():
     tok = ClipBPETokenizer()
     prompt = "a small red circle at the top left zorvex"
@@ -130,10 +170,10 @@ def test_top2_chance_matches_counting():
 
 
 def test_drop_control_sorts_tokens_into_trigger_content_and_function_words():
-    from memlib.wen.explain import _token_kind
+    from memlib.wen.interventions import token_kind
 
-    assert _token_kind("osk", True) == "trigger_piece"
-    assert [_token_kind(t, False) for t in ("red", "left</w>", "large", "at", ",", "the")] == \
+    assert token_kind("osk", True) == "trigger_piece"
+    assert [token_kind(t, False) for t in ("red", "left</w>", "large", "at", ",", "the")] == \
         ["content_word"] * 3 + ["function_word"] * 3
 
 

@@ -1,5 +1,6 @@
 """The sklearn-digits DDPM testbed: planted duplicates, a short training run, guided sampling."""
 import numpy as np
+import pytest
 import torch
 
 from memlib.backends.testbed import DigitsBackend
@@ -27,13 +28,29 @@ def test_class_conditional_digits_model_trains_and_samples_with_guidance(tmp_pat
     unet, state = train_digits_model(d, cfg, TrainConfig(steps=3, batch_size=8, checkpoint_every=3),
                                      tmp_path / "ck", progress=False)
     assert state["step"] == 3 and (tmp_path / "ck" / "meta.json").exists()
-    den = DigitsBackend(unet, n_classes=10).eps
-    x = seeded_noise((1, 8, 8), [0, 1])
-    out = sample(den, x, sd_scheduler(), 3, cond=torch.tensor([3, 7]), uncond=torch.tensor([10]),
-                 guidance_scale=2.0)
+    backend = DigitsBackend(unet, n_classes=10)
+    den = backend.eps
+    x = seeded_noise((1, 8, 8), [0, 0])  # the same noise twice: only the label tells the two apart
+    with torch.no_grad():
+        e = den(x, torch.tensor(500), torch.tensor([3, 7]))
+        null = den(x, torch.tensor(500), backend.labels(None).expand(2))
+    assert not torch.allclose(e[0], e[1], atol=1e-4), "the class label must change the noise prediction"
+    assert not torch.allclose(e[0], null[0], atol=1e-4), "a label must differ from the null label"
+    cond, uncond = backend.labels([3, 7]), backend.labels(None)
+    run = lambda s: sample(den, x, sd_scheduler(), 3, cond=cond, uncond=uncond, guidance_scale=s)
+    out, unguided, plain = run(3.0), run(0.0), run(1.0)
     assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
-    plain = UnconditionalConfig(block_out_channels=(16, 32))
-    unet2, _ = train_digits_model(d, plain, TrainConfig(steps=2, batch_size=8, checkpoint_every=2),
+    assert not torch.allclose(out[0], out[1], atol=1e-4), "different labels must give different samples"
+    assert not torch.allclose(out, plain, atol=1e-4), "guidance 3 must differ from the conditional model alone"
+    # guidance 0 is the unconditional model: the label no longer matters
+    torch.testing.assert_close(unguided[0], unguided[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(unguided, sample(den, x, sd_scheduler(), 3, uncond=uncond), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="outside"):
+        backend.labels([10])
+    plain_cfg = UnconditionalConfig(block_out_channels=(16, 32))
+    unet2, _ = train_digits_model(d, plain_cfg, TrainConfig(steps=2, batch_size=8, checkpoint_every=2),
                                   tmp_path / "ck2", progress=False)
     out = sample(DigitsBackend(unet2).eps, x, sd_scheduler("ddpm"), 3, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 1, 8, 8)
+    with pytest.raises(ValueError, match="unconditional"):
+        DigitsBackend(unet2).labels([3])

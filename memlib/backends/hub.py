@@ -22,12 +22,54 @@ class ModelUnavailableError(RuntimeError):
 
     def __init__(self, model_id: str, reason: str):
         self.model_id = model_id
-        super().__init__(
-            f"model {model_id!r} is not available: {reason}. To make it available offline, either (a) on a machine "
-            f"with network access run `hf download {model_id}` (older: `huggingface-cli download {model_id}`), copy "
-            f"its Hugging Face cache (~/.cache/huggingface) here and set HF_HOME to it; or (b) pass the path of a "
-            f"folder written by `save_pretrained` (diffusers layout: unet/, scheduler/ and for SD vae/, text_encoder/, "
-            f"tokenizer/).")
+        folder = ("folder written by `save_pretrained` (diffusers layout: unet/, scheduler/ and for SD vae/, "
+                  "text_encoder/, tokenizer/)")
+        if _HUB_ID.match(model_id) and not Path(model_id).expanduser().exists():
+            fix = (f"To make it available offline, either (a) on a machine with network access run `hf download "
+                   f"{model_id}` (older: `huggingface-cli download {model_id}`), copy its Hugging Face cache "
+                   f"(~/.cache/huggingface) here and set HF_HOME to it; or (b) pass the path of a {folder}.")
+        else:  # a local path: `hf download <path>` would be nonsense
+            fix = (f"Pass the path of a complete {folder}, e.g. copy the model folder again or re-save it with "
+                   f"`save_pretrained`; or pass a hub id such as CompVis/stable-diffusion-v1-4.")
+        super().__init__(f"model {model_id!r} is not available: {reason}. {fix}")
+
+
+def _unreadable_weights(folder: Path) -> list[str]:
+    """The ``*.safetensors`` files under ``folder`` whose header or size is broken (e.g. a truncated copy)."""
+    from safetensors import safe_open
+
+    bad = []
+    for f in sorted(folder.rglob("*.safetensors")):
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except Exception as e:  # safetensors raises its own SafetensorError (not an OSError)
+            bad.append(f"{f} ({e})")
+    return bad
+
+
+def _load_local(model_id: str, load: Callable[[str, bool], object], src: str, folder: Path | None = None):
+    """``load(src, True)`` from ``folder`` (default: the model's HF cache snapshot); a weights file that cannot be
+    read becomes a ModelUnavailableError naming the file."""
+    try:
+        return load(src, True)
+    except OSError:
+        raise
+    except Exception as e:
+        folder = folder or _cached_snapshot(model_id)
+        bad = _unreadable_weights(folder) if folder else []
+        if not bad:
+            raise
+        raise ModelUnavailableError(model_id, f"unreadable weights file(s), truncated or corrupt: {'; '.join(bad)}"
+                                    ) from e
+
+
+def _cached_snapshot(model_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:
+        return None
 
 
 def _offline_requested() -> bool:
@@ -58,13 +100,13 @@ def load_offline_first(model_id: str, load: Callable[[str, bool], object], local
     """``load(source, local_files_only)`` from a folder, else from the HF cache, else (if allowed) the hub."""
     if (path := Path(model_id).expanduser()).is_dir():
         try:
-            return load(str(path), True)
+            return _load_local(model_id, load, str(path), path)
         except OSError as e:  # a missing component file
             raise ModelUnavailableError(model_id, f"the folder is incomplete ({e})") from e
     if not _HUB_ID.match(model_id):
         raise ModelUnavailableError(model_id, "it is neither an existing folder nor a valid hub id")
     try:
-        return load(model_id, True)
+        return _load_local(model_id, load, model_id)
     except OSError as e:
         cache_error = e
     why = ("local_files_only=True" if local_files_only else "HF_HUB_OFFLINE=1" if _offline_requested()

@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 
 from ..schedule import SD_SCHEDULE, eps_from_output as _eps_from_output
+from ..tokenizer import warn_truncated
 from .diffusers_base import DiffusersBackend
 
 class HFClipTokenizer:
-    """A transformers ``CLIPTokenizer`` with the methods of ``memlib.text.ClipBPETokenizer``."""
+    """A transformers ``CLIPTokenizer`` with the methods of ``memlib.tokenizer.ClipBPETokenizer``."""
 
     def __init__(self, tokenizer):
         self.hf, self.vocab_size, n = tokenizer, len(tokenizer), tokenizer.model_max_length
@@ -25,7 +26,8 @@ class HFClipTokenizer:
             tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
 
     def token_ids(self, text: str) -> list[int]:
-        return list(self.hf(text, add_special_tokens=False).input_ids)
+        # verbose=False: no "indexing errors" warning for long prompts; __call__ truncates and says so itself
+        return list(self.hf(text, add_special_tokens=False, verbose=False).input_ids)
 
     def token_strings(self, text: str) -> list[str]:
         return [s.replace("</w>", "") for s in self.hf.convert_ids_to_tokens(self.token_ids(text))]
@@ -42,6 +44,8 @@ class HFClipTokenizer:
             raise TypeError(f"prompt {row} is {type(prompts[row]).__name__}, expected str")
         if not prompts:  # transformers raises IndexError on an empty batch
             return torch.empty((0, self.context_length), dtype=torch.long)
+        lengths = [len(ids) for ids in self.hf(prompts, add_special_tokens=False, verbose=False).input_ids]
+        warn_truncated(prompts, lengths, self.context_length - 2)
         return self.hf(prompts, padding="max_length", max_length=self.context_length, truncation=True,
                        return_tensors="pt").input_ids
 

@@ -1,5 +1,8 @@
 """Metrics files and tables with provenance.
 
+``figures_name`` says where a run's results go: ``figures/<notebook>/`` for the reference run, else a folder of its
+own under ``figures/runs/``; ``write_metrics``, ``write_table`` and ``plotting.save_figure`` take either name.
+
 ``write_metrics`` writes ``figures/<notebook>/metrics.json``: the measured numbers plus where they came from
 (notebook, parameters, seeds, memlib version, git commit, checkpoint hashes, library versions, device).
 Numbers are rounded to 6 significant digits and keys sorted, so a rerun with the same parameters on the same
@@ -8,10 +11,12 @@ Writes go to a temporary file that is renamed into place, so a failed run never 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -73,9 +78,41 @@ def provenance(notebook: str, params: dict[str, Any], checkpoints: dict[str, str
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per process: concurrent writers never collide
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _writes_reference_figures() -> bool:
+    """Whether figures go to the repository's ``figures/`` (not $MEMLIB_FIGURES elsewhere: make reproduce's
+    staging folder, build/quick, tests)."""
+    env = os.environ.get("MEMLIB_FIGURES")
+    return not env or Path(env).resolve() == (repo_root() / "figures").resolve()
+
+
+def figures_name(notebook: str, backend: str = "testbed", **non_default_params: Any) -> str:
+    """Where a notebook's results go: ``notebook`` (``figures/<notebook>/``, the reference figures) for its default
+    run on the testbed, else ``runs/<notebook>-<backend>-<digest>`` named after the backend and the non-default
+    parameters, so a run on another model or other data never overwrites the reference figures.
+
+    When $MEMLIB_FIGURES sends figures elsewhere (``make reproduce`` stages them and moves only its own default
+    runs into figures/; ``--quick`` and tests write to build/ or temp folders) the plain name is used."""
+    if (backend == "testbed" and not non_default_params) or not _writes_reference_figures():
+        return notebook
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(backend).rstrip("/")).name or str(backend)).strip("-.")[:40]
+    digest = hashlib.sha256(json.dumps([backend, non_default_params], sort_keys=True, default=str).encode())
+    return f"runs/{notebook}-{label or 'model'}-{digest.hexdigest()[:8]}"
+
+
+def non_default_params(cfg, ignore: tuple[str, ...] = ("backend", "progress")) -> dict[str, Any]:
+    """The flat parameters of a notebook config that differ from its defaults (``ignore``: not a result's)."""
+    default = type(cfg)().to_dict()
+    return {k: v for k, v in cfg.to_dict().items() if k not in ignore and default.get(k) != v}
+
+
+def figures_name_for(notebook: str, cfg) -> str:
+    """``figures_name`` for a notebook config: its ``backend`` (if any) and every non-default parameter."""
+    return figures_name(notebook, getattr(cfg, "backend", "testbed"), **non_default_params(cfg))
 
 
 def write_metrics(notebook: str, metrics: dict[str, Any], params: dict[str, Any],

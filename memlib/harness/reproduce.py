@@ -1,14 +1,19 @@
 """``make reproduce``: execute every notebook in order with papermill, incrementally and safely.
 
-- A notebook is skipped when its inputs are unchanged: its source, its parameters, the memlib code, the
-  shipped checkpoints and the inputs of every notebook before it (so a change reruns everything downstream).
-- Figures are written to a staging folder and moved into ``figures/<notebook>/`` only when the notebook
-  succeeds; a failure keeps the figures of the last good run and reports the failing cell.
+- A notebook is skipped when its inputs are unchanged (its source, its parameters, the memlib code, the shipped
+  checkpoints and the inputs of every notebook before it, so a change reruns everything downstream) AND its
+  figures folder still holds exactly the files its stamp recorded (by SHA-256); anything missing, changed or
+  added, e.g. by a notebook run by hand, is regenerated.
+- Each run executes in a staging folder of its own and moves its figures into ``figures/<notebook>/`` under a
+  lock only when the notebook succeeds, so a failure keeps the figures of the last good run and two concurrent
+  runs never delete each other's work. ``executed/<notebook>.ipynb`` is always the run the stamp describes; a
+  failed or interrupted run is kept as ``<notebook>.failed.ipynb`` / ``<notebook>.interrupted.ipynb``.
 - ``--quick`` runs the same notebooks with tiny parameters into ``build/quick/`` (figures and checkpoints),
   never touching ``figures/``.
-- Interrupted runs resume: training resumes from its last checkpoint and sweeps reuse cached points.
+- Interrupted runs resume: training resumes from its last checkpoint and sweeps reuse cached points. Ctrl-C
+  prints what ran, what was skipped and what was interrupted.
 
-Usage: ``python -m memlib.reproduce [--quick] [--only 00_testbed] [--force]``.
+Usage: ``python -m memlib.harness.reproduce [--quick] [--only 00_testbed ...] [--force]``.
 """
 from __future__ import annotations
 
@@ -16,42 +21,50 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import repo_root
+from ..checkpoint import file_sha256
+from ..paths import code_dir, repo_root
+from .cache import file_lock, tree_hash
 
 # Tiny parameters per notebook for --quick (and for the notebook tests): seconds, not minutes.
+_QUICK_TESTBED = dict(testbed_preset="tiny", testbed_train_steps=20, testbed_clip_steps=20)
 QUICK_PARAMS: dict[str, dict] = {
-    "00_testbed": dict(data_preset="tiny", train_steps=20, clip_steps=20, n_gens=2, num_steps=5, progress=False),
-    "01_detection": dict(data_preset="tiny", train_steps=20, clip_steps=20, positive_groups="verbatim", max_gens=2,
-                         num_steps=10, batch_size=64, timing_prompts=2, progress=False),
-    "02_explain": dict(data_preset="tiny", train_steps=20, clip_steps=20, n_gens=1, num_steps=3, attribution_steps=2,
-                       max_prompts=2, illustrate_prompts=1, ig_points=4, progress=False),
+    "00_testbed": dict(_QUICK_TESTBED, n_gens=2, num_steps=5, progress=False),
+    "01_detection": dict(_QUICK_TESTBED, positive_groups="verbatim", max_gens=2, num_steps=10, batch_size=64,
+                         timing_prompts=2, progress=False),
+    "02_explain": dict(_QUICK_TESTBED, n_gens=1, num_steps=3, attribution_steps=2, max_prompts=2,
+                       illustrate_prompts=1, ig_points=4, progress=False),
 }
+# checkpoint folders that are not the real thing: set aside, half-written or being replaced
+_NOT_A_CHECKPOINT = re.compile(r"\.(corrupt|tmp|old)")
 
 
 @dataclass
 class Outcome:
     notebook: str
-    status: str          # ran | skipped | failed
+    status: str          # ran | skipped | failed | interrupted | not run
     seconds: float = 0.0
     detail: str = ""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during ``reproduce``; ``outcomes`` says what ran, was skipped, interrupted or not run."""
+
+    def __init__(self, outcomes: list[Outcome]):
+        super().__init__("interrupted")
+        self.outcomes = outcomes
+
+
 def notebooks(root: Path) -> list[Path]:
     return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-def _hash_files(paths) -> str:
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(str(p.name).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def _notebook_source_hash(path: Path) -> str:
@@ -60,17 +73,51 @@ def _notebook_source_hash(path: Path) -> str:
     return hashlib.sha256(json.dumps([(c["cell_type"], c["source"]) for c in cells]).encode()).hexdigest()
 
 
+def checkpoint_metas(checkpoints: Path) -> list[Path]:
+    """``meta.json`` of every real checkpoint folder (not ``*.corrupt-*``, ``*.tmp``, ``*.old`` leftovers)."""
+    if not checkpoints.exists():
+        return []
+    return sorted(p for p in checkpoints.glob("*/meta.json") if not _NOT_A_CHECKPOINT.search(p.parent.name))
+
+
 def input_hashes(root: Path, nbs: list[Path], params: dict[str, dict], checkpoints: Path) -> dict[str, str]:
-    # the memlib that will run (its source files); MEMLIB_CODE_DIR lets tests point elsewhere
-    code_dir = Path(os.environ.get("MEMLIB_CODE_DIR", Path(__file__).parent))
-    code = _hash_files(code_dir.rglob("*.py"))
-    ckpt = _hash_files(checkpoints.glob("*/meta.json")) if checkpoints.exists() else ""
+    code = tree_hash(code_dir())  # the whole memlib package that will run ($MEMLIB_CODE_DIR in tests)
+    h = hashlib.sha256()
+    for meta in checkpoint_metas(checkpoints):
+        h.update(meta.parent.name.encode() + b"\0" + meta.read_bytes())
     out, chain = {}, ""
     for nb in nbs:
-        blob = json.dumps([chain, _notebook_source_hash(nb), params.get(nb.stem, {}), code, ckpt], sort_keys=True)
+        blob = json.dumps([chain, _notebook_source_hash(nb), params.get(nb.stem, {}), code, h.hexdigest()],
+                          sort_keys=True)
         chain = hashlib.sha256(blob.encode()).hexdigest()
         out[nb.stem] = chain
     return out
+
+
+def folder_files(folder: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under ``folder`` (what a stamp records)."""
+    if not folder.is_dir():
+        return {}
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def stale_reason(stamp: Path, inputs: str, folder: Path) -> str | None:
+    """Why the notebook must run again, or None when its inputs and its figures are as the stamp records."""
+    if not stamp.exists():
+        return "never ran"
+    body = json.loads(stamp.read_text())
+    if body.get("inputs") != inputs:
+        return "inputs changed"
+    recorded, present = body.get("files"), folder_files(folder)
+    if not recorded or "metrics.json" not in recorded:
+        return "no record of its figures"
+    missing = sorted(set(recorded) - set(present))
+    changed = sorted(k for k in recorded if k in present and present[k] != recorded[k])
+    added = sorted(set(present) - set(recorded))
+    for what, names in (("missing", missing), ("changed", changed), ("not from this run", added)):
+        if names:
+            return f"figures {what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+    return None
 
 
 def _failing_cell(exc: Exception) -> str:
@@ -79,35 +126,78 @@ def _failing_cell(exc: Exception) -> str:
     return f"cell [{cell}]: {name}: {str(value).splitlines()[0] if value else ''}"[:400]
 
 
-def run_notebook(nb: Path, out_nb: Path, params: dict, figures: Path, env: dict[str, str]) -> None:
-    """Execute ``nb`` into ``out_nb`` with figures staged, then moved into ``figures/<stem>``."""
-    import papermill as pm
-
-    staging = out_nb.parent / f"staging-{nb.stem}"  # same disk as figures/, outside it
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    old_env = {k: os.environ.get(k) for k in env}
-    os.environ.update(env, MEMLIB_FIGURES=str(staging), MEMLIB_UPSTREAM_FIGURES=str(figures))
+@contextmanager
+def _environ(env: dict[str, str]):
+    """Set environment variables (the kernel inherits them) and restore the old values afterwards."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
-        pm.execute_notebook(str(nb), str(out_nb), parameters=params, kernel_name="python3",
-                            cwd=str(repo_root()), progress_bar=False)
+        yield
     finally:
-        os.environ.pop("MEMLIB_FIGURES", None)
-        os.environ.pop("MEMLIB_UPSTREAM_FIGURES", None)
-        for k, v in old_env.items():
+        for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    target, produced = figures / nb.stem, staging / nb.stem
-    if produced.exists():
-        backup = figures / f".old-{nb.stem}"
-        shutil.rmtree(backup, ignore_errors=True)
-        if target.exists():
-            os.replace(target, backup)
-        os.replace(produced, target)
-        shutil.rmtree(backup, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_json(path: Path, body: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _install(produced: Path, target: Path) -> None:
+    """Replace ``target`` by ``produced`` (caller holds the folder's lock)."""
+    for stale in target.parent.glob(f".old-{target.name}-*"):  # left by a killed run: our own backup copies
+        shutil.rmtree(stale, ignore_errors=True)
+    if not produced.exists():
+        return
+    backup = target.with_name(f".old-{target.name}-{os.getpid()}")
+    if target.exists():
+        os.replace(target, backup)
+    os.replace(produced, target)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _is_interrupt(e: BaseException) -> bool:
+    return isinstance(e, KeyboardInterrupt) or getattr(e, "ename", None) == "KeyboardInterrupt"
+
+
+def run_notebook(nb: Path, out_nb: Path, params: dict, figures: Path, env: dict[str, str],
+                 stamp: Path | None = None, inputs: str | None = None) -> None:
+    """Execute ``nb`` in a staging folder of its own; on success move its figures into ``figures/<stem>``, its
+    executed copy to ``out_nb`` and (given ``stamp``) record ``inputs`` and the figures' hashes, all under a lock
+    per output folder."""
+    import papermill as pm
+
+    out_nb.parent.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    # unique per run, beside out_nb (build/<mode>/executed: the same disk as figures/, outside it)
+    staging = Path(tempfile.mkdtemp(prefix=f"staging-{nb.stem}-", dir=out_nb.parent))
+    staged_nb = staging / out_nb.name
+    env = {**env, "MEMLIB_FIGURES": str(staging / "figures"), "MEMLIB_UPSTREAM_FIGURES": str(figures)}
+    try:
+        with _environ(env):
+            # "immediate": on Ctrl-C the kernel is killed, not asked to shut down mid-cell (which it answers
+            # with a traceback of its own)
+            pm.execute_notebook(str(nb), str(staged_nb), parameters=params, kernel_name="python3",
+                                cwd=str(repo_root()), progress_bar=False, shutdown_kernel="immediate")
+        with file_lock(out_nb.parent / f".lock-{nb.stem}"):
+            _install(staging / "figures" / nb.stem, figures / nb.stem)
+            os.replace(staged_nb, out_nb)
+            for kind in ("failed", "interrupted"):  # an earlier partial run is stale now
+                out_nb.with_name(f"{nb.stem}.{kind}.ipynb").unlink(missing_ok=True)
+            if stamp is not None:
+                stamp.parent.mkdir(parents=True, exist_ok=True)
+                _write_json(stamp, {"inputs": inputs, "files": folder_files(figures / nb.stem)})
+    except BaseException as e:  # keep the partial run to read, never under the name of the good one
+        if staged_nb.exists():
+            os.replace(staged_nb, out_nb.with_name(f"{nb.stem}.{'interrupted' if _is_interrupt(e) else 'failed'}"
+                                                   f".ipynb"))
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def reproduce(quick: bool = False, only: list[str] | None = None, force: bool = False) -> list[Outcome]:
@@ -115,43 +205,56 @@ def reproduce(quick: bool = False, only: list[str] | None = None, force: bool = 
     base = root / "build" / ("quick" if quick else "full")
     figures = base / "figures" if quick else root / "figures"
     checkpoints = base / "checkpoints" if quick else root / "checkpoints"
+    nbs = notebooks(root)
+    stems = [n.stem for n in nbs]
+    if only is not None and not only:
+        raise SystemExit(f"--only needs notebook names; choose from {stems}")
+    unknown = sorted(set(only or []) - set(stems))
+    if unknown:
+        raise SystemExit(f"unknown notebook(s) {unknown}; choose from {stems}")
     for d in (base / "executed", base / "stamps", figures):
         d.mkdir(parents=True, exist_ok=True)
     env = {"MEMLIB_CHECKPOINTS": str(checkpoints), "HF_HUB_DISABLE_TELEMETRY": "1",
            "TQDM_DISABLE": "1" if quick else os.environ.get("TQDM_DISABLE", "0")}
-    nbs = notebooks(root)
-    unknown = sorted(set(only or []) - {n.stem for n in nbs})
-    if unknown:
-        raise SystemExit(f"unknown notebook(s) {unknown}; choose from {[n.stem for n in nbs]}")
     params = {n.stem: (QUICK_PARAMS.get(n.stem, {}) if quick else {}) for n in nbs}
     hashes = input_hashes(root, nbs, params, checkpoints)
-    outcomes, failed_upstream = [], False
-    for nb in nbs:
-        if only and nb.stem not in only:
-            continue
+    todo = [nb for nb in nbs if not only or nb.stem in only]
+    outcomes: list[Outcome] = []
+    failed_upstream = False
+    for i, nb in enumerate(todo):
         stamp = base / "stamps" / f"{nb.stem}.json"
-        done = stamp.exists() and json.loads(stamp.read_text()).get("inputs") == hashes[nb.stem]
-        if done and not force and (figures / nb.stem / "metrics.json").exists():
-            outcomes.append(Outcome(nb.stem, "skipped", detail="inputs unchanged"))
-            print(f"[skip] {nb.stem}: inputs unchanged", flush=True)
+        why = "forced" if force else stale_reason(stamp, hashes[nb.stem], figures / nb.stem)
+        if why is None:
+            outcomes.append(Outcome(nb.stem, "skipped", detail="inputs unchanged, figures as stamped"))
+            print(f"[skip] {nb.stem}: inputs unchanged, figures as stamped", flush=True)
             continue
         if failed_upstream:
             outcomes.append(Outcome(nb.stem, "failed", detail="not run: an upstream notebook failed"))
             continue
-        print(f"[run ] {nb.stem} ...", flush=True)
+        print(f"[run ] {nb.stem} ({why}) ...", flush=True)
         t0 = time.time()
         try:
-            run_notebook(nb, base / "executed" / nb.name, params[nb.stem], figures, env)
-        except Exception as e:  # report and keep going: earlier figures stay in place
+            run_notebook(nb, base / "executed" / nb.name, params[nb.stem], figures, env, stamp, hashes[nb.stem])
+        except (Exception, KeyboardInterrupt) as e:
+            if _is_interrupt(e):  # Ctrl-C: the last good figures, executed copy and stamp stay as they were
+                outcomes.append(Outcome(nb.stem, "interrupted", time.time() - t0,
+                                        f"Ctrl-C; partial run in {nb.stem}.interrupted.ipynb"))
+                outcomes += [Outcome(n.stem, "not run", detail="after Ctrl-C") for n in todo[i + 1:]]
+                raise Interrupted(outcomes) from None
             outcomes.append(Outcome(nb.stem, "failed", time.time() - t0, _failing_cell(e)))
-            print(f"[FAIL] {nb.stem}: {_failing_cell(e)} (see {base / 'executed' / nb.name})", flush=True)
+            print(f"[FAIL] {nb.stem}: {_failing_cell(e)} (see {base / 'executed' / (nb.stem + '.failed.ipynb')})",
+                  flush=True)
             failed_upstream = True
             continue
-        # stamps are written only after success; checkpoints a notebook made change later hashes
-        stamp.write_text(json.dumps({"inputs": hashes[nb.stem]}))
         outcomes.append(Outcome(nb.stem, "ran", time.time() - t0))
         print(f"[ ok ] {nb.stem} in {time.time() - t0:.0f} s", flush=True)
     return outcomes
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    lines = ["notebook            status       seconds  detail"]
+    lines += [f"{o.notebook:<19} {o.status:<12} {o.seconds:7.0f}  {o.detail}" for o in outcomes]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,10 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="notebook stems to run (default: all)")
     ap.add_argument("--force", action="store_true", help="rerun even if inputs are unchanged")
     a = ap.parse_args(argv)
-    outcomes = reproduce(a.quick, a.only, a.force)
-    print("\nnotebook            status   seconds  detail")
-    for o in outcomes:
-        print(f"{o.notebook:<19} {o.status:<8} {o.seconds:7.0f}  {o.detail}")
+    try:
+        outcomes = reproduce(a.quick, a.only, a.force)
+    except Interrupted as e:
+        print("\n" + summary(e.outcomes))
+        print("\ninterrupted: figures, stamps and executed notebooks of the last good runs are unchanged")
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted before any notebook ran; nothing changed")
+        return 130
+    print("\n" + summary(outcomes))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 

@@ -22,7 +22,7 @@ from ..config import Config, ConfigError, check_range
 from ..paths import checkpoints_dir
 from .data import TestbedData, run_digest
 from ..tokenizer import ClipBPETokenizer
-from ..train import TrainConfig, train_loop
+from ..train import TrainConfig, contrastive_losses, train_loop
 
 MODEL_NAME = "memlib-testbed-clip"
 
@@ -111,8 +111,7 @@ def _clip_loss(model, data: TestbedData, ids: torch.Tensor):
         img = F.normalize(model.encode_image(data.images[rows]), dim=-1)
         txt = F.normalize(model.encode_text(ids[rows]), dim=-1)
         logits = model.logit_scale.exp() * img @ txt.T
-        target = torch.arange(len(rows))
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        return contrastive_losses(logits)
 
     return loss_fn, len(clusters)
 

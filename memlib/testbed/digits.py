@@ -5,6 +5,8 @@ IET-AGC+). ``n_duplicated`` digits are repeated ``copies`` times each (ground tr
 way Somepalli et al. (2023) and Gu et al. (TMLR 2025) plant duplicates to make memorization measurable.
 Models are ``memlib.testbed.model.make_unconditional_unet`` (a diffusers ``UNet2DModel``), trained with the same
 resumable loop as the text-to-image testbed; a class label of ``n_classes`` means "no label" (CFG dropout).
+The loss is per sample with its timesteps, so IET-AGC's proxy models (Liu et al. 2024: one shard of rows each,
+a per-timestep loss bank skipping low-loss samples) train through ``train_digits_model(..., rows=, sample_hook=)``.
 """
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ import numpy as np
 import torch
 
 from ..config import Config, check_range
-from ..schedule import sd_scheduler
+from ..schedule import add_noise, sd_scheduler
 from .model import UnconditionalConfig, make_unconditional_unet
-from ..train import TrainConfig, train_loop
+from ..train import Losses, TrainConfig, mse_losses, train_loop
 
 
 @dataclass
@@ -62,10 +64,12 @@ def make_digits_data(cfg: DigitsDataConfig | None = None) -> DigitsData:
 
 
 def digits_loss(unet, data: DigitsData, n_classes: int, label_dropout: float = 0.1):
-    """Epsilon-prediction loss; class-conditional models drop labels to ``n_classes`` (the null label)."""
+    """Epsilon-prediction loss (Ho et al. 2020, Eq. 14) per sample, with its timesteps (``memlib.train.Losses``);
+    class-conditional models drop labels to ``n_classes`` (the null label). Random draws stay on the CPU in a
+    fixed order; the batch then moves to the UNet's device."""
     abar = sd_scheduler("ddpm").alphas_cumprod.float()
 
-    def loss_fn(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def loss_fn(idx: torch.Tensor, gen: torch.Generator) -> Losses:
         x0 = data.images[idx]
         t = torch.randint(0, len(abar), (len(idx),), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
@@ -74,15 +78,20 @@ def digits_loss(unet, data: DigitsData, n_classes: int, label_dropout: float = 0
         if n_classes:
             labels = data.labels[idx].clone()
             labels[torch.rand(len(idx), generator=gen) < label_dropout] = n_classes
-        pred = unet(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, class_labels=labels, return_dict=False)[0]
-        return torch.nn.functional.mse_loss(pred, noise)
+        dev = next(unet.parameters()).device
+        x0, t, noise, a = x0.to(dev), t.to(dev), noise.to(dev), a.to(dev)
+        xt = add_noise(x0, noise, a)
+        pred = unet(xt, t, class_labels=None if labels is None else labels.to(dev), return_dict=False)[0]
+        return mse_losses(pred, noise, t, {"x_t": xt, "pred": pred})
 
     return loss_fn
 
 
 def train_digits_model(data: DigitsData, model_cfg: UnconditionalConfig, train_cfg: TrainConfig,
-                       folder: str | Path, progress: bool = True, stop_at: int | None = None, unet=None):
-    """Train (or resume) a digits DDPM in ``folder``; returns (unet, training state)."""
+                       folder: str | Path, progress: bool = True, stop_at: int | None = None, unet=None,
+                       **loop_options):
+    """Train (or resume) a digits DDPM in ``folder``; returns (unet, training state). ``loop_options`` go to
+    ``memlib.train.train_loop``: ``rows`` (a shard), ``device``, ``sample_hook``, ``loss_state``, ..."""
     import json
 
     if unet is None:
@@ -92,7 +101,7 @@ def train_digits_model(data: DigitsData, model_cfg: UnconditionalConfig, train_c
         {"data": data.config.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict()}, default=list))}
     loss_fn = digits_loss(unet, data, model_cfg.num_class_embeds)
     state = train_loop(unet, loss_fn, len(data.images), train_cfg, folder, meta, progress=progress,
-                       stop_at=stop_at)
+                       stop_at=stop_at, **loop_options)
     return unet, state
 
 

@@ -7,7 +7,7 @@ reported beside it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -24,6 +24,18 @@ CRITERION = (f"Gu et al. ratio: l2 to nearest training image / l2 to nearest ima
              f"< {GU_RATIO_THRESHOLD:.3f}; for planted prompts the nearest image must be the planted one "
              f"(cluster-aware). Pixel space, images in [-1, 1], 16x16 RGB.")
 EVAL_GROUPS = ("verbatim", "verbatim_knob", "image_dup", "caption_dup", "heldout", "random")
+
+# The README's results table (``memlib results``): (metric key written by ``to_metrics``, what it is, target)
+HEADLINES = [
+    ("verbatim_replication_rate", "planted specific prompts that copy their image", ">= 0.80"),
+    ("heldout_replication_rate", "held-out compositional prompts that copy", "<= 0.05"),
+    ("image_dup_replication_rate", "image-duplication prompts that copy", "measured"),
+    ("caption_dup_replication_rate", "caption-duplication prompts that copy", "measured"),
+    ("heldout_clip_score", "testbed CLIP score, held-out generations", "> random caption"),
+    ("heldout_clip_score_random_caption", "... same images vs a random caption", ""),
+    ("heldout_top1_retrieval", "held-out generations: top-1 caption retrieval (320)", "report"),
+]
+
 
 
 @dataclass
@@ -51,7 +63,30 @@ class TestbedNotebookConfig(Config):
 
 
 @dataclass
+class GroupStats:
+    """How one prompt group's generations fare."""
+    n_prompts: int
+    replication_rate: float       # Gu criterion (planted prompts: nearest image in the planted cluster)
+    copy_rate: float              # copy-similarity criterion
+    median_ratio: float           # median d1/d2
+    clip_score: float             # testbed CLIP score with the prompt
+
+
+@dataclass
+class HeldoutStats:
+    """Do held-out compositional prompts give the image they ask for?"""
+    clip_score: float
+    clip_score_random_caption: float   # the same images against a random ordinary caption
+    top1_retrieval: float              # best of every combination's canonical caption names the prompt's
+    retrieval_chance: float
+    reference_top1_retrieval: float    # the same for fresh renderings of the captions (the ceiling)
+    reference_clip_score: float
+    frechet_distance: float            # testbed-CLIP features, generations vs fresh renderings
+
+
+@dataclass
 class TestbedEvaluation:
+    """Notebook 00's results: per-generation arrays behind the plots and the summary as typed fields."""
     __test__ = False  # not a pytest test class
     prompts: list[Prompt]
     generation: Generation
@@ -62,7 +97,28 @@ class TestbedEvaluation:
     clip_score: np.ndarray        # (P, G) CLIP score with the prompt
     clip_random: np.ndarray       # (P, G) CLIP score with a random ordinary caption
     retrieved: list[list[str]]    # (P, G) best ordinary caption
-    metrics: dict
+    groups: dict[str, GroupStats]
+    memorized_clip_score: float   # verbatim prompts' CLIP score with their own prompt
+    heldout: HeldoutStats | None
+    knob_replication: dict[int, float]   # copies in training -> replication rate (the verbatim_knob group)
+    gen_cfg: GenerationConfig
+
+    def to_metrics(self) -> dict:
+        m: dict = {"criterion": CRITERION, "copy_cosine_threshold": COPY_COSINE_THRESHOLD,
+                   "n_generations_per_prompt": self.gen_cfg.n_gens, "guidance_scale": self.gen_cfg.guidance_scale,
+                   "num_steps": self.gen_cfg.num_steps, "memorized_clip_score": self.memorized_clip_score}
+        for g, st in self.groups.items():
+            m.update({f"{g}_{k}": v for k, v in asdict(st).items()})
+        if self.heldout is not None:
+            m.update({("retrieval_chance" if k == "retrieval_chance" else f"heldout_{k}"): v
+                      for k, v in asdict(self.heldout).items()})
+        m.update({f"knob_{c}x_replication_rate": r for c, r in self.knob_replication.items()})
+        return m
+
+
+def measured_replication(metrics: dict) -> dict[str, float]:
+    """Replication rate per prompt group from a notebook-00 ``metrics.json`` (what ``to_metrics`` wrote)."""
+    return {g: metrics[f"{g}_replication_rate"] for g in EVAL_GROUPS if f"{g}_replication_rate" in metrics}
 
 
 def _rate(mask: np.ndarray, sel: np.ndarray) -> float:
@@ -96,41 +152,31 @@ def evaluate_testbed(tb: Testbed, clip: ClipScorer, gen_cfg: GenerationConfig | 
     retrieved = [retrieved_flat[i * G:(i + 1) * G] for i in range(P)]
 
     group = np.array([p.group for p in prompts])
-    m: dict = {"criterion": CRITERION, "copy_cosine_threshold": COPY_COSINE_THRESHOLD,
-               "n_generations_per_prompt": G, "guidance_scale": gen_cfg.guidance_scale,
-               "num_steps": gen_cfg.num_steps}
-    for g in groups:
-        sel = group == g
-        m[f"{g}_n_prompts"] = int(sel.sum())
-        m[f"{g}_replication_rate"] = _rate(replicated, sel)
-        m[f"{g}_copy_rate"] = _rate(copy_match, sel)
-        m[f"{g}_median_ratio"] = float(np.median(res.ratio.reshape(P, G)[sel])) if sel.any() else float("nan")
-        m[f"{g}_clip_score"] = _rate(clip_score, sel)
-    memorized = np.isin(group, ["verbatim"])
-    m["memorized_clip_score"] = _rate(clip_score, memorized)
+    ratio = res.ratio.reshape(P, G)
+    stats = {g: GroupStats(int((group == g).sum()), _rate(replicated, group == g), _rate(copy_match, group == g),
+                           float(np.median(ratio[group == g])) if (group == g).any() else float("nan"),
+                           _rate(clip_score, group == g)) for g in groups}
     held = group == "heldout"
+    heldout = None
     if held.any():
-        m["heldout_clip_score"] = _rate(clip_score, held)
-        m["heldout_clip_score_random_caption"] = _rate(clip_random, held)
         # retrieval ranks the canonical phrasing of every combination; a hit names the prompt's combination
         hits = np.array([[p.group == "heldout" and r == canonical_caption(p.text) for r in rr]
                          for rr, p in zip(retrieved, prompts)])
-        m["heldout_top1_retrieval"] = _rate(hits, held)
-        m["retrieval_chance"] = 1 / len(vocab)
         held_caps = [p.text for p in prompts if p.group == "heldout"]
         ref = render_captions(held_caps, reference_per_caption, seed=gen_cfg.seed + 1, size=flat.shape[-1])
         ref_caps = [c for c in held_caps for _ in range(reference_per_caption)]
-        m["heldout_reference_top1_retrieval"] = float(np.mean(
-            [a == canonical_caption(b) for a, b in zip(clip.retrieve(ref, sorted(vocab)), ref_caps)]))
-        m["heldout_reference_clip_score"] = float(clip.score(ref, ref_caps).mean())
-        m["heldout_frechet_distance"] = frechet_distance(feats[np.repeat(held, G)].numpy(),
-                                                         clip.image_features(ref).numpy())
-    knob = [p for p in prompts if p.group == "verbatim_knob"]
-    for c in sorted({p.copies for p in knob}):
-        sel = np.array([p.group == "verbatim_knob" and p.copies == c for p in prompts])
-        m[f"knob_{c}x_replication_rate"] = _rate(replicated, sel)
-    return TestbedEvaluation(prompts, gen, replicated, copy_match, res.ratio.reshape(P, G),
-                             res.nn_index.reshape(P, G), clip_score, clip_random, retrieved, m)
+        heldout = HeldoutStats(
+            clip_score=_rate(clip_score, held), clip_score_random_caption=_rate(clip_random, held),
+            top1_retrieval=_rate(hits, held), retrieval_chance=1 / len(vocab),
+            reference_top1_retrieval=float(np.mean(
+                [a == canonical_caption(b) for a, b in zip(clip.retrieve(ref, sorted(vocab)), ref_caps)])),
+            reference_clip_score=float(clip.score(ref, ref_caps).mean()),
+            frechet_distance=frechet_distance(feats[np.repeat(held, G)].numpy(), clip.image_features(ref).numpy()))
+    knob = {c: _rate(replicated, np.array([p.group == "verbatim_knob" and p.copies == c for p in prompts]))
+            for c in sorted({p.copies for p in prompts if p.group == "verbatim_knob"})}
+    return TestbedEvaluation(prompts, gen, replicated, copy_match, ratio, res.nn_index.reshape(P, G), clip_score,
+                             clip_random, retrieved, stats, _rate(clip_score, group == "verbatim"), heldout, knob,
+                             gen_cfg)
 
 
 def pair_rows(ev: TestbedEvaluation, tb: Testbed, group: str, n: int = 8) -> list[dict]:

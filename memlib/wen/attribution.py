@@ -7,8 +7,9 @@ held fixed (no gradient). The reference code swaps the two rows when it takes th
 because the norm is symmetric; "fixing" it by differentiating the empty-prompt row instead (reference issue
 #9) measures the wrong thing, so here the gradient provably flows to the conditional embedding only.
 The trajectory is ordinary CFG sampling; at each chosen step a hook re-runs the conditional branch with
-autograd on. The reference code's loss is the norm of the whole n-image batch, not the mean of per-image norms;
-on the testbed checkpoint (v5) both gave the same first-step top-2 rate for the verbatim prompts (scratch check).
+autograd on. The reference code's loss is the norm of the whole n-image batch, not the mean of per-image norms
+(``batch_loss=True``; both from ``memlib.wen.magnitude``); on the testbed checkpoint (v5) both gave the same
+first-step top-2 rate for the verbatim prompts (scratch check).
 
 ``occlusion_significance`` is a gradient-free cross-check reported beside SS(i) (not Wen's method): how much
 the first-step magnitude falls when token i is dropped from the prompt, from the same starting noise.
@@ -36,6 +37,7 @@ import torch
 
 from ..generate import GenerationConfig, noise_seed
 from ..sampling import StepState, sample, seeded_noise
+from .magnitude import model_magnitude
 
 
 @dataclass
@@ -74,16 +76,17 @@ def _first_step(backend, prompt: str, gen_cfg: GenerationConfig):
 
 
 class _GradHook:
-    def __init__(self, emb: torch.Tensor, steps: set[int]):
-        self.emb, self.steps, self.grads, self.norms = emb, steps, [], []
+    def __init__(self, emb: torch.Tensor, steps: set[int], batch_loss: bool = False):
+        self.emb, self.steps, self.batch_loss, self.grads, self.norms = emb, steps, batch_loss, [], []
 
     def __call__(self, s: StepState):
         if s.i not in self.steps:
             return None
         with torch.enable_grad():
             e = self.emb.detach().clone().requires_grad_(True)
-            ec = s.denoise(s.x.detach(), torch.as_tensor(s.t), e.expand(s.x.shape[0], *e.shape[1:]))
-            loss = (ec - s.eps_uncond.detach()).flatten(1).norm(dim=1).mean()
+            m = model_magnitude(s.denoise, s.x.detach(), s.t, e, s.eps_uncond.detach(), grad=True,
+                                batch=self.batch_loss)
+            loss = m if self.batch_loss else m.mean()
             (grad,) = torch.autograd.grad(loss, e)
         self.grads.append(grad[0].norm(dim=-1).detach())   # (L,) per-token norm over features
         self.norms.append(loss.item())
@@ -91,15 +94,18 @@ class _GradHook:
 
 
 def token_significance(backend, prompt: str, gen_cfg: GenerationConfig | None = None,
-                       steps: list[int] | None = None) -> TokenSignificance:
-    """Per-token significance of ``prompt`` over ``gen_cfg.n_gens`` generations and ``steps`` (default all)."""
+                       steps: list[int] | None = None, batch_loss: bool = False) -> TokenSignificance:
+    """Per-token significance of ``prompt`` over ``gen_cfg.n_gens`` generations and ``steps`` (default all).
+
+    L_t is the mean of the per-image magnitudes, or with ``batch_loss`` the reference notebook's one norm over
+    the n-image batch (then ``magnitude`` is that norm too)."""
     gen_cfg = gen_cfg or GenerationConfig()
     _check_prompt(prompt)
     steps = list(range(gen_cfg.num_steps)) if steps is None else steps
     tok = backend.tokenizer
     with torch.no_grad():
         emb, uncond = backend.encode_prompts([prompt]), backend.encode_prompts([""])
-    hook = _GradHook(emb, set(steps))
+    hook = _GradHook(emb, set(steps), batch_loss)
     x_T = seeded_noise(backend.sample_shape, [noise_seed(gen_cfg.seed, g, prompt) for g in range(gen_cfg.n_gens)],
                        backend.device)
     sample(backend.eps, x_T, backend.scheduler(gen_cfg.scheduler), gen_cfg.num_steps, emb, uncond,
@@ -141,8 +147,8 @@ def occlusion_significance(backend, prompt: str, gen_cfg: GenerationConfig | Non
     x, t, _, eps_u = _first_step(backend, prompt, gen_cfg)
     with torch.no_grad():
         emb = backend.encode_prompts(variants).repeat_interleave(G, dim=0)
-        eps_c = backend.eps(x.repeat(len(variants), 1, 1, 1), t, emb)
-        d = (eps_c - eps_u.repeat(len(variants), 1, 1, 1)).flatten(1).norm(dim=1).reshape(len(variants), G).mean(1)
+        d = model_magnitude(backend.eps, x.repeat(len(variants), 1, 1, 1), t, emb,
+                            eps_u.repeat(len(variants), 1, 1, 1)).reshape(len(variants), G).mean(1)
     d = d.cpu().numpy()
     return TokenSignificance(prompt, tok.token_strings(prompt)[:n], d[0] - d[1:], float(d[0]))
 
@@ -164,7 +170,7 @@ def integrated_significance(backend, prompt: str, gen_cfg: GenerationConfig | No
     x, t, empty, eps_u = _first_step(backend, prompt, gen_cfg)
     with torch.no_grad():
         emb = backend.encode_prompts([prompt])
-        full = (backend.eps(x, t, emb.expand(G, -1, -1)) - eps_u).flatten(1).norm(dim=1).mean().item()
+        full = model_magnitude(backend.eps, x, t, emb, eps_u).mean().item()
     delta = emb - empty
     alphas = (torch.arange(n_alpha, dtype=emb.dtype, device=emb.device) + 0.5) / n_alpha
     grad_sum, path = torch.zeros_like(emb[0]), []
@@ -172,8 +178,8 @@ def integrated_significance(backend, prompt: str, gen_cfg: GenerationConfig | No
         k = len(chunk)
         with torch.enable_grad():
             e = (empty + chunk.view(-1, 1, 1) * delta).detach().requires_grad_(True)       # (k, L, D)
-            d = backend.eps(x.repeat(k, 1, 1, 1), t, e.repeat_interleave(G, dim=0)) - eps_u.repeat(k, 1, 1, 1)
-            per_alpha = d.flatten(1).norm(dim=1).view(k, G).mean(1)                      # L(e(a)) per a
+            per_alpha = model_magnitude(backend.eps, x.repeat(k, 1, 1, 1), t, e.repeat_interleave(G, dim=0),
+                                        eps_u.repeat(k, 1, 1, 1), grad=True).view(k, G).mean(1)   # L(e(a)) per a
             (grad,) = torch.autograd.grad(per_alpha.sum(), e)   # rows are independent, so one backward
         grad_sum += grad.sum(0)
         path += per_alpha.detach().cpu().tolist()
@@ -206,7 +212,7 @@ def input_embedding_significance(backend, prompt: str, gen_cfg: GenerationConfig
     try:
         with torch.enable_grad():
             emb = backend.encode(tok([prompt]))
-            loss = (backend.eps(x, t, emb.expand(G, -1, -1)) - eps_u).flatten(1).norm(dim=1).mean()
+            loss = model_magnitude(backend.eps, x, t, emb, eps_u, grad=True).mean()
             (grad,) = torch.autograd.grad(loss, leaf["u"])
     finally:
         handle.remove()

@@ -19,6 +19,17 @@ from .scores import STEP_SETTINGS, carlini_score, detection_sweep, time_setting,
 PLANTED = ("verbatim", "image_dup", "caption_dup")
 TESTBED_NEGATIVES = ("heldout", "random")
 
+# The README's results table (``memlib results``): (metric key written by ``to_metrics``, what it is, target)
+HEADLINES = [
+    ("auc_first_step_1gen", "Wen AUC, first step, 1 generation (memorized vs held-out)", ">= 0.95"),
+    ("tpr1fpr_first_step_1gen", "Wen TPR@1%FPR, first step, 1 generation", ">= 0.80"),
+    ("ideal_auc_first_step", "ideal denoiser computed from the data, first-step AUC", "report"),
+    ("vs_random_auc_first_step_1gen", "Wen AUC, first step, 1 generation vs random tokens", "report"),
+    ("auc_all_steps_4gen", "Wen AUC, all steps, 4 generations", "report"),
+    ("baseline_auc", "Carlini tiled-l2 baseline AUC", "report"),
+]
+
+
 
 @dataclass
 class DetectionConfig(Config):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..harness.cache import cached_arrays
+from ..harness.cache import cached_arrays, weights_fingerprint
 from ..generate import GenerationConfig, generate
 
 STEP_SETTINGS = {"first": 1, "first10": 10, "all": None}   # steps S: the first k sampling steps
@@ -62,14 +62,16 @@ def detection_sweep(backend, prompts: list[str], gen_cfg: GenerationConfig, cach
     """Full sampling for every prompt (``gen_cfg.n_gens`` generations, all steps), in cached chunks of prompts.
 
     Returns ``text_norm`` (P, G, T), ``uncond_norm`` and ``images`` (P, G, C, H, W). An interrupted sweep
-    resumes from the finished chunks; ``cache_key`` must identify the model weights.
+    resumes from the finished chunks. The key holds the weights' content hash and (in ``cached_arrays``) the
+    memlib code's hash, so new weights or changed code recompute; ``cache_key`` is a readable label on top.
     """
     if not prompts:
         raise ValueError("the prompt list is empty; give at least one prompt")
+    weights = weights_fingerprint(backend)
     parts = []
     for s in range(0, len(prompts), chunk):
         sub = prompts[s:s + chunk]
-        key = {"model": cache_key, "prompts": sub, "gen": gen_cfg.to_dict()}
+        key = {"model": cache_key, "weights": weights, "prompts": sub, "gen": gen_cfg.to_dict()}
 
         def run(sub=sub):
             g = generate(backend, sub, gen_cfg, progress=progress)
