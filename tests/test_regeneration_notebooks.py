@@ -34,13 +34,7 @@ def _pngs(folder):
     return {k: v for k, v in folder_files(folder).items() if k.endswith(".png")}
 
 
-def _fewer_prompts(monkeypatch, stem, **small):
-    """The quick parameters with fewer prompts: these tests check plumbing, not numbers."""
-    monkeypatch.setitem(QUICK_PARAMS, stem, dict(QUICK_PARAMS[stem], **small))
-
-
-def test_a_change_to_the_magnitude_formula_changes_notebook_01s_figures(real_project, monkeypatch):
-    _fewer_prompts(monkeypatch, "01_detection", max_prompts=4, timing_prompts=1)
+def test_a_change_to_the_magnitude_formula_changes_notebook_01s_figures(real_project):
     figures = real_project / "build" / "quick" / "figures" / "01_detection"
     assert {o.status for o in reproduce(quick=True, only=["01_detection"])} == {"ran"}
     before = _pngs(figures)
@@ -73,13 +67,10 @@ def test_notebook_01_by_hand_on_another_backend_leaves_the_reference_figures_byt
     assert len(runs) == 1 and json.loads(runs[0].read_text())["metrics"]["n_prompts"]["memorized"] == 3
 
 
-RUN = ("from memlib.harness.reproduce import QUICK_PARAMS, reproduce; "
-       "QUICK_PARAMS['00_testbed']['max_prompts_per_group'] = 2; "
-       "reproduce(quick=True, only=['00_testbed'], force=True)")
+RUN = "from memlib.harness.reproduce import reproduce; reproduce(quick=True, only=['00_testbed'], force=True)"
 
 
-def test_two_concurrent_runs_of_a_real_notebook_leave_a_complete_correct_figures_folder(real_project, monkeypatch):
-    _fewer_prompts(monkeypatch, "00_testbed", max_prompts_per_group=2)
+def test_two_concurrent_runs_of_a_real_notebook_leave_a_complete_correct_figures_folder(real_project):
     base = real_project / "build" / "quick"
     folder = base / "figures" / "00_testbed"
     assert {o.status for o in reproduce(quick=True, only=["00_testbed"])} == {"ran"}   # trains the checkpoints
