@@ -8,7 +8,17 @@ from ..schedule import sd_scheduler
 from ..testbed.model import TextToImageModel
 
 
-class TestbedBackend:
+class _PixelSDBackend:
+    """What the embedded pixel-space models share: images in [-1, 1] and Stable Diffusion v1's schedule."""
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x + 1) / 2).clamp(0, 1)
+
+    def scheduler(self, kind: str = "ddim"):
+        return sd_scheduler(kind)
+
+
+class TestbedBackend(_PixelSDBackend):
     """The pixel-space testbed model behind the ``Backend`` interface."""
     __test__ = False  # not a pytest test class
 
@@ -33,18 +43,12 @@ class TestbedBackend:
     def eps(self, x, t, emb):
         return self.model.eps(x, t, emb)
 
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x + 1) / 2).clamp(0, 1)
-
-    def scheduler(self, kind: str = "ddim"):
-        return sd_scheduler(kind)
-
     @property
     def device(self) -> torch.device:
         return self.model.device
 
 
-class DigitsBackend:
+class DigitsBackend(_PixelSDBackend):
     """A digits ``UNet2DModel`` (pixel space, 1 x 8 x 8, SD v1's schedule, eps-prediction) behind the ``Backend``
     interface. Unconditional models take ``emb=None``; class-conditional ones take integer labels as ``emb``
     (label ``n_classes`` is the null label classifier-free guidance uses as its unconditional branch)."""
@@ -78,12 +82,6 @@ class DigitsBackend:
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         return self.unet(x, t, class_labels=emb, return_dict=False)[0]
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x + 1) / 2).clamp(0, 1)
-
-    def scheduler(self, kind: str = "ddim"):
-        return sd_scheduler(kind)
 
     @property
     def device(self) -> torch.device:
