@@ -124,7 +124,76 @@ def roc(pos_scores, neg_scores) -> RocResult:
         raise ValueError(f"ROC needs positives and negatives (got {len(pos)} and {len(neg)})")
     y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     s = np.r_[pos, neg]
-    fpr, tpr, _ = roc_curve(y, s)
+    # every threshold kept: with tied scores sklearn's default drops collinear points, among them the last
+    # one below 1 % FPR (Wen's evaluation used the default; it differs only when positives tie negatives)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     below = np.flatnonzero(fpr < 0.01)
     return RocResult(float(roc_auc_score(y, s)), float(tpr[below[-1]]) if len(below) else 0.0,
                      float(np.max(1 - (fpr + (1 - tpr)) / 2)), fpr, tpr)
+
+
+def auc_and_tpr(pos_scores, neg_scores) -> tuple[float, float]:
+    """(AUC, TPR at 1 % FPR) as ``roc`` computes them, without building the curve (fast, for bootstraps).
+
+    AUC is the Mann-Whitney statistic (ties count half). TPR at 1 % FPR: with k the most false positives that keep
+    FPR < 0.01 (k = ceil(0.01 n_neg) - 1, so 0 below 100 negatives), the share of positives scoring above the
+    (k+1)-th highest negative."""
+    from scipy.stats import rankdata
+
+    pos, neg = np.asarray(pos_scores, float), np.asarray(neg_scores, float)
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError(f"ROC needs positives and negatives (got {len(pos)} and {len(neg)})")
+    ranks = rankdata(np.r_[pos, neg])
+    auc = (ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+    k = int(np.ceil(0.01 * len(neg))) - 1
+    cut = np.sort(neg)[::-1][k]
+    return float(auc), float((pos > cut).mean())
+
+
+def tpr_statistic_name(n_negatives: int) -> str:
+    """'tpr_at_1fpr' with >= 100 negatives; below that the statistic is the TPR at zero false positives."""
+    return "tpr_at_1fpr" if n_negatives >= 100 else "tpr_at_zero_fp"
+
+
+@dataclass
+class BootstrapRoc:
+    """Point estimates and percentile intervals (bootstrap over prompts, positives and negatives resampled
+    separately) of AUC and TPR at 1 % FPR; ``replicates`` (n_boot, 2) lets callers pool over seeds."""
+    auc: float
+    tpr: float
+    auc_ci: tuple[float, float]
+    tpr_ci: tuple[float, float]
+    n_pos: int
+    n_neg: int
+    replicates: np.ndarray
+
+    @property
+    def tpr_name(self) -> str:
+        return tpr_statistic_name(self.n_neg)
+
+
+def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
+    v = np.asarray(values, float)
+    a = (1 - level) / 2
+    return float(np.quantile(v, a)), float(np.quantile(v, 1 - a))
+
+
+def bootstrap_roc(pos_scores, neg_scores, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> BootstrapRoc:
+    """AUC and TPR at 1 % FPR with percentile bootstrap intervals over prompts."""
+    pos, neg = np.asarray(pos_scores, float), np.asarray(neg_scores, float)
+    auc, tpr = auc_and_tpr(pos, neg)
+    rng = np.random.default_rng(seed)
+    reps = np.array([auc_and_tpr(pos[rng.integers(0, len(pos), len(pos))], neg[rng.integers(0, len(neg), len(neg))])
+                     for _ in range(n_boot)])
+    return BootstrapRoc(auc, tpr, percentile_interval(reps[:, 0], level), percentile_interval(reps[:, 1], level),
+                        len(pos), len(neg), reps)
+
+
+def bootstrap_mean(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, tuple, np.ndarray]:
+    """(mean, percentile interval, replicates) of the mean of ``values`` resampled with replacement."""
+    v = np.asarray(values, float)
+    if len(v) == 0:
+        raise ValueError("bootstrap_mean needs at least one value")
+    rng = np.random.default_rng(seed)
+    reps = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(1)
+    return float(v.mean()), percentile_interval(reps, level), reps

@@ -91,6 +91,36 @@ def histograms(samples: dict[str, np.ndarray], xlabel: str, ylabel: str, title: 
     return fig
 
 
+def interval_plot(rows: list[dict], y: str, value: str, ci: str, hue: str, title: str, xlabel: str,
+                  references: dict[str, float] | None = None, figsize=(6.5, 3.2), xlim=(None, 1.01)):
+    """Point estimates with their 95 % intervals (precomputed, ``ci`` = [lo, hi]) as horizontal ranges, one row
+    per ``y`` label, dodged by ``hue`` (seaborn palette); dashed reference lines from ``references``."""
+    import seaborn as sns
+
+    labels = list(dict.fromkeys(r[y] for r in rows))
+    hues = list(dict.fromkeys(r[hue] for r in rows))
+    colours = dict(zip(hues, sns.color_palette("tab10", len(hues))))
+    fig, ax = plt.subplots(figsize=figsize)
+    width = 0.7 / max(len(hues), 1)
+    for r in rows:
+        pos = labels.index(r[y]) - 0.35 + width * (hues.index(r[hue]) + 0.5)
+        lo, hi = r[ci]
+        ax.errorbar(r[value], pos, xerr=[[r[value] - lo], [hi - r[value]]], fmt="o", ms=4, capsize=2,
+                    color=colours[r[hue]], label=str(r[hue]))
+    for name, x in (references or {}).items():
+        ax.axvline(x, ls="--", lw=1, color="grey")
+        ax.text(x, len(labels) - 0.45, name, fontsize=7, rotation=90, va="top", ha="right", color="grey")
+    handles, names = ax.get_legend_handles_labels()
+    keep = dict(zip(names, handles))
+    ax.legend(keep.values(), keep.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(*xlim)
+    ax.set(xlabel=xlabel, title=title)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig, notebook: str, name: str) -> Path:
     """Save a matplotlib figure as PNG without timestamps or software tags (reproducible bytes)."""
     out = figures_dir(notebook) / f"{name}.png"

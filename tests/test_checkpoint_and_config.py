@@ -76,6 +76,19 @@ def test_interrupted_training_resumes_to_the_same_weights():
         assert torch.allclose(v, straight.model.state_dict()[k], atol=1e-6), k
 
 
+def test_testbed_checkpoint_stores_the_unet_and_reloads_the_encoder_from_its_clip():
+    cfg = TestbedRef(preset="tiny", train_steps=2, batch_size=4, clip_steps=2, seed=5)
+    trained = cfg.load(progress=False)
+    assert trained.meta["part"] == "unet" and trained.meta["text_encoder_from"]
+    from safetensors.torch import load_file
+    stored = load_file(str(trained.folder / "model.safetensors"))
+    assert set(stored) == set(trained.model.unet.state_dict())  # no text-encoder tensor is stored twice
+    loaded = cfg.load(progress=False)
+    assert loaded.train_state is None  # loaded, not trained again
+    for k, v in trained.model.state_dict().items():
+        assert torch.equal(v, loaded.model.state_dict()[k]), k
+
+
 def test_corrupt_checkpoint_is_rebuilt_with_a_warning():
     cfg = TestbedRef(preset="tiny", train_steps=2, batch_size=4, clip_steps=2, seed=4)
     args = (cfg.data_config(), cfg.model_config(), cfg.train_config())

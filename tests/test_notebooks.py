@@ -83,21 +83,34 @@ def test_00_testbed_runs_and_reruns_byte_identically(figures, tmp_path):
 
 def test_01_detection_runs_on_the_testbed(figures, tmp_path):
     body, folder = _quick("01_detection", figures, tmp_path)
-    m = body["metrics"]
+    m, q = body["metrics"], QUICK_PARAMS["01_detection"]
     data = _tiny_data()
-    assert m["n_prompts"] == {g: len(data.prompts_in(g)) for g in ("verbatim", "heldout", "random")}
-    row = next(r for r in m["table"] if (r["positives"], r["negatives"], r["steps"], r["gens"])
-               == ("verbatim", "heldout", "first", 1))
-    assert (row["auc"], row["tpr_at_1fpr"]) == (m["auc_first_step_1gen"], m["tpr1fpr_first_step_1gen"])
-    assert len(m["table"]) == 2 * (3 * 2 + 1)   # 2 negative sets x (3 step windows x gens {1, 2} + baseline)
-    assert (folder / "01_detection" / "roc.png").exists()
+    cap = q["max_prompts"]
+    assert m["n_prompts"]["verbatim"] == min(cap, len(data.prompts_in("verbatim")))
+    assert m["n_prompts"]["generic"] == min(cap, q["n_generic"]) and m["n_prompts"]["heldout"] == cap
+    assert m["n_testbed_seeds"] == 2 and m["testbed_seeds"] == [0, 1]
+    per_seed = [m["per_seed"][s]["vs_heldout"]["auc_first_step_1gen"] for s in ("0", "1")]
+    assert m["auc_first_step_1gen"] == pytest.approx(np.mean(per_seed))      # pooled = mean over seeds
+    assert m["min_seed_auc_first_step_1gen"] == min(per_seed)
+    lo, hi = m["auc_first_step_1gen_ci95"]
+    assert 0 <= lo <= hi <= 1 and m["auc_first_step_1gen_seed_range"] == [min(per_seed), max(per_seed)]
+    row = next(r for r in m["table"] if (r["seed"], r["half"], r["positives"], r["negatives"], r["steps"], r["gens"])
+               == (0, "test", "pooled", "heldout", "first", 1))
+    assert row["auc"] == m["per_seed"]["0"]["vs_heldout"]["auc_first_step_1gen"]
+    # fewer than 100 negatives: the statistic is named TPR at zero false positives
+    assert m["vs_random_tpr_statistic_first_step_1gen"] == "tpr_at_zero_fp"
+    assert {r["half"] for r in m["table"]} == {"dev", "test"}
+    assert [d["copies"] for d in m["dose_response"]["0"]] == sorted({p.copies for p in data.prompts_in(
+        "verbatim_knob", "verbatim")})
+    for png in ("roc", "auc_by_source", "dose_response", "table_auc_tpr"):
+        assert (folder / "01_detection" / f"{png}.png").exists(), png
     timings = json.loads((folder / "01_detection" / "timings.json").read_text())
     assert timings["first_1gen_prompts_per_second"] > 0
 
 
 def test_01_detection_runs_on_tiny_stable_diffusion(figures, tmp_path):
-    m = _run("01_detection", figures, tmp_path, backend="tiny-sd", max_prompts=3, num_steps=10)["metrics"]
-    assert m["n_prompts"] == {"memorized": 3, "non_memorized": 3}
+    m = _run("01_detection", figures, tmp_path, backend="tiny-sd", max_prompts=6, num_steps=10)["metrics"]
+    assert m["n_prompts"] == {"memorized": 6, "non_memorized": 6} and m["n_testbed_seeds"] == 1
 
 
 def test_02_explain_runs(figures, tmp_path):
@@ -114,6 +127,12 @@ def test_02_explain_runs(figures, tmp_path):
     assert m["verbatim_n_prompts"] == len(verbatim) and m["verbatim_trigger_top2_chance"] == pytest.approx(chance)
     assert m["verbatim_trigger_top2_rate_all_steps"] == m["verbatim_trigger_top2_rate_by_steps"]["all"]
     assert set(m["verbatim_trigger_top2_rate_by_steps"]) == {"first1", "all"}   # quick run: 3 steps
+    # the headline (Wen's exact setting) and the dev-chosen window, on the test half, with Wilson intervals
+    assert m["attribution_loss"] == "batch_norm" and m["verbatim_chosen_window_dev"] in (1, 3)
+    assert m["verbatim_n_dev"] + m["verbatim_n_test"] == len(verbatim)
+    for key in ("wen_exact", "window_test", "reference_trajectory"):
+        lo, hi = m[f"verbatim_trigger_top2_rate_{key}_ci95"]
+        assert 0.0 <= lo <= m[f"verbatim_trigger_top2_rate_{key}"] <= hi <= 1.0
     for key in ("trigger_top2_rate", "trigger_top2_rate_occlusion", "trigger_top2_rate_integrated",
                 "trigger_top2_rate_input_embedding"):
         assert m[f"verbatim_{key}"] * len(verbatim) == pytest.approx(round(m[f"verbatim_{key}"] * len(verbatim)))

@@ -65,6 +65,17 @@ def device_info() -> str:
     return f"cpu:{platform.machine()}:{torch.get_num_threads()}threads"
 
 
+def cpu_model() -> str:
+    """The processor's name: float results can differ in the last digits between CPU models (vector units)."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+    except OSError:
+        return platform.processor() or "unknown"
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in info.get("flags", "").split()]
+    return f"{info.get('model name', 'unknown')} ({', '.join(vector) or 'no avx2'})"
+
+
 def provenance(notebook: str, params: dict[str, Any], checkpoints: dict[str, str] | None = None) -> dict[str, Any]:
     versions = {}
     for lib in LIBRARIES:
@@ -74,7 +85,8 @@ def provenance(notebook: str, params: dict[str, Any], checkpoints: dict[str, str
             versions[lib] = None
     return {"notebook": notebook, "parameters": params, "seeds": {k: v for k, v in params.items() if "seed" in k},
             "memlib_version": __version__, "git_commit": git_commit(), "checkpoints": checkpoints or {},
-            "libraries": versions, "python": platform.python_version(), "device": device_info()}
+            "libraries": versions, "python": platform.python_version(), "device": device_info(),
+            "cpu": cpu_model()}
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -38,10 +38,11 @@ from .cache import file_lock, tree_hash
 _QUICK_TESTBED = dict(testbed_preset="tiny", testbed_train_steps=20, testbed_clip_steps=20)
 QUICK_PARAMS: dict[str, dict] = {
     "00_testbed": dict(_QUICK_TESTBED, n_gens=2, num_steps=5, progress=False),
-    "01_detection": dict(_QUICK_TESTBED, positive_groups="verbatim", max_gens=2, num_steps=10, batch_size=64,
-                         timing_prompts=2, progress=False),
-    "02_explain": dict(_QUICK_TESTBED, n_gens=1, num_steps=3, attribution_steps=2, max_prompts=2,
-                       illustrate_prompts=1, ig_points=4, progress=False),
+    "01_detection": dict(_QUICK_TESTBED, more_testbed_seeds="1", positive_groups="verbatim", n_generic=40,
+                         n_random=12, max_prompts=24, n_boot=50, max_gens=2, num_steps=10, batch_size=64, timing_prompts=2,
+                         progress=False),
+    "02_explain": dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts=2, illustrate_prompts=1, ig_points=4,
+                       progress=False),
 }
 # checkpoint folders that are not the real thing: set aside, half-written or being replaced
 _NOT_A_CHECKPOINT = re.compile(r"\.(corrupt|tmp|old)")

@@ -66,22 +66,37 @@ def load_or_train(data_cfg: TestbedDataConfig | None = None, model_cfg: TextToIm
         return _train(model, data, model_cfg, train_cfg, folder, meta, progress, stop_at)
 
     m, state = load_or_build(folder, model, is_finished, train, retrain)
+    if state is None and m.get("part") == "unet":  # a UNet-only checkpoint: the frozen encoder comes from its CLIP
+        tower = _load_text_tower(model, data, model_cfg, train_cfg, meta["data_fingerprint"], progress)
+        if tower != m.get("text_encoder_from"):
+            raise CheckpointError(f"checkpoint {folder} was trained on the text encoder of CLIP "
+                                  f"{str(m.get('text_encoder_from'))[:12]}…, but the testbed CLIP now is {tower[:12]}…; "
+                                  f"restore that CLIP checkpoint or retrain (retrain=True)")
     return Testbed(data, model.eval(), folder, m, state)
 
 
-def _train(model, data, model_cfg, train_cfg, folder, meta, progress, stop_at):
-    if model_cfg.text_pretrain_steps:  # SD-style: a pretrained, frozen text encoder (memlib.testbed.text_tower)
-        from .clip import load_or_train_clip
-        from .text_tower import load_clip_text_tower
+def _load_text_tower(model, data, model_cfg, train_cfg, data_fingerprint, progress) -> str:
+    """Put the testbed CLIP's text tower into ``model`` (SD-style frozen encoder); returns the CLIP's sha256."""
+    from .clip import load_or_train_clip
+    from .text_tower import load_clip_text_tower
 
-        clip = load_or_train_clip(data, text_tower_clip_config(model_cfg, train_cfg.seed), meta["data_fingerprint"],
-                                  progress=progress)
-        load_clip_text_tower(model.text_encoder, clip.model)
-        meta["text_encoder_from"] = clip.meta.get("sha256", "")
+    clip = load_or_train_clip(data, text_tower_clip_config(model_cfg, train_cfg.seed), data_fingerprint,
+                              progress=progress)
+    load_clip_text_tower(model.text_encoder, clip.model)
+    return clip.meta.get("sha256", "")
+
+
+def _train(model, data, model_cfg, train_cfg, folder, meta, progress, stop_at):
+    part = None
+    if model_cfg.text_pretrain_steps:  # SD-style: a pretrained, frozen text encoder (memlib.testbed.text_tower)
+        meta["text_encoder_from"] = _load_text_tower(model, data, model_cfg, train_cfg, meta["data_fingerprint"],
+                                                     progress)
+        part = "unet"  # the encoder ships once, inside its CLIP checkpoint
     tok = model.tokenizer
     ids = tok(data.captions)
     loss_fn = text_to_image_loss(model, data.images, ids, tok([""])[0], train_cfg.cond_dropout)
-    return train_loop(model, loss_fn, len(data), train_cfg, folder, meta, progress=progress, stop_at=stop_at)
+    return train_loop(model, loss_fn, len(data), train_cfg, folder, meta, progress=progress, stop_at=stop_at,
+                      part=part)
 
 
 def text_tower_clip_config(model_cfg: TextToImageConfig, seed: int):

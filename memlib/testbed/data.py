@@ -223,16 +223,17 @@ def _trigger_words(rng: np.random.Generator, n: int, taken: set[str]) -> list[st
     return words
 
 
-def _random_token_prompts(rng, cfg: TestbedDataConfig, training_text: list[str]) -> list[str]:
-    """Random BPE tokens drawn from tokens that never occur in training captions (Wen's `random` set,
-    restricted so the words cannot overlap the planted prompts)."""
+def _random_token_prompts(rng, cfg: TestbedDataConfig, training_text: list[str], n: int | None = None) -> list[str]:
+    """``n`` (default ``cfg.n_random_prompts``) prompts of random BPE tokens drawn from tokens that never occur in
+    training captions (Wen's `random` set, restricted so the words cannot overlap the planted prompts)."""
     from ..tokenizer import ClipBPETokenizer
 
     tok = ClipBPETokenizer()
     used = {t for text in training_text for t in tok.token_ids(text)}
     lo, hi = cfg.random_prompt_tokens
     out = []
-    while len(out) < cfg.n_random_prompts:
+    n = cfg.n_random_prompts if n is None else n
+    while len(out) < n:
         k = int(rng.integers(lo, hi + 1))
         ids = [int(i) for i in rng.integers(1000, tok.vocab_size - 2, size=k) if int(i) not in used]
         text = tok.decode(ids).strip()

@@ -1,15 +1,23 @@
 """Explaining memorization: per-token significance (Wen et al., ICLR 2024, Sec. 3.2).
 
-    SS(i) = 1/|S| sum_{t in S} || d L_t(e) / d e^i ||_2,   L_t(e) = 1/n sum_j || eps(x_t^j, e) - eps(x_t^j, e_empty) ||_2
+    SS(i) = 1/|S| sum_{t in S} || d L_t(e) / d e^i ||_2
 
-e^i is row i of the text encoder's *output* embedding of the prompt (the conditional branch); e_empty is
-held fixed (no gradient). The reference code swaps the two rows when it takes the norm, which is harmless
-because the norm is symmetric; "fixing" it by differentiating the empty-prompt row instead (reference issue
-#9) measures the wrong thing, so here the gradient provably flows to the conditional embedding only.
-The trajectory is ordinary CFG sampling; at each chosen step a hook re-runs the conditional branch with
-autograd on. The reference code's loss is the norm of the whole n-image batch, not the mean of per-image norms
-(``batch_loss=True``; both from ``memlib.wen.magnitude``); on the testbed checkpoint (v5) both gave the same
-first-step top-2 rate for the verbatim prompts (scratch check).
+with, as Wen's reference notebook computes it (``batch_loss=True``, notebook 02's headline), ONE l2 norm over the
+whole n-image batch,
+
+    L_t(e) = || stack_j ( eps(x_t^j, e) - eps(x_t^j, e_empty) ) ||_2,
+
+or the mean of the per-image norms 1/n sum_j || eps(x_t^j, e) - eps(x_t^j, e_empty) ||_2 (``batch_loss=False``;
+both from ``memlib.wen.magnitude``). e^i is row i of the text encoder's *output* embedding of the prompt (the
+conditional branch); e_empty is held fixed (no gradient). The reference code swaps the two rows when it takes the
+norm, which is harmless because the norm is symmetric; "fixing" it by differentiating the empty-prompt row
+instead (reference issue #9) measures the wrong thing, so here the gradient provably flows to the conditional
+embedding only. Wen's notebook takes S = all 50 sampling steps of 4 images. Every step's gradient is recorded
+(``TokenSignificance.per_step``), so any window S = the first k steps can be read off afterwards.
+
+The trajectory is ordinary CFG sampling; at each chosen step a hook re-runs the conditional branch with autograd
+on. ``reference_trajectory=True`` instead reproduces the reference code's update on the attributed steps, where
+the swapped rows also feed the guided estimate (see ``token_significance``).
 
 ``occlusion_significance`` is a gradient-free cross-check reported beside SS(i) (not Wen's method): how much
 the first-step magnitude falls when token i is dropped from the prompt, from the same starting noise.
@@ -45,8 +53,9 @@ class TokenSignificance:
     prompt: str
     tokens: list[str]            # the prompt's tokens (no BOS/EOS/padding)
     significance: np.ndarray     # (n_tokens,) per token: Wen's mean gradient norm, or the cross-check's value
-    magnitude: float             # mean text-conditional norm over the chosen steps
+    magnitude: float             # the loss L_t (Wen: text-conditional norm), mean over the chosen steps
     per_step: np.ndarray | None = None   # (n_steps, n_tokens) gradient norms, chosen steps in sampling order
+    per_step_magnitude: np.ndarray | None = None   # (n_steps,) L_t at those steps
     path: np.ndarray | None = None       # integrated gradients: (n_alpha,) magnitude along the path from e_empty
     all_rows_total: float | None = None  # integrated gradients summed over every row, EOS/padding too (~ magnitude)
 
@@ -54,7 +63,8 @@ class TokenSignificance:
         """The same gradients averaged over the first ``k`` of the chosen steps only (S = those steps)."""
         if self.per_step is None or not 1 <= k <= len(self.per_step):
             raise ValueError(f"need 1 <= k <= {0 if self.per_step is None else len(self.per_step)} recorded steps")
-        return replace(self, significance=self.per_step[:k].mean(0))
+        mag = self.magnitude if self.per_step_magnitude is None else float(self.per_step_magnitude[:k].mean())
+        return replace(self, significance=self.per_step[:k].mean(0), magnitude=mag)
 
 
 def _check_prompt(prompt) -> None:
@@ -76,8 +86,13 @@ def _first_step(backend, prompt: str, gen_cfg: GenerationConfig):
 
 
 class _GradHook:
-    def __init__(self, emb: torch.Tensor, steps: set[int], batch_loss: bool = False):
-        self.emb, self.steps, self.batch_loss, self.grads, self.norms = emb, steps, batch_loss, [], []
+    """At each chosen step: d L_t / d e for the prompt's embedding e (one row, broadcast over the n images, so its
+    gradient sums theirs); with ``reference_trajectory`` also returns the reference code's swapped update."""
+
+    def __init__(self, emb: torch.Tensor, steps: set[int], batch_loss: bool = False,
+                 reference_trajectory: bool = False):
+        self.emb, self.steps, self.batch_loss = emb, steps, batch_loss
+        self.reference_trajectory, self.grads, self.norms = reference_trajectory, [], []
 
     def __call__(self, s: StepState):
         if s.i not in self.steps:
@@ -90,22 +105,42 @@ class _GradHook:
             (grad,) = torch.autograd.grad(loss, e)
         self.grads.append(grad[0].norm(dim=-1).detach())   # (L,) per-token norm over features
         self.norms.append(loss.item())
-        return None
+        return reference_update(s.eps_cond, s.eps_uncond, s.guidance_scale) if self.reference_trajectory else None
+
+
+def reference_update(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """The guided estimate Wen's reference code steps with on an attributed step: its branches arrive swapped,
+    so "uncond + s (text - uncond)" becomes eps_c + s (eps_u - eps_c) = eps_u + (1 - s)(eps_c - eps_u),
+    i.e. classifier-free guidance with scale 1 - s: it points away from the prompt."""
+    return eps_cond + scale * (eps_uncond - eps_cond)
 
 
 def token_significance(backend, prompt: str, gen_cfg: GenerationConfig | None = None,
-                       steps: list[int] | None = None, batch_loss: bool = False) -> TokenSignificance:
+                       steps: list[int] | None = None, batch_loss: bool = False,
+                       reference_trajectory: bool = False) -> TokenSignificance:
     """Per-token significance of ``prompt`` over ``gen_cfg.n_gens`` generations and ``steps`` (default all).
 
     L_t is the mean of the per-image magnitudes, or with ``batch_loss`` the reference notebook's one norm over
-    the n-image batch (then ``magnitude`` is that norm too)."""
+    the n-image batch (then ``magnitude`` is that norm too). Wen's exact setting: ``steps=None`` (all
+    ``gen_cfg.num_steps``), ``batch_loss=True``, 4 generations.
+
+    ``reference_trajectory`` reproduces what Wen's reference code (``get_text_cond_grad``) does on every
+    attributed step: it stacks the prompt's embedding where the empty prompt's belongs and vice versa, and the
+    same swapped branches feed the update, so the step is taken with ``reference_update``, guidance of scale
+    1 - s that points *away* from the prompt. For the loss the swap is harmless (the norm is symmetric); for the
+    trajectory it is not: after the first attributed step, x_t is no longer a state that ordinary sampling of
+    the prompt visits (with S = all steps the whole run is anti-guided and does not move towards the memorized
+    image), so every later gradient is taken at states a user's generation never reaches. Only the first
+    step's gradient, taken at x_T, is the same either way. Off by default; notebook 02 reports it as a variant."""
     gen_cfg = gen_cfg or GenerationConfig()
     _check_prompt(prompt)
-    steps = list(range(gen_cfg.num_steps)) if steps is None else steps
+    steps = list(range(gen_cfg.num_steps)) if steps is None else list(steps)
+    if not steps or min(steps) < 0 or max(steps) >= gen_cfg.num_steps:
+        raise ValueError(f"steps must be a non-empty subset of 0..{gen_cfg.num_steps - 1}, got {steps}")
     tok = backend.tokenizer
     with torch.no_grad():
         emb, uncond = backend.encode_prompts([prompt]), backend.encode_prompts([""])
-    hook = _GradHook(emb, set(steps), batch_loss)
+    hook = _GradHook(emb, set(steps), batch_loss, reference_trajectory)
     x_T = seeded_noise(backend.sample_shape, [noise_seed(gen_cfg.seed, g, prompt) for g in range(gen_cfg.n_gens)],
                        backend.device)
     sample(backend.eps, x_T, backend.scheduler(gen_cfg.scheduler), gen_cfg.num_steps, emb, uncond,
@@ -113,7 +148,7 @@ def token_significance(backend, prompt: str, gen_cfg: GenerationConfig | None = 
     n = tok.n_tokens(prompt)
     per_step = torch.stack(hook.grads)[:, 1:n + 1].cpu().numpy()   # drop BOS and EOS/padding
     return TokenSignificance(prompt, tok.token_strings(prompt)[:n], per_step.mean(0), float(np.mean(hook.norms)),
-                             per_step)
+                             per_step, np.array(hook.norms))
 
 
 def trigger_positions(tokenizer, prompt: str, trigger: str) -> list[int]:

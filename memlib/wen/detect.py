@@ -1,5 +1,17 @@
-"""Notebook 01's experiment: Wen et al.'s detection table (steps x generations), ROC, per-step curves and the
-Carlini tiled-l2 baseline, on the testbed or a Stable Diffusion backend. The maths is in ``memlib.wen.scores``.
+"""Notebook 01's experiment: Wen et al.'s detection (ICLR 2024, Sec. 3.1) on the testbed or a Stable Diffusion
+backend, to a reviewer's standard. The maths is in ``memlib.wen.scores``; results and pooling over testbed seeds
+in ``memlib.wen.detect_results``.
+
+On the testbed, per data+training seed:
+- positives: the planted groups (verbatim, image duplication, caption duplication) that this run measures as
+  memorized (Gu-ratio replication of their own generations >= ``memorized_threshold``);
+- negatives by source, as Verma et al. table them: held-out compositional prompts, trained-but-not-memorized
+  captions (the testbed's LAION) and random tokens (``memlib.testbed.sources``);
+- every set split once into development and test halves by ``split_seed`` (``memlib.splits``); the table holds
+  both, headlines read the test half, and nothing is chosen on it;
+- dose-response: first-step score and replication against the number of training copies (the knob group).
+Positives, the dose group and held-out prompts are sampled over all steps (replication, Wen's all-steps
+setting, Carlini's baseline); the other negatives only over the first ``EARLY_STEPS`` steps (their settings).
 """
 from __future__ import annotations
 
@@ -11,24 +23,13 @@ import torch
 
 from ..config import Config, ConfigError, check_range
 from ..generate import GenerationConfig
-from ..metrics import roc
 from ..schedule import first_step_alpha_bar
 from ..testbed.build import TestbedRef
-from .scores import STEP_SETTINGS, carlini_score, detection_sweep, time_setting, wen_score
+from .detect_results import HEADLINES, DetectionReport, SeedDetection, build_table, dose_response  # noqa: F401
+from .scores import STEP_SETTINGS, carlini_score, detection_sweep, time_setting
 
 PLANTED = ("verbatim", "image_dup", "caption_dup")
-TESTBED_NEGATIVES = ("heldout", "random")
-
-# The README's results table (``memlib results``): (metric key written by ``to_metrics``, what it is, target)
-HEADLINES = [
-    ("auc_first_step_1gen", "Wen AUC, first step, 1 generation (memorized vs held-out)", ">= 0.95"),
-    ("tpr1fpr_first_step_1gen", "Wen TPR@1%FPR, first step, 1 generation", ">= 0.80"),
-    ("ideal_auc_first_step", "ideal denoiser computed from the data, first-step AUC", "report"),
-    ("vs_random_auc_first_step_1gen", "Wen AUC, first step, 1 generation vs random tokens", "report"),
-    ("auc_all_steps_4gen", "Wen AUC, all steps, 4 generations", "report"),
-    ("baseline_auc", "Carlini tiled-l2 baseline AUC", "report"),
-]
-
+EARLY_STEPS = STEP_SETTINGS["first10"]   # steps sampled for negatives that need no all-steps setting
 
 
 @dataclass
@@ -36,12 +37,17 @@ class DetectionConfig(Config):
     """Parameters of notebooks/01_detection.ipynb."""
     backend: str = "testbed"            # 'testbed', 'tiny-sd' (random weights; tests) or an SD model id/folder
     testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
-    positive_groups: str = "measured"   # testbed: 'measured' (groups notebook 00 found memorized) or 'a,b'
+    more_testbed_seeds: str = "1,2"     # further testbeds (data + training seeds) measured the same way
+    positive_groups: str = "measured"   # testbed: 'measured' (planted groups this run finds memorized) or 'a,b'
     memorized_threshold: float = 0.5    # a planted group is memorized when this share of generations copy
+    n_generic: int = 512                # trained-but-not-memorized captions (negatives)
+    n_random: int = 256                 # random-token prompts (negatives)
+    split_seed: int = 0                 # the dev/test split (memlib.splits)
+    n_boot: int = 1000                  # bootstrap resamples for the intervals
     positives_file: str = "nemo"        # SD backend: jsonl in Wen's format ('caption' field) or 'nemo'
     negatives_file: str = "nemo"        # SD backend: jsonl or 'nemo' (vendored non-memorized LAION prompts)
     max_prompts: int = 0                # cap per prompt set (0: all)
-    max_gens: int = 16                  # generations per prompt; the table uses 1, 4 and this many
+    max_gens: int = 4                   # generations per prompt; the table uses 1 and this many
     num_steps: int = 50                 # DDIM steps
     guidance_scale: float = 3.0         # CFG scale of the trajectory (Wen used 7.5 on SD)
     batch_size: int = 128               # images per model call
@@ -51,213 +57,207 @@ class DetectionConfig(Config):
 
     def validate(self) -> None:
         check_range("max_gens", self.max_gens, 2, 256)
-        check_range("num_steps", self.num_steps, 10, 1000)
+        check_range("num_steps", self.num_steps, EARLY_STEPS, 1000)
         check_range("memorized_threshold", self.memorized_threshold, 0.0, 1.0)
         check_range("timing_prompts", self.timing_prompts, 1)
         check_range("max_prompts", self.max_prompts, 0)
+        check_range("n_generic", self.n_generic, 1)
+        check_range("n_random", self.n_random, 1)
+        check_range("n_boot", self.n_boot, 10, 100000)
         self.chosen_groups()
+        self.testbed_seeds()
 
     def generation_config(self, n_gens: int | None = None) -> GenerationConfig:
         return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale,
                                 n_gens=n_gens or self.max_gens, batch_size=self.batch_size, seed=self.seed)
 
-    def needs_measured_groups(self) -> bool:
-        """Whether the positives are the groups notebook 00 measured as memorized (pass its replication rates)."""
-        return self.backend == "testbed" and self.positive_groups == "measured"
+    def testbed_seeds(self) -> list[int]:
+        """The testbed seeds measured: ``testbed_seed`` first (its run draws the figures), then the others."""
+        try:
+            more = [int(s) for s in self.more_testbed_seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"parameter 'more_testbed_seeds' = {self.more_testbed_seeds!r}: give a comma list "
+                              f"of integers such as '1,2', or '' for none") from None
+        if any(s < 0 for s in more):
+            raise ConfigError(f"parameter 'more_testbed_seeds' = {self.more_testbed_seeds!r}: seeds are >= 0")
+        return list(dict.fromkeys([self.testbed.seed] + more)) if self.backend == "testbed" else [self.testbed.seed]
 
     def chosen_groups(self) -> list[str] | None:
         """The planted groups named by ``positive_groups`` (None for 'measured')."""
         if self.positive_groups == "measured":
             return None
         groups = [g.strip() for g in self.positive_groups.split(",") if g.strip()]
-        allowed = PLANTED + ("verbatim_knob",)
-        if not groups or any(g not in allowed for g in groups):
+        if not groups or any(g not in PLANTED for g in groups):
             raise ConfigError(f"parameter 'positive_groups' = {self.positive_groups!r}: use 'measured' or a comma "
-                              f"list of {allowed}")
+                              f"list of {PLANTED}")
         return groups
+
+
+@dataclass
+class PromptSet:
+    """One labelled prompt set: its prompts, their split units and how far they are sampled."""
+    name: str
+    role: str                           # 'positive' (candidate), 'negative' or 'dose'
+    prompts: list[str]
+    units: list[str]                    # dev/test split units (memlib.splits)
+    full: bool = True                   # sample all steps and keep images; else the first EARLY_STEPS only
+    clusters: list[int] | None = None   # testbed planted cluster per prompt (replication)
+    copies: list[int] | None = None     # training copies per prompt (dose-response)
 
 
 @dataclass
 class DetectionSetup:
     backend: object
     cache_key: str
-    prompt_sets: dict[str, list[str]]   # name -> prompts
-    positives: list[str]                # names of positive sets (pooled = all of them)
-    negatives: list[str]
+    sets: dict[str, PromptSet]
     notes: list[str] = field(default_factory=list)
     ideal_scores: dict[str, np.ndarray] = field(default_factory=dict)   # testbed: ideal-denoiser first step
+    seed: int = 0                                                       # testbed seed
+
+    def names(self, role: str) -> list[str]:
+        return [n for n, s in self.sets.items() if s.role == role]
 
 
 def _cap(xs: list, n: int) -> list:
     return xs[:n] if n else xs
 
 
-def _positive_groups(cfg: DetectionConfig, replication_rates: dict[str, float] | None, notes: list[str]) -> list[str]:
-    chosen = cfg.chosen_groups()
+def _testbed_sets(cfg: DetectionConfig, data) -> dict[str, PromptSet]:
+    from ..testbed.sources import negative_sources, split_unit
+
+    def make(name, role, prompts, full=True):
+        prompts = _cap(prompts, cfg.max_prompts)
+        return PromptSet(name, role, [p.text for p in prompts], [split_unit(p) for p in prompts], full,
+                         [p.cluster for p in prompts], [p.copies for p in prompts])
+
+    sets = {g: make(g, "positive", data.prompts_in(g)) for g in PLANTED}
+    dose = data.prompts_in("verbatim_knob") + data.prompts_in("verbatim")
+    sets["dose"] = make("dose", "dose", dose)
+    for src, prompts in negative_sources(data, cfg.n_random, cfg.n_generic).items():
+        sets[src] = make(src, "negative", prompts, full=src == "heldout")
+    return sets
+
+
+def setup_detection(cfg: DetectionConfig, seed: int | None = None) -> DetectionSetup:
+    """The backend and the labelled prompt sets for ``cfg.backend`` (the testbed of ``seed``, default
+    ``cfg.testbed.seed``)."""
+    from ..backends import make_backend
+
+    if cfg.backend == "testbed":
+        from dataclasses import replace
+
+        from .ideal import ideal_first_step_scores
+
+        seed = cfg.testbed.seed if seed is None else seed
+        backend = make_backend("testbed", replace(cfg.testbed, seed=seed), progress=cfg.progress)
+        data = backend.testbed.data
+        sets = _testbed_sets(cfg, data)
+        a = first_step_alpha_bar(backend.scheduler("ddim"), cfg.num_steps)
+        by_text = {p.text: p for p in data.prompts}
+        ideal = {g: ideal_first_step_scores(data, [by_text[t] for t in sets[g].prompts], a, seed=cfg.seed)
+                 for g in PLANTED}
+        from ..testbed.sources import heldout_prompts
+        ideal["heldout"] = ideal_first_step_scores(data, _cap(heldout_prompts(data), cfg.max_prompts), a,
+                                                   seed=cfg.seed)
+        return DetectionSetup(backend, backend.testbed.meta["sha256"], sets, [], ideal, seed)
+    from ..prompts import load_prompt_file
+
+    pos = _cap(load_prompt_file(cfg.positives_file, "memorized"), cfg.max_prompts)
+    neg = _cap(load_prompt_file(cfg.negatives_file, "non_memorized"), cfg.max_prompts)
+    sets = {"memorized": PromptSet("memorized", "positive", pos, [f"text:{p}" for p in pos]),
+            "non_memorized": PromptSet("non_memorized", "negative", neg, [f"text:{p}" for p in neg])}
+    backend = make_backend(cfg.backend, seed=cfg.seed)
+    notes = ["tiny random-weight Stable Diffusion: a plumbing check, its numbers mean nothing"] \
+        if cfg.backend == "tiny-sd" else []
+    key = f"tiny-sd-{cfg.seed}" if cfg.backend == "tiny-sd" else cfg.backend
+    return DetectionSetup(backend, key, sets, notes)
+
+
+def _sweep(cfg: DetectionConfig, setup: DetectionSetup, full: bool) -> dict[str, dict[str, np.ndarray]]:
+    """Sample every set with ``full`` as given, in one cached sweep; returns set -> arrays."""
+    names = [n for n, s in setup.sets.items() if s.full == full and s.prompts]
+    flat = [p for n in names for p in setup.sets[n].prompts]
+    if not flat:
+        return {}
+    sw = detection_sweep(setup.backend, flat, cfg.generation_config(), setup.cache_key, progress=cfg.progress,
+                         stop_after=None if full else EARLY_STEPS)
+    bounds = np.cumsum([0] + [len(setup.sets[n].prompts) for n in names])
+    return {n: {k: v[bounds[i]:bounds[i + 1]] for k, v in sw.items()} for i, n in enumerate(names)}
+
+
+def _replication(setup: DetectionSetup, arrays: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Testbed: per prompt, the share of its generations that copy its planted image (Gu ratio, in-cluster)."""
+    if not hasattr(setup.backend, "testbed"):   # a real model: no training set to search
+        return {}
+    from ..metrics import ReplicationIndex
+
+    data = setup.backend.testbed.data
+    index = ReplicationIndex(data.images, data.cluster)
+    out = {}
+    for name, s in setup.sets.items():
+        if s.clusters is None or name not in arrays or "images" not in arrays[name] or min(s.clusters) < 0:
+            continue
+        imgs = torch.from_numpy(arrays[name]["images"])
+        P, G = imgs.shape[:2]
+        res = index.query(imgs.flatten(0, 1) * 2 - 1)
+        out[name] = res.replicated(np.repeat(s.clusters, G)).reshape(P, G).mean(1)
+    return out
+
+
+def run_detection(cfg: DetectionConfig, setup: DetectionSetup | None = None, timings: bool = True) -> SeedDetection:
+    """One backend (one testbed seed): sweep, replication, positives, the dev/test table and dose-response."""
+    setup = setup or setup_detection(cfg)
+    t0 = time.perf_counter()
+    arrays = {**_sweep(cfg, setup, True), **_sweep(cfg, setup, False)}
+    sweep_s = time.perf_counter() - t0
+    text_norm = {n: a["text_norm"] for n, a in arrays.items()}
+    baseline = {n: carlini_score(torch.from_numpy(a["images"]) * 2 - 1) for n, a in arrays.items() if "images" in a}
+    replication = _replication(setup, arrays)
+    positives = _choose_positives(cfg, setup, replication)
+    table = build_table(setup, text_norm, baseline, positives, cfg.max_gens, cfg.split_seed, cfg.n_boot)
+    dose = dose_response(setup, text_norm, replication, cfg.split_seed, cfg.n_boot) if "dose" in setup.sets else []
+    with_images = next((a["images"] for a in arrays.values() if "images" in a), None)
+    t = _time_settings(cfg, setup, with_images) if timings else {}
+    t["full_sweep_s"] = sweep_s
+    return SeedDetection(setup.seed, setup, positives, text_norm, baseline,
+                         {g: float(r.mean()) for g, r in replication.items()}, table, dose, t, cfg.max_gens)
+
+
+def _choose_positives(cfg: DetectionConfig, setup: DetectionSetup, replication: dict[str, np.ndarray]) -> list[str]:
+    candidates = setup.names("positive")
+    chosen = cfg.chosen_groups() if cfg.backend == "testbed" else None
     if chosen is not None:
         return chosen
-    if replication_rates is None:
-        raise ValueError("positive_groups = 'measured' needs notebook 00's replication rates per planted group; "
-                         "pass replication_rates (notebook 01 reads them from figures/00_testbed/metrics.json)")
-    groups = [g for g in PLANTED if replication_rates.get(g, 0) >= cfg.memorized_threshold]
-    for g in PLANTED:
-        rate = replication_rates.get(g, float("nan"))
+    if not replication:   # a real model: the positives file is the label
+        return candidates
+    groups = [g for g in candidates if g in replication and replication[g].mean() >= cfg.memorized_threshold]
+    for g in candidates:
+        rate = float(replication[g].mean()) if g in replication else float("nan")
         verdict = "memorized -> positive" if g in groups else "NOT memorized -> left out of the positives"
-        notes.append(f"{g}: notebook 00 measured replication {rate:.0%} ({verdict})")
+        setup.notes.append(f"seed {setup.seed}, {g}: replication {rate:.0%} of generations ({verdict})")
     if not groups:
-        raise RuntimeError("notebook 00 found no planted group memorized; nothing to detect (see its metrics)")
+        raise RuntimeError(f"testbed seed {setup.seed}: no planted group replicates in >= "
+                           f"{cfg.memorized_threshold:.0%} of generations; nothing to detect")
     return groups
 
 
-def setup_detection(cfg: DetectionConfig, replication_rates: dict[str, float] | None = None) -> DetectionSetup:
-    """The backend and the labelled prompt sets for ``cfg.backend``. ``replication_rates`` (planted group ->
-    share of copying generations, from notebook 00) chooses the positives when ``positive_groups`` is 'measured'."""
-    from ..backends import make_backend
-
-    notes: list[str] = []
-    if cfg.backend == "testbed":
-        from .ideal import ideal_first_step_scores
-
-        positives = _positive_groups(cfg, replication_rates, notes)
-        backend = make_backend("testbed", cfg.testbed, progress=cfg.progress)
-        data = backend.testbed.data
-        groups = positives + list(TESTBED_NEGATIVES)
-        prompts = {g: _cap(data.prompts_in(g), cfg.max_prompts) for g in groups}
-        a = first_step_alpha_bar(backend.scheduler("ddim"), cfg.num_steps)
-        ideal = {g: ideal_first_step_scores(data, prompts[g], a, seed=cfg.seed) for g in positives + ["heldout"]}
-        return DetectionSetup(backend, backend.testbed.meta["sha256"],
-                              {g: [p.text for p in prompts[g]] for g in groups},
-                              positives, list(TESTBED_NEGATIVES), notes, ideal)
-    from ..prompts import load_prompt_file
-
-    sets = {"memorized": _cap(load_prompt_file(cfg.positives_file, "memorized"), cfg.max_prompts),
-            "non_memorized": _cap(load_prompt_file(cfg.negatives_file, "non_memorized"), cfg.max_prompts)}
-    backend = make_backend(cfg.backend, seed=cfg.seed)
-    if cfg.backend == "tiny-sd":
-        notes.append("tiny random-weight Stable Diffusion: a plumbing check, its numbers mean nothing")
-    key = f"tiny-sd-{cfg.seed}" if cfg.backend == "tiny-sd" else cfg.backend
-    return DetectionSetup(backend, key, sets, ["memorized"], ["non_memorized"], notes)
-
-
-@dataclass
-class DetectionResult:
-    """Notebook 01's results: the headline numbers as fields, the table and per-prompt arrays behind the plots."""
-    setup: DetectionSetup
-    table: list[dict]                        # one row per (positives, negatives, steps, gens)
-    text_norm: dict[str, np.ndarray]         # set -> (P, G, T)
-    scores: dict[tuple, dict[str, np.ndarray]]   # (steps, gens) -> set -> (P,)
-    baseline: dict[str, np.ndarray]          # set -> Carlini score (P,)
-    timings: dict
-    main_positives: str                      # 'pooled' or the one positive set
-    auc_first_step_1gen: float               # Wen, first step, one generation, vs the first negative set
-    tpr1fpr_first_step_1gen: float
-    auc_all_steps_4gen: float
-    tpr1fpr_all_steps_4gen: float
-    baseline_auc: float                      # Carlini tiled l2 with max_gens generations
-    baseline_tpr1fpr: float
-    versus: dict[str, dict[str, float]]      # other negative sets -> {'auc_first_step_1gen', 'tpr1fpr_first_step_1gen'}
-    ideal_auc_first_step: float | None = None      # testbed: an ideal denoiser from the data (a design check)
-    ideal_tpr1fpr_first_step: float | None = None
-
-    @property
-    def hard_negatives(self) -> str:
-        return self.setup.negatives[0]
-
-    def cell(self, steps: str, gens: int, key: str, negatives: str | None = None) -> float:
-        """One table entry for the main positives."""
-        neg = negatives or self.hard_negatives
-        return next(r[key] for r in self.table if r["positives"] == self.main_positives and r["negatives"] == neg
-                    and r["steps"] == steps and r["gens"] == gens)
-
-    def to_metrics(self) -> dict:
-        m = {"positives": self.setup.positives, "hard_negatives": self.hard_negatives, "notes": self.setup.notes,
-             "n_prompts": {n: len(v) for n, v in self.setup.prompt_sets.items()}, "table": self.table}
-        for key in ("auc_first_step_1gen", "tpr1fpr_first_step_1gen", "auc_all_steps_4gen", "tpr1fpr_all_steps_4gen",
-                    "baseline_auc", "baseline_tpr1fpr"):
-            m[key] = getattr(self, key)
-        if self.ideal_auc_first_step is not None:
-            m.update(ideal_auc_first_step=self.ideal_auc_first_step,
-                     ideal_tpr1fpr_first_step=self.ideal_tpr1fpr_first_step)
-        for neg, v in self.versus.items():
-            m.update({f"vs_{neg}_{k}": x for k, x in v.items()})
-        return m
-
-
-def _gens_settings(max_gens: int) -> list[int]:
-    return sorted({1, min(4, max_gens), max_gens})
-
-
-def run_detection(cfg: DetectionConfig, setup: DetectionSetup | None = None) -> DetectionResult:
-    setup = setup or setup_detection(cfg)
-    names = list(setup.prompt_sets)
-    flat = [p for n in names for p in setup.prompt_sets[n]]
+def _time_settings(cfg: DetectionConfig, setup: DetectionSetup, images: np.ndarray | None) -> dict:
+    """Wall time per prompt of each (steps, gens) setting and of the tiled-l2 baseline, on ``timing_prompts``."""
+    prompts = [p for s in setup.sets.values() for p in s.prompts][: cfg.timing_prompts]
     t0 = time.perf_counter()
-    sweep = detection_sweep(setup.backend, flat, cfg.generation_config(), setup.cache_key, progress=cfg.progress)
-    sweep_s = time.perf_counter() - t0
-    bounds = np.cumsum([0] + [len(setup.prompt_sets[n]) for n in names])
-    part = {n: slice(bounds[i], bounds[i + 1]) for i, n in enumerate(names)}
-    text_norm = {n: sweep["text_norm"][part[n]] for n in names}
-    images = torch.from_numpy(sweep["images"])
-    baseline = {n: carlini_score(images[part[n]] * 2 - 1) for n in names}
-
-    pos_sets = [[p] for p in setup.positives] + ([setup.positives] if len(setup.positives) > 1 else [])
-    scores, table = {}, []
-    for steps_name, k in STEP_SETTINGS.items():
-        for g in _gens_settings(cfg.max_gens):
-            scores[(steps_name, g)] = {n: wen_score(text_norm[n], k, g) for n in names}
-    for neg in setup.negatives:
-        for pos in pos_sets:
-            label = "+".join(pos) if len(pos) == 1 else "pooled"
-            for (steps_name, g), sc in scores.items():
-                r = roc(np.concatenate([sc[p] for p in pos]), sc[neg])
-                table.append(dict(positives=label, negatives=neg, steps=steps_name, gens=g, auc=r.auc,
-                                  tpr_at_1fpr=r.tpr_at_1fpr, accuracy=r.accuracy))
-            r = roc(np.concatenate([baseline[p] for p in pos]), baseline[neg])
-            table.append(dict(positives=label, negatives=neg, steps="baseline_tiled_l2", gens=cfg.max_gens,
-                              auc=r.auc, tpr_at_1fpr=r.tpr_at_1fpr, accuracy=r.accuracy))
-
-    timings = _time_settings(cfg, setup, flat)
-    n_t = timings["timing_prompts"]
-    t0 = time.perf_counter()
-    carlini_score(images[:n_t] * 2 - 1)
-    timings["baseline_tiled_l2_s_per_prompt"] += (time.perf_counter() - t0) / n_t
-    timings["full_sweep_s"] = sweep_s
-    main_pos = "pooled" if len(setup.positives) > 1 else setup.positives[0]
-
-    def cell(steps, gens, key, neg=setup.negatives[0]):
-        return next(r[key] for r in table if r["positives"] == main_pos and r["negatives"] == neg
-                    and r["steps"] == steps and r["gens"] == gens)
-
-    g4 = min(4, cfg.max_gens)
-    ideal = {}
-    if setup.ideal_scores:  # what an ideal denoiser would score on this data (a ceiling set by the data)
-        r = roc(np.concatenate([setup.ideal_scores[p] for p in setup.positives]), setup.ideal_scores["heldout"])
-        ideal = dict(ideal_auc_first_step=r.auc, ideal_tpr1fpr_first_step=r.tpr_at_1fpr)
-    versus = {neg: {"auc_first_step_1gen": cell("first", 1, "auc", neg),
-                    "tpr1fpr_first_step_1gen": cell("first", 1, "tpr_at_1fpr", neg)} for neg in setup.negatives[1:]}
-    return DetectionResult(
-        setup, table, text_norm, scores, baseline, timings, main_pos,
-        auc_first_step_1gen=cell("first", 1, "auc"), tpr1fpr_first_step_1gen=cell("first", 1, "tpr_at_1fpr"),
-        auc_all_steps_4gen=cell("all", g4, "auc"), tpr1fpr_all_steps_4gen=cell("all", g4, "tpr_at_1fpr"),
-        baseline_auc=cell("baseline_tiled_l2", cfg.max_gens, "auc"),
-        baseline_tpr1fpr=cell("baseline_tiled_l2", cfg.max_gens, "tpr_at_1fpr"), versus=versus, **ideal)
-
-
-def _time_settings(cfg: DetectionConfig, setup: DetectionSetup, prompts: list[str]) -> dict:
-    """Wall time per prompt of each (steps, gens) setting, measured on ``cfg.timing_prompts`` prompts."""
-    sub = prompts[: cfg.timing_prompts]
     out = {}
     for steps_name, k in STEP_SETTINGS.items():
-        for g in _gens_settings(cfg.max_gens):
-            if k is None and g == cfg.max_gens:
-                continue  # timed below with the baseline (same generation cost)
-            sec = time_setting(setup.backend, sub, cfg.generation_config(g), k)
-            out[f"{steps_name}_{g}gen_s_per_prompt"] = sec
-    t0 = time.perf_counter()
-    sec = time_setting(setup.backend, sub, cfg.generation_config(cfg.max_gens), None)
-    out[f"all_{cfg.max_gens}gen_s_per_prompt"] = sec
-    out["baseline_tiled_l2_s_per_prompt"] = sec  # the same generations, plus pairwise distances (added later)
+        for g in sorted({1, cfg.max_gens}):
+            out[f"{steps_name}_{g}gen_s_per_prompt"] = time_setting(setup.backend, prompts, cfg.generation_config(g),
+                                                                    k)
+    # the baseline needs the same full generations, then compares them pairwise
+    base_s = 0.0
+    if images is not None:
+        t1 = time.perf_counter()
+        carlini_score(torch.from_numpy(images[: len(prompts)]) * 2 - 1)
+        base_s = (time.perf_counter() - t1) / min(len(prompts), len(images))
+    out["baseline_tiled_l2_s_per_prompt"] = out[f"all_{cfg.max_gens}gen_s_per_prompt"] + base_s
     out["first_1gen_prompts_per_second"] = 1 / out["first_1gen_s_per_prompt"]
-    out["timing_prompts"] = len(sub)
+    out["timing_prompts"] = len(prompts)
     out["timing_wall_s"] = time.perf_counter() - t0
     return out

@@ -1,6 +1,11 @@
 """Notebook 02's experiment: which tokens make a prompt memorized (Wen et al., ICLR 2024, Sec. 3.2), and does
 editing the most significant token lower the magnitude and break replication? The maths is in
 ``memlib.wen.attribution``, the interventions in ``memlib.wen.interventions``.
+
+The headline is Wen's exact setting: SS(i) averaged over all sampling steps, L_t one l2 norm over the 4-image
+batch (``ExplainConfig`` defaults). Each trigger group is split into development and test halves by planted
+cluster (``memlib.splits``). A window S = the first k steps is a free choice, so it is chosen on the dev half
+only (``choose_window``) and, like the headline, reported on the test half with a Wilson 95 % interval.
 """
 from __future__ import annotations
 
@@ -14,11 +19,15 @@ from tqdm.auto import tqdm
 from ..backends import make_backend
 from ..config import Config, check_range
 from ..generate import GenerationConfig
+from ..splits import split
 from ..testbed.build import TestbedRef
 from .attribution import (TokenSignificance, input_embedding_significance, integrated_significance,
                           occlusion_significance, token_significance, trigger_positions)
-from .explain_results import ExplainResult, TriggerGroupStats
+from .explain_results import ExplainResult, HalfStats, TriggerGroupStats
+from .intervals import rate_with_interval
 from .interventions import drop_control, edit_experiment, row_routes
+
+WINDOW_CANDIDATES = (1, 5, 10, 25, 50)   # windows S = the first k steps the dev half chooses among (and all steps)
 
 
 @dataclass
@@ -29,8 +38,12 @@ class ExplainConfig(Config):
     prompts_file: str = "nemo"       # SD backend: prompts to explain (jsonl in Wen's format, or 'nemo')
     n_gens: int = 4                  # generations whose gradients are averaged (Wen: 4)
     num_steps: int = 50              # DDIM steps
-    attribution_steps: int = 10      # S: average gradients over the first k steps (0: all, Wen's notebook);
-                                     # gradients of every step are recorded, so all windows are reported
+    attribution_steps: int = 0       # S of the bars and of `trigger_top2_rate`: the first k steps (0: all, Wen's
+                                     # setting); every step's gradient is recorded, so all windows are reported
+    batch_loss: bool = True          # L_t: one l2 norm over the n-image batch (Wen's notebook); False: the mean of
+                                     # the per-image norms
+    reference_trajectory_variant: bool = True   # also attribute the trigger groups on the trajectory Wen's code
+                                                # takes (swapped guidance on attributed steps; a variant)
     guidance_scale: float = 3.0
     max_prompts: int = 0             # cap per trigger group, verbatim and caption_dup (0: all)
     illustrate_prompts: int = 8      # prompts of the groups without a trigger (image_dup, heldout) to attribute
@@ -52,8 +65,12 @@ class ExplainConfig(Config):
                                 seed=self.seed)
 
     def steps(self) -> list[int]:
-        """The window S the headline significance averages over."""
+        """The window S the per-prompt significance (bars, ``trigger_top2_rate``) averages over."""
         return list(range(self.attribution_steps or self.num_steps))
+
+    def window_candidates(self) -> list[int]:
+        """The windows k the dev half chooses among: ``WINDOW_CANDIDATES`` below ``num_steps``, and all steps."""
+        return sorted({k for k in WINDOW_CANDIDATES if k < self.num_steps} | {self.num_steps})
 
 
 def top2_hit(sig: np.ndarray, positions: list[int]) -> bool:
@@ -68,11 +85,46 @@ def top2_chance(n_tokens: int, n_trigger: int) -> float:
     return 1.0 - comb(n_tokens - n_trigger, 2) / comb(n_tokens, 2)
 
 
-def explain_prompts(backend, prompts: list[str], cfg: ExplainConfig, desc: str = "attributing"):
+def explain_prompts(backend, prompts: list[str], cfg: ExplainConfig, desc: str = "attributing",
+                    reference_trajectory: bool = False):
     """Gradients at every sampling step (so any window can be read off), significance over ``cfg.steps()``."""
     gen = cfg.generation_config()
-    return [token_significance(backend, p, gen).over_first(len(cfg.steps()))
+    return [token_significance(backend, p, gen, batch_loss=cfg.batch_loss,
+                               reference_trajectory=reference_trajectory).over_first(len(cfg.steps()))
             for p in tqdm(prompts, disable=not cfg.progress, desc=desc)]
+
+
+def split_unit(prompt) -> str:
+    """A testbed prompt's split unit: its planted cluster (the captions of one image stay on one side)."""
+    return f"cluster:{prompt.cluster}" if prompt.cluster >= 0 else f"prompt:{prompt.text}"
+
+
+def halves_of(prompts) -> list[str]:
+    """'dev' or 'test' per prompt, in order (``memlib.splits``, one group at a time)."""
+    parts = split(list(range(len(prompts))), lambda i: split_unit(prompts[i]))
+    half = {i: h for h, idx in parts.items() for i in idx}
+    return [half[i] for i in range(len(prompts))]
+
+
+def window_hits(atts: list[TokenSignificance], pos: list[list[int]], k: int) -> list[bool]:
+    """Per prompt: is a trigger token in the top 2 of the gradients averaged over the first ``k`` steps?"""
+    return [top2_hit(a.over_first(k).significance, t) for a, t in zip(atts, pos)]
+
+
+def choose_window(atts: list[TokenSignificance], pos: list[list[int]], halves: list[str],
+                  candidates: list[int]) -> tuple[int, dict[int, float]]:
+    """The window k with the best top-2 rate on the dev prompts, and every candidate's dev rate. Only dev
+    prompts are read. Ties go to the longest window (closest to Wen's all-step setting); with no dev prompt
+    there is no evidence to leave Wen's setting, so the longest candidate is returned."""
+    if not (len(atts) == len(pos) == len(halves)):
+        raise ValueError(f"{len(atts)} attributions, {len(pos)} trigger lists and {len(halves)} halves differ")
+    if not candidates:
+        raise ValueError("no candidate windows to choose from")
+    dev = [i for i, h in enumerate(halves) if h == "dev"]
+    if not dev:
+        return max(candidates), {}
+    rates = {k: _rate(window_hits([atts[i] for i in dev], [pos[i] for i in dev], k)) for k in candidates}
+    return max(rates, key=lambda k: (rates[k], k)), rates
 
 
 def run_explanation(cfg: ExplainConfig) -> ExplainResult:
@@ -84,11 +136,15 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
     tb, cap, gen = backend.testbed, (cfg.max_prompts or None), cfg.generation_config()
     groups = {g: tb.data.prompts_in(g)[:cap] for g in ("verbatim", "caption_dup")}
     groups.update({g: tb.data.prompts_in(g)[:cfg.illustrate_prompts] for g in ("image_dup", "heldout")})
-    res = ExplainResult({}, checkpoint=tb.meta["sha256"])
+    res = ExplainResult({}, checkpoint=tb.meta["sha256"], batch_loss=cfg.batch_loss)
     for g, ps in groups.items():
         res.attributions[g] = explain_prompts(backend, [p.text for p in ps], cfg, f"attributing {g}")
         if g in ("verbatim", "caption_dup"):
             res.triggers[g] = [trigger_positions(backend.tokenizer, p.text, p.trigger) for p in ps]
+            res.halves[g] = halves_of(ps)
+            if cfg.reference_trajectory_variant:
+                res.reference[g] = explain_prompts(backend, [p.text for p in ps], cfg, f"reference trajectory {g}",
+                                                   reference_trajectory=True)
             res.occlusion[g] = [occlusion_significance(backend, p.text, gen) for p in ps]
             res.integrated[g] = [integrated_significance(backend, p.text, gen, cfg.ig_points)
                                  for p in tqdm(ps, disable=not cfg.progress, desc=f"integrated gradients {g}")]
@@ -118,22 +174,44 @@ def _summarize_attributions(res: ExplainResult, cfg: ExplainConfig) -> None:
         if not atts:
             continue
         # the same gradients over other windows S (free: every step's gradient is kept); 'all' is Wen's notebook
-        windows = {f"first{k}": k for k in (1, 10) if k < cfg.num_steps} | {"all": cfg.num_steps}
+        windows = {f"first{k}": k for k in cfg.window_candidates() if k < cfg.num_steps} | {"all": cfg.num_steps}
+        rate, ci = rate_with_interval([top2_hit(a.significance, t) for a, t in zip(atts, pos)])
         res.trigger_stats[g] = TriggerGroupStats(
             n_prompts=len(atts),
-            trigger_top2_rate=_rate([top2_hit(a.significance, t) for a, t in zip(atts, pos)]),
+            trigger_top2_rate=rate,
+            trigger_top2_rate_ci95=ci,
             trigger_top2_chance=_rate([top2_chance(len(a.tokens), len(t)) for a, t in zip(atts, pos)]),
             trigger_top2_rate_by_steps={name: _rate([top2_hit(a.over_first(k).significance, t)
                                                      for a, t in zip(atts, pos)]) for name, k in windows.items()},
             trigger_top2_rate_occlusion=_rate([top2_hit(o.significance, t) for o, t in zip(res.occlusion[g], pos)]),
             trigger_top2_rate_input_embedding=_rate([top2_hit(a.significance, t)
                                                      for a, t in zip(res.input_grad[g], pos)]),
-            **_integrated_stats(res.integrated[g], pos, atts))
+            **_integrated_stats(res.integrated[g], pos, atts),
+            halves=_half_stats(atts, pos, res.halves[g], res.reference.get(g), cfg))
     for g, atts in res.attributions.items():
         # which tokens win, so a miss can be read (v2: the constant first word "a" won 13 of 32 verbatim prompts)
         top1 = Counter(a.tokens[int(np.argmax(a.significance))] for a in atts if len(a.tokens))
         res.top1_token_counts[g] = dict(top1.most_common(8))
         res.mean_magnitude[g] = float(np.mean([a.magnitude for a in atts])) if atts else nan
+
+
+def _half_stats(atts: list[TokenSignificance], pos: list[list[int]], halves: list[str],
+                reference: list[TokenSignificance] | None, cfg: ExplainConfig) -> HalfStats:
+    """Test-half rates: Wen's exact setting (all steps), the window chosen on the dev half, the reference code's
+    trajectory (all steps), and chance; each rate with its Wilson 95 % interval."""
+    test = [i for i, h in enumerate(halves) if h == "test"]
+    k, dev_rates = choose_window(atts, pos, halves, cfg.window_candidates())
+    t_atts, t_pos = [atts[i] for i in test], [pos[i] for i in test]
+    exact, exact_ci = rate_with_interval(window_hits(t_atts, t_pos, cfg.num_steps))
+    window, window_ci = rate_with_interval(window_hits(t_atts, t_pos, k))
+    ref, ref_ci = (rate_with_interval(window_hits([reference[i] for i in test], t_pos, cfg.num_steps))
+                   if reference is not None else (None, None))
+    chance = _rate([top2_chance(len(a.tokens), len(t)) for a, t in zip(t_atts, t_pos)]) if test else nan
+    return HalfStats(n_dev=len(halves) - len(test), n_test=len(test), batch_loss=cfg.batch_loss,
+                     all_steps_test=exact, all_steps_test_ci95=exact_ci,
+                     window_rates_dev={str(c): r for c, r in dev_rates.items()}, chosen_window_dev=k,
+                     window_test=window, window_test_ci95=window_ci, chance_test=chance,
+                     reference_trajectory_test=ref, reference_trajectory_test_ci95=ref_ci)
 
 
 def _integrated_stats(ig: list[TokenSignificance], pos: list[list[int]], wen: list[TokenSignificance]) -> dict:
@@ -160,6 +238,7 @@ def _run_real(cfg: ExplainConfig) -> ExplainResult:
 
     prompts = load_prompt_file(cfg.prompts_file, "memorized")[: cfg.max_prompts or None]
     backend = make_backend(cfg.backend, seed=cfg.seed)
-    res = ExplainResult({"memorized": explain_prompts(backend, prompts, cfg)}, checkpoint=cfg.backend)
+    res = ExplainResult({"memorized": explain_prompts(backend, prompts, cfg)}, checkpoint=cfg.backend,
+                        batch_loss=cfg.batch_loss)
     _summarize_attributions(res, cfg)
     return res

@@ -1,5 +1,9 @@
 """Typed results of notebook 02 (``memlib.wen.explain``): every headline is a field; ``to_metrics`` flattens them
-into the keys of ``figures/02_explain/metrics.json`` (the only place those key strings are built)."""
+into the keys of ``figures/02_explain/metrics.json`` (the only place those key strings are built).
+
+The headline is Wen et al.'s (ICLR 2024, Sec. 3.2) token attribution in their notebook's exact setting, all
+sampling steps and one l2 norm over the 4-image batch, on the test half of the verbatim prompts (``HalfStats``).
+An interval ``*_ci95`` is Wilson's 95 % interval over prompts (``memlib.wen.intervals``), written as [lo, hi]."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -8,10 +12,14 @@ from .attribution import TokenSignificance
 
 # The README's results table (``memlib results``): (metric key written by ``to_metrics``, what it is, target)
 HEADLINES = [
-    ("verbatim_trigger_top2_rate", "trigger token in top-2 of attribution, window S", ">= 0.80"),
-    ("verbatim_trigger_top2_rate_all_steps", "... same gradients over all 50 steps (Wen's notebook)",
-     "report"),
-    ("verbatim_trigger_top2_chance", "... a random ranking's rate (chance level)", "report"),
+    ("verbatim_trigger_top2_rate_wen_exact",
+     "trigger token in top-2 of Wen's attribution, exact setting (all steps, batch norm), test half", ">= 0.80"),
+    ("verbatim_trigger_top2_rate", "... attribution window S (default: the same setting), all prompts", "report"),
+    ("verbatim_trigger_top2_rate_window_test",
+     "... window of the first k steps chosen on the dev half (`verbatim_chosen_window_dev`), test half", "report"),
+    ("verbatim_trigger_top2_rate_reference_trajectory",
+     "... on the reference code's trajectory (swapped guidance on attributed steps), test half", "report"),
+    ("verbatim_trigger_top2_chance_test", "... a random ranking's rate (chance level), test half", "report"),
     ("verbatim_trigger_top2_rate_occlusion", "... cross-check: drop each token, first-step loss",
      "report"),
     ("verbatim_trigger_top2_rate_integrated",
@@ -43,10 +51,44 @@ class RouteStats:
 
 
 @dataclass
+class HalfStats:
+    """A trigger group split by planted cluster (``memlib.splits``): what is chosen is chosen on the dev half,
+    every rate here is measured on the test half. Wen's setting has nothing to choose; the window k does."""
+    n_dev: int
+    n_test: int
+    batch_loss: bool                         # L_t one norm over the batch (Wen's notebook), else mean image norm
+    all_steps_test: float                    # gradients over all steps: Wen's exact setting with ``batch_loss``
+    all_steps_test_ci95: tuple[float, float]
+    window_rates_dev: dict[str, float]       # candidate k -> top-2 rate of the first k steps on the dev half
+    chosen_window_dev: int                   # the k with the best dev rate (ties: the longer window)
+    window_test: float                       # that window's rate on the test half
+    window_test_ci95: tuple[float, float]
+    chance_test: float                       # a random ranking's rate on the test half
+    reference_trajectory_test: float | None = None   # all steps on the reference code's trajectory (a variant)
+    reference_trajectory_test_ci95: tuple[float, float] | None = None
+
+    def to_metrics(self, prefix: str) -> dict:
+        head = "wen_exact" if self.batch_loss else "all_steps_mean_image_norm"
+        m = {f"{prefix}_n_dev": self.n_dev, f"{prefix}_n_test": self.n_test,
+             f"{prefix}_trigger_top2_rate_{head}": self.all_steps_test,
+             f"{prefix}_trigger_top2_rate_{head}_ci95": list(self.all_steps_test_ci95),
+             f"{prefix}_trigger_top2_rate_window_dev_by_k": self.window_rates_dev,
+             f"{prefix}_chosen_window_dev": self.chosen_window_dev,
+             f"{prefix}_trigger_top2_rate_window_test": self.window_test,
+             f"{prefix}_trigger_top2_rate_window_test_ci95": list(self.window_test_ci95),
+             f"{prefix}_trigger_top2_chance_test": self.chance_test}
+        if self.reference_trajectory_test is not None:
+            m[f"{prefix}_trigger_top2_rate_reference_trajectory"] = self.reference_trajectory_test
+            m[f"{prefix}_trigger_top2_rate_reference_trajectory_ci95"] = list(self.reference_trajectory_test_ci95)
+        return m
+
+
+@dataclass
 class TriggerGroupStats:
     """How often each attribution method ranks the planted trigger in its top 2, for one trigger group."""
     n_prompts: int
-    trigger_top2_rate: float                 # Wen's gradient norm, window S
+    trigger_top2_rate: float                 # Wen's gradient norm, window S, all prompts of the group
+    trigger_top2_rate_ci95: tuple[float, float]
     trigger_top2_chance: float               # a random ranking's rate
     trigger_top2_rate_by_steps: dict[str, float]   # the same gradients over other windows ('all': Wen's notebook)
     trigger_top2_rate_occlusion: float       # cross-check (not Wen's): first-step magnitude lost per dropped token
@@ -57,6 +99,7 @@ class TriggerGroupStats:
     path_alpha90_mean: float                 # where on the path e_empty -> e_p the magnitude reaches 90 %
     path_alpha90_wen_first_step_hits: float
     path_alpha90_wen_first_step_misses: float
+    halves: HalfStats | None = None          # dev/test halves: the headline and the dev-chosen window
     routes: dict[str, RouteStats] = field(default_factory=dict)   # 'full', 'padding_rows_from_empty', ...
 
     @property
@@ -64,8 +107,11 @@ class TriggerGroupStats:
         return self.trigger_top2_rate_by_steps["all"]
 
     def to_metrics(self, prefix: str) -> dict:
-        m = {f"{prefix}_{k}": v for k, v in asdict(self).items() if k != "routes"}
+        m = {f"{prefix}_{k}": v for k, v in asdict(self).items() if k not in ("routes", "halves")}
+        m[f"{prefix}_trigger_top2_rate_ci95"] = list(self.trigger_top2_rate_ci95)
         m[f"{prefix}_trigger_top2_rate_all_steps"] = self.trigger_top2_rate_all_steps
+        if self.halves is not None:
+            m.update(self.halves.to_metrics(prefix))
         for label, r in self.routes.items():
             m.update({f"{prefix}_route_{label}_{k}": v for k, v in asdict(r).items()})
         return m
@@ -104,22 +150,26 @@ class DropControlStats:
 class ExplainResult:
     """Notebook 02's results: per-prompt attributions behind the plots, the summaries as typed fields."""
     attributions: dict[str, list[TokenSignificance]]   # group -> per prompt (Wen's gradients, window S)
+    reference: dict[str, list[TokenSignificance]] = field(default_factory=dict)  # same, reference code's trajectory
+    halves: dict[str, list[str]] = field(default_factory=dict)   # trigger group -> 'dev' / 'test' per prompt
     triggers: dict[str, list[list[int]]] = field(default_factory=dict)   # group -> trigger token positions
     occlusion: dict[str, list[TokenSignificance]] = field(default_factory=dict)  # trigger groups: cross-check
     integrated: dict[str, list[TokenSignificance]] = field(default_factory=dict)  # trigger groups: cross-check
     input_grad: dict[str, list[TokenSignificance]] = field(default_factory=dict)  # trigger groups: cross-check
     trigger_stats: dict[str, TriggerGroupStats] = field(default_factory=dict)
     top1_token_counts: dict[str, dict[str, int]] = field(default_factory=dict)   # group -> most often top token
-    mean_magnitude: dict[str, float] = field(default_factory=dict)               # group -> mean d(p), window S
+    mean_magnitude: dict[str, float] = field(default_factory=dict)   # group -> mean loss L_t over window S
     edit: EditStats | None = None            # the most significant token dropped
     edit_trigger_dropped: EditStats | None = None   # control: the planted trigger dropped
     edits: list[dict] = field(default_factory=list)    # the edit experiment, one row per verbatim prompt
     drop_control: DropControlStats | None = None
     drops: list[dict] = field(default_factory=list)    # the drop control, one row per (verbatim prompt, token)
     checkpoint: str = ""
+    batch_loss: bool = True                  # L_t: one norm over the n-image batch (Wen's notebook)
 
     def to_metrics(self) -> dict:
-        m: dict = {"checkpoint": self.checkpoint}
+        m: dict = {"checkpoint": self.checkpoint,
+                   "attribution_loss": "batch_norm" if self.batch_loss else "mean_image_norm"}
         for g, st in self.trigger_stats.items():
             m.update(st.to_metrics(g))
         for g in self.attributions:

@@ -58,11 +58,12 @@ def carlini_score(images: torch.Tensor, grid: int = 4) -> np.ndarray:
 
 
 def detection_sweep(backend, prompts: list[str], gen_cfg: GenerationConfig, cache_key: str,
-                    chunk: int = 32, progress: bool = True) -> dict[str, np.ndarray]:
-    """Full sampling for every prompt (``gen_cfg.n_gens`` generations, all steps), in cached chunks of prompts.
+                    chunk: int = 32, progress: bool = True, stop_after: int | None = None) -> dict[str, np.ndarray]:
+    """Sampling for every prompt (``gen_cfg.n_gens`` generations; all steps, or the first ``stop_after``), in
+    cached chunks of prompts.
 
-    Returns ``text_norm`` (P, G, T), ``uncond_norm`` and ``images`` (P, G, C, H, W). An interrupted sweep
-    resumes from the finished chunks. The key holds the weights' content hash and (in ``cached_arrays``) the
+    Returns ``text_norm`` (P, G, T), ``uncond_norm`` and, for full sampling, ``images`` (P, G, C, H, W). An
+    interrupted sweep resumes from the finished chunks. The key holds the weights' content hash and (in ``cached_arrays``) the
     memlib code's hash, so new weights or changed code recompute; ``cache_key`` is a readable label on top.
     """
     if not prompts:
@@ -72,10 +73,14 @@ def detection_sweep(backend, prompts: list[str], gen_cfg: GenerationConfig, cach
     for s in range(0, len(prompts), chunk):
         sub = prompts[s:s + chunk]
         key = {"model": cache_key, "weights": weights, "prompts": sub, "gen": gen_cfg.to_dict()}
+        if stop_after is not None:  # (a key without it stays as it was, so full sweeps keep their cache)
+            key["stop_after"] = stop_after
 
         def run(sub=sub):
-            g = generate(backend, sub, gen_cfg, progress=progress)
-            return {"text_norm": g.text_norm, "uncond_norm": g.uncond_norm, "images": g.images.numpy()}
+            g = generate(backend, sub, gen_cfg, progress=progress, stop_after=stop_after,
+                         keep_images=stop_after is None)
+            out = {"text_norm": g.text_norm, "uncond_norm": g.uncond_norm}
+            return out if stop_after is not None else {**out, "images": g.images.numpy()}
 
         parts.append(cached_arrays("detect", key, run))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
