@@ -143,16 +143,23 @@ def test_every_notebook_config_rejects_bad_values(cls_path, bad, pattern):
 
 
 def test_detection_positive_groups_are_validated():
-    from memlib.wen.detect import DetectionConfig, _positive_groups
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from memlib.wen.detect import DetectionConfig, PromptSet, _choose_positives
 
     with pytest.raises(ConfigError, match="positive_groups"):
         DetectionConfig(positive_groups="verbatim,bogus")
+    with pytest.raises(ConfigError, match="positive_groups"):
+        DetectionConfig(positive_groups="verbatim_knob")   # a dose group, not a planted positive
+    sets = {g: PromptSet(g, "positive", ["p"], ["text:p"]) for g in ("verbatim", "image_dup", "caption_dup")}
+    setup = SimpleNamespace(names=lambda role: list(sets), notes=[], seed=3)
     cfg = DetectionConfig(positive_groups="verbatim, caption_dup")
-    assert _positive_groups(cfg, None, []) == ["verbatim", "caption_dup"]
-    notes = []
+    assert _choose_positives(cfg, setup, {}) == ["verbatim", "caption_dup"]
     measured = DetectionConfig()
-    assert _positive_groups(measured, {"verbatim": 1.0, "image_dup": 0.4, "caption_dup": 0.5}, notes) == \
-        ["verbatim", "caption_dup"]
-    assert "image_dup: notebook 00 measured replication 40% (NOT memorized" in notes[1]
-    with pytest.raises(ValueError, match="replication rates"):
-        _positive_groups(measured, None, [])
+    rep = {"verbatim": np.array([1.0, 1.0]), "image_dup": np.array([0.4, 0.4]), "caption_dup": np.array([0.5, 0.5])}
+    assert _choose_positives(measured, setup, rep) == ["verbatim", "caption_dup"]
+    assert any("seed 3, image_dup: replication 40%" in n and "NOT memorized" in n for n in setup.notes)
+    with pytest.raises(RuntimeError, match="no planted group"):
+        _choose_positives(measured, setup, {g: np.zeros(2) for g in sets})

@@ -175,3 +175,21 @@ def test_half_stats_write_the_headline_keys():
     assert m["verbatim_trigger_top2_rate_reference_trajectory_ci95"] == [0.0, 0.56]
     mean_loss = HalfStats(**{**st.__dict__, "batch_loss": False}).to_metrics("verbatim")
     assert "verbatim_trigger_top2_rate_wen_exact" not in mean_loss     # another loss is not Wen's setting
+
+
+def test_padding_link_splits_the_route_by_wens_hits_and_misses():
+    from memlib.wen.interventions import padding_link
+
+    measured = {"full": {"replication": np.array([1.0, 1.0, 1.0, 0.5])},
+                "padding_rows_from_empty": {"replication": np.array([0.5, 0.0, 0.25, 0.0])},
+                "prompt_rows_from_empty": {"replication": np.array([1.0, 1.0, 0.75, 0.5])}}
+    stats, rows = padding_link([True, False, True, False], np.array([0.6, 0.9, 0.7, 0.8]), measured,
+                               ["a", "b", "c", "d"])
+    assert (stats.n_hits, stats.n_misses) == (2, 2)
+    assert stats.padding_share_hits == pytest.approx(0.65) and stats.padding_share_misses == pytest.approx(0.85)
+    assert stats.replication_token_rows_only_hits == pytest.approx(0.375)
+    assert stats.replication_token_rows_only_misses == 0.0
+    assert stats.replication_padding_rows_only_misses == pytest.approx(0.75)
+    assert [r["wen_top2_hit"] for r in rows] == [True, False, True, False] and rows[3]["replication_as_is"] == 0.5
+    none_missed, _ = padding_link([True] * 4, np.ones(4), measured, list("abcd"))
+    assert np.isnan(none_missed.padding_share_misses)

@@ -70,6 +70,41 @@ def detection_table(figures: Path | None = None) -> str:
                     f"{_ci(m[pre + 'auc_first_step_1gen'], m[pre + 'auc_first_step_1gen_ci95'])} | "
                     f"{_ci(m[pre + 'tpr1fpr_first_step_1gen'], m[pre + 'tpr1fpr_first_step_1gen_ci95'])} | "
                     f"{m[pre + 'tpr_statistic_first_step_1gen']} | |")
+    return "\n".join(rows + ["", *_replication_rows(m)])
+
+
+def _replication_rows(m: dict) -> list[str]:
+    """Notebook 00's headline on every seed, as notebook 01 measures it: share of generations that copy."""
+    seeds = [str(s) for s in m["testbed_seeds"]]
+    sets = list(dict.fromkeys(g for s in seeds for g in m["per_seed"][s].get("replication", {})))
+    if not sets:
+        return []
+    rows = ["| testbed seed | " + " | ".join(f"{g} copies" for g in sets) + " | positives |",
+            "|---" * (len(sets) + 2) + "|"]
+    for s in seeds:
+        ps = m["per_seed"][s]
+        rows.append(f"| {s} | " + " | ".join(f"{ps['replication'][g]:.3f}" if g in ps["replication"] else ""
+                                            for g in sets) + f" | {', '.join(ps['positives'])} |")
+    return rows
+
+
+TIME_BEGIN, TIME_END = "<!-- timings:begin -->", "<!-- timings:end -->"
+
+
+def timings_table(figures: Path | None = None) -> str:
+    """Each notebook's wall time in the run that made its committed figures (``make reproduce`` records it)."""
+    figures = figures or repo_root() / "figures"
+    rows = ["| notebook | wall time (min) | machine |", "|---|---|---|"]
+    total = 0.0
+    for path in sorted(figures.glob("*/timings.json")):
+        t = json.loads(path.read_text())
+        if "notebook_wall_s" not in t:
+            rows.append(f"| {path.parent.name} | not recorded (rerun with `make reproduce`) | |")
+            continue
+        total += t["notebook_wall_s"]
+        rows.append(f"| {path.parent.name} | {t['notebook_wall_s'] / 60:.1f} | {t['notebook_cores']} cores, "
+                    f"{t['notebook_cpu']} |")
+    rows.append(f"| **all** | **{total / 60:.1f}** | |")
     return "\n".join(rows)
 
 
@@ -86,5 +121,7 @@ def update_readme(readme: Path | None = None) -> bool:
     new = _replace(text, BEGIN, END, results_table(), readme)
     if DET_BEGIN in new:
         new = _replace(new, DET_BEGIN, DET_END, detection_table(), readme)
+    if TIME_BEGIN in new:
+        new = _replace(new, TIME_BEGIN, TIME_END, timings_table(), readme)
     readme.write_text(new)
     return new != text

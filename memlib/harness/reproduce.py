@@ -42,6 +42,7 @@ QUICK_PARAMS: dict[str, dict] = {
                          n_random=12, max_prompts=24, n_boot=50, max_gens=2, num_steps=10, batch_size=64, timing_prompts=2,
                          progress=False),
     "02_explain": dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts=2, illustrate_prompts=1, ig_points=4,
+                       control_prompts=2,
                        progress=False),
 }
 # checkpoint folders that are not the real thing: set aside, half-written or being replaced
@@ -165,6 +166,17 @@ def _is_interrupt(e: BaseException) -> bool:
     return isinstance(e, KeyboardInterrupt) or getattr(e, "ename", None) == "KeyboardInterrupt"
 
 
+def record_wall_time(folder: Path, seconds: float) -> None:
+    """Add the notebook's wall time and the machine to its ``timings.json`` (the README's time table)."""
+    from .provenance import cpu_model
+
+    path = folder / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings.update(notebook_wall_s=round(seconds, 1), notebook_cpu=cpu_model(), notebook_cores=os.cpu_count())
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(path, timings)
+
+
 def run_notebook(nb: Path, out_nb: Path, params: dict, figures: Path, env: dict[str, str],
                  stamp: Path | None = None, inputs: str | None = None) -> None:
     """Execute ``nb`` in a staging folder of its own; on success move its figures into ``figures/<stem>``, its
@@ -178,12 +190,14 @@ def run_notebook(nb: Path, out_nb: Path, params: dict, figures: Path, env: dict[
     staging = Path(tempfile.mkdtemp(prefix=f"staging-{nb.stem}-", dir=out_nb.parent))
     staged_nb = staging / out_nb.name
     env = {**env, "MEMLIB_FIGURES": str(staging / "figures"), "MEMLIB_UPSTREAM_FIGURES": str(figures)}
+    t0 = time.time()
     try:
         with _environ(env):
             # "immediate": on Ctrl-C the kernel is killed, not asked to shut down mid-cell (which it answers
             # with a traceback of its own)
             pm.execute_notebook(str(nb), str(staged_nb), parameters=params, kernel_name="python3",
                                 cwd=str(repo_root()), progress_bar=False, shutdown_kernel="immediate")
+        record_wall_time(staging / "figures" / nb.stem, time.time() - t0)
         with file_lock(out_nb.parent / f".lock-{nb.stem}"):
             _install(staging / "figures" / nb.stem, figures / nb.stem)
             os.replace(staged_nb, out_nb)

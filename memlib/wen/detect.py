@@ -186,7 +186,9 @@ def _sweep(cfg: DetectionConfig, setup: DetectionSetup, full: bool) -> dict[str,
 
 
 def _replication(setup: DetectionSetup, arrays: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Testbed: per prompt, the share of its generations that copy its planted image (Gu ratio, in-cluster)."""
+    """Testbed: per prompt, the share of its generations that copy its planted image (Gu ratio, in-cluster);
+    for a prompt with no planted image (held-out), the share that copy any training image (notebook 00's
+    criterion, so its headline is measured on every seed here)."""
     if not hasattr(setup.backend, "testbed"):   # a real model: no training set to search
         return {}
     from ..metrics import ReplicationIndex
@@ -195,7 +197,7 @@ def _replication(setup: DetectionSetup, arrays: dict[str, dict[str, np.ndarray]]
     index = ReplicationIndex(data.images, data.cluster)
     out = {}
     for name, s in setup.sets.items():
-        if s.clusters is None or name not in arrays or "images" not in arrays[name] or min(s.clusters) < 0:
+        if s.clusters is None or name not in arrays or "images" not in arrays[name]:
             continue
         imgs = torch.from_numpy(arrays[name]["images"])
         P, G = imgs.shape[:2]

@@ -25,7 +25,7 @@ from .attribution import (TokenSignificance, input_embedding_significance, integ
                           occlusion_significance, token_significance, trigger_positions)
 from .explain_results import ExplainResult, HalfStats, TriggerGroupStats
 from .intervals import rate_with_interval
-from .interventions import drop_control, edit_experiment, row_routes
+from .interventions import content_routes, drop_control, edit_experiment, padding_link, row_routes
 
 WINDOW_CANDIDATES = (1, 5, 10, 25, 50)   # windows S = the first k steps the dev half chooses among (and all steps)
 
@@ -48,6 +48,7 @@ class ExplainConfig(Config):
     max_prompts: int = 0             # cap per trigger group, verbatim and caption_dup (0: all)
     illustrate_prompts: int = 8      # prompts of the groups without a trigger (image_dup, heldout) to attribute
     ig_points: int = 32              # integrated-gradients cross-check: midpoints on the path e_empty -> e_p
+    control_prompts: int = 64        # held-out prompts regenerated with their rows swapped (padding control)
     seed: int = 0                    # generation seed (initial noises)
     interactive: bool = False        # show the ipywidgets explorer (never under papermill)
     progress: bool = True
@@ -59,6 +60,7 @@ class ExplainConfig(Config):
         check_range("max_prompts", self.max_prompts, 0)
         check_range("illustrate_prompts", self.illustrate_prompts, 0)
         check_range("ig_points", self.ig_points, 1, 1024)
+        check_range("control_prompts", self.control_prompts, 0)
 
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale, n_gens=self.n_gens,
@@ -154,7 +156,17 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
     index = ReplicationIndex(tb.data.images, tb.data.cluster)
     as_is = {}
     for g, st in res.trigger_stats.items():
-        st.routes, as_is[g] = row_routes(backend, index, groups[g], gen, cfg.progress)
+        st.routes, measured = row_routes(backend, index, groups[g], gen, cfg.progress)
+        as_is[g] = measured["full"]
+        # hits in Wen's exact setting (all steps), every prompt of the group: a diagnostic, nothing is chosen
+        hits = window_hits(res.attributions[g], res.triggers[g], cfg.num_steps)
+        share = np.array([1 - a.significance.sum() / a.all_rows_total for a in res.integrated[g]])
+        st.padding_link, rows = padding_link(hits, share, measured, [p.text for p in groups[g]])
+        res.padding_rows += [dict(group=g, **r) for r in rows]
+    heldout = tb.data.prompts_in("heldout")[: cfg.control_prompts]
+    if heldout:
+        res.heldout_routes = content_routes(backend, cfg.testbed.load_clip(tb, cfg.progress), heldout, gen,
+                                            cfg.progress)
     if groups["verbatim"]:
         res.edit, res.edit_trigger_dropped, res.edits = edit_experiment(
             backend, index, groups["verbatim"], res.attributions["verbatim"], gen, as_is["verbatim"], cfg.progress)

@@ -32,6 +32,11 @@ HEADLINES = [
      "replication with the prompt's token rows emptied (EOS/padding rows kept)", "report"),
     ("verbatim_route_padding_rows_from_empty_replication",
      "replication with the EOS/padding rows emptied (token rows kept)", "report"),
+    ("verbatim_padding_link_padding_share_hits",
+     "... per prompt: that share for prompts Wen's exact attribution ranks right", "report"),
+    ("verbatim_padding_link_padding_share_misses", "... and for the prompts it misses", "report"),
+    ("heldout_route_full_top1_retrieval", "held-out control: generations retrieved as their combination", "report"),
+    ("heldout_route_padding_rows_from_empty_top1_retrieval", "... with the EOS/padding rows emptied", "report"),
     ("drop_control_replication_trigger_piece",
      "ground truth: replication after dropping one trigger piece", "report"),
     ("drop_control_replication_other_token", "... after dropping one other token", "report"),
@@ -48,6 +53,28 @@ class RouteStats:
     """Regenerating a group's prompts with some embedding rows taken from the empty prompt (``memlib.wen.rows``)."""
     replication: float               # share of generations that copy the planted image
     first_step_magnitude: float      # mean first-step magnitude d(p)
+
+
+@dataclass
+class ContentRouteStats:
+    """The row routes on held-out prompts (nothing memorized): does the prompt's content survive?"""
+    n_prompts: int
+    top1_retrieval: float            # share of generations the testbed CLIP retrieves as the prompt's combination
+    clip_score: float                # testbed CLIP score against the prompt
+    first_step_magnitude: float      # mean first-step magnitude d(p)
+
+
+@dataclass
+class PaddingLinkStats:
+    """Prompt by prompt, Wen's hits (trigger in the top 2, exact setting, all prompts) against its misses."""
+    n_hits: int
+    n_misses: int
+    padding_share_hits: float                # integrated-gradients share of d(p) on the EOS/padding rows
+    padding_share_misses: float
+    replication_token_rows_only_hits: float  # replication with the EOS/padding rows emptied
+    replication_token_rows_only_misses: float
+    replication_padding_rows_only_hits: float    # replication with the token rows emptied
+    replication_padding_rows_only_misses: float
 
 
 @dataclass
@@ -101,19 +128,22 @@ class TriggerGroupStats:
     path_alpha90_wen_first_step_misses: float
     halves: HalfStats | None = None          # dev/test halves: the headline and the dev-chosen window
     routes: dict[str, RouteStats] = field(default_factory=dict)   # 'full', 'padding_rows_from_empty', ...
+    padding_link: PaddingLinkStats | None = None   # padding route of Wen's hits against its misses
 
     @property
     def trigger_top2_rate_all_steps(self) -> float:
         return self.trigger_top2_rate_by_steps["all"]
 
     def to_metrics(self, prefix: str) -> dict:
-        m = {f"{prefix}_{k}": v for k, v in asdict(self).items() if k not in ("routes", "halves")}
+        m = {f"{prefix}_{k}": v for k, v in asdict(self).items() if k not in ("routes", "halves", "padding_link")}
         m[f"{prefix}_trigger_top2_rate_ci95"] = list(self.trigger_top2_rate_ci95)
         m[f"{prefix}_trigger_top2_rate_all_steps"] = self.trigger_top2_rate_all_steps
         if self.halves is not None:
             m.update(self.halves.to_metrics(prefix))
         for label, r in self.routes.items():
             m.update({f"{prefix}_route_{label}_{k}": v for k, v in asdict(r).items()})
+        if self.padding_link is not None:
+            m.update({f"{prefix}_padding_link_{k}": v for k, v in asdict(self.padding_link).items()})
         return m
 
 
@@ -164,6 +194,8 @@ class ExplainResult:
     edits: list[dict] = field(default_factory=list)    # the edit experiment, one row per verbatim prompt
     drop_control: DropControlStats | None = None
     drops: list[dict] = field(default_factory=list)    # the drop control, one row per (verbatim prompt, token)
+    heldout_routes: dict[str, ContentRouteStats] = field(default_factory=dict)   # padding control, held-out
+    padding_rows: list[dict] = field(default_factory=list)   # padding route per verbatim prompt, hit or miss
     checkpoint: str = ""
     batch_loss: bool = True                  # L_t: one norm over the n-image batch (Wen's notebook)
 
@@ -180,4 +212,6 @@ class ExplainResult:
             m.update(self.edit_trigger_dropped.to_metrics("edit_trigger_dropped", with_before=False))
         if self.drop_control is not None:
             m.update(self.drop_control.to_metrics())
+        for label, r in self.heldout_routes.items():
+            m.update({f"heldout_route_{label}_{k}": v for k, v in asdict(r).items()})
         return m

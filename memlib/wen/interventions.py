@@ -4,7 +4,9 @@ planted image and Wen et al.'s magnitude (ICLR 2024, Sec. 3.1) before and after.
 - row routes: the prompt's EOS/padding rows, or its token rows, taken from the empty prompt (``memlib.wen.rows``);
 - the edit: each verbatim prompt's most significant token dropped (Wen's Sec. 3.2 use of the attribution), with
   the planted trigger dropped as the control;
-- the drop control: every token of every verbatim prompt dropped in turn, the ground truth for attribution.
+- the drop control: every token of every verbatim prompt dropped in turn, the ground truth for attribution;
+- padding controls: the same row routes on held-out prompts (does emptying the EOS/padding rows remove what the
+  prompt asks for, memorized or not?), and, prompt by prompt, the padding route of Wen's hits against its misses.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from ..generate import GenerationConfig, generate
 from .attribution import TokenSignificance, drop_token
-from .explain_results import DropControlStats, EditStats, RouteStats
+from .explain_results import ContentRouteStats, DropControlStats, EditStats, PaddingLinkStats, RouteStats
 from .rows import ROW_SETS, RowSwapBackend
 from .scores import wen_score
 
@@ -31,17 +33,65 @@ def regenerate(backend, index, texts: list[str], clusters: list[int], gen_cfg: G
                 first_step=wen_score(g.text_norm, n_steps=1))
 
 
+def _route_backends(backend) -> list[tuple[str, object]]:
+    return [("full", backend)] + [(f"{rows}_rows_from_empty", RowSwapBackend(backend, rows)) for rows in ROW_SETS]
+
+
 def row_routes(backend, index, prompts, gen_cfg: GenerationConfig, progress: bool = True):
     """Regenerate the prompts as they are and with their EOS/padding rows, or their token rows, taken from the
-    empty prompt, from the same noise. Returns ({label: RouteStats}, the as-is measurements)."""
+    empty prompt, from the same noise. Returns ({label: RouteStats}, {label: per-prompt measurements})."""
     texts, clusters = [p.text for p in prompts], [p.cluster for p in prompts]
-    measured = {}
-    for label, be in [("full", backend)] + [(f"{rows}_rows_from_empty", RowSwapBackend(backend, rows))
-                                            for rows in ROW_SETS]:
-        measured[label] = regenerate(be, index, texts, clusters, gen_cfg, progress)
+    measured = {label: regenerate(be, index, texts, clusters, gen_cfg, progress)
+                for label, be in _route_backends(backend)}
     stats = {label: RouteStats(float(v["replication"].mean()), float(v["first_step"].mean()))
              for label, v in measured.items()}
-    return stats, measured["full"]
+    return stats, measured
+
+
+def content_routes(backend, clip, prompts, gen_cfg: GenerationConfig, progress: bool = True) -> dict:
+    """The row routes on held-out prompts, which nothing memorized: per route, the share of generations the
+    testbed CLIP retrieves as the prompt's own combination, their CLIP score against the prompt, and the
+    first-step magnitude. If emptying the EOS/padding rows removes a held-out prompt's content as thoroughly as
+    it removes a verbatim prompt's copy, those rows carry prompt content in general, not memorization only."""
+    from ..testbed.data import canonical_caption
+
+    texts = [p.text for p in prompts]
+    vocab = sorted(backend.testbed.data.combos_train + backend.testbed.data.combos_heldout)
+    out = {}
+    for label, be in _route_backends(backend):
+        g = generate(be, texts, gen_cfg, progress=progress)
+        feats = clip.image_features(g.images.flatten(0, 1) * 2 - 1)
+        caps = [t for t in texts for _ in range(gen_cfg.n_gens)]
+        hits = [r == canonical_caption(t) for r, t in zip(clip.retrieve(feats, vocab), caps)]
+        out[label] = ContentRouteStats(n_prompts=len(texts), top1_retrieval=float(np.mean(hits)),
+                                       clip_score=float(np.mean(clip.score(feats, caps))),
+                                       first_step_magnitude=float(wen_score(g.text_norm, n_steps=1).mean()))
+    return out
+
+
+def padding_link(hits: list[bool], padding_share: np.ndarray, measured: dict[str, dict[str, np.ndarray]],
+                 texts: list[str]) -> tuple[PaddingLinkStats, list[dict]]:
+    """Prompt by prompt: do the prompts Wen's attribution misses send more of the memorized key through the
+    EOS/padding rows? Per prompt, the integrated-gradients share of d(p) on those rows and the replication left
+    when they are emptied, averaged over hits and over misses. Returns (stats, one row per prompt)."""
+    hit = np.asarray(hits, bool)
+    kept = measured["padding_rows_from_empty"]["replication"]
+    only_padding = measured["prompt_rows_from_empty"]["replication"]
+
+    def mean(x, mask):
+        return float(x[mask].mean()) if mask.any() else float("nan")
+
+    stats = PaddingLinkStats(
+        n_hits=int(hit.sum()), n_misses=int((~hit).sum()),
+        padding_share_hits=mean(padding_share, hit), padding_share_misses=mean(padding_share, ~hit),
+        replication_token_rows_only_hits=mean(kept, hit), replication_token_rows_only_misses=mean(kept, ~hit),
+        replication_padding_rows_only_hits=mean(only_padding, hit),
+        replication_padding_rows_only_misses=mean(only_padding, ~hit))
+    rows = [dict(prompt=t, wen_top2_hit=bool(h), integrated_padding_share=float(s),
+                 replication_as_is=float(measured["full"]["replication"][i]),
+                 replication_token_rows_only=float(kept[i]), replication_padding_rows_only=float(only_padding[i]))
+            for i, (t, h, s) in enumerate(zip(texts, hit, padding_share))]
+    return stats, rows
 
 
 def _edit_stats(before: dict, after: dict) -> EditStats:
