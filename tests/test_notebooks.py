@@ -106,6 +106,14 @@ def test_01_detection_runs_on_the_testbed(figures, tmp_path):
         assert (folder / "01_detection" / f"{png}.png").exists(), png
     timings = json.loads((folder / "01_detection" / "timings.json").read_text())
     assert timings["first_1gen_prompts_per_second"] > 0
+    # notebook 00's headline on every seed: the held-out prompts' replication (any training image) too
+    assert {"verbatim", "heldout"} <= set(m["per_seed"]["1"]["replication"])
+    from memlib.harness.report import detection_findings, detection_table
+    findings = detection_findings(folder)
+    assert f"AUC {m['auc_first_step_1gen']:.3f}" in findings and "Verma" in findings
+    assert ("**Reversal:**" in findings) == (m["baseline_auc"] > m["auc_first_step_1gen"] or
+                                             m["auc_all_steps_2gen"] < m["auc_first_step_1gen"])
+    assert "| 1 |" in detection_table(folder).split("\n\n")[1]   # the per-seed replication table
 
 
 def test_01_detection_runs_on_tiny_stable_diffusion(figures, tmp_path):
@@ -141,8 +149,15 @@ def test_02_explain_runs(figures, tmp_path):
     for route in ("full", "padding_rows_from_empty", "prompt_rows_from_empty"):
         assert m[f"verbatim_route_{route}_first_step_magnitude"] > 0.0
     assert m["verbatim_route_full_replication"] == m["edit_replication_before"]   # the edit reuses the as-is run
-    for name in ("attribution_methods", "padding_route", "drop_control", "edit_top_token"):
+    for name in ("attribution_methods", "padding_route", "padding_route_heldout", "drop_control", "edit_top_token"):
         assert (folder / "02_explain" / f"{name}.png").exists(), name
+    # padding controls: held-out prompts through each row route, and Wen's hits against misses per prompt
+    q = QUICK_PARAMS["02_explain"]
+    assert m["heldout_route_full_n_prompts"] == q["control_prompts"]
+    assert 0.0 <= m["heldout_route_padding_rows_from_empty_top1_retrieval"] <= 1.0
+    assert m["verbatim_padding_link_n_hits"] + m["verbatim_padding_link_n_misses"] == len(verbatim)
+    per_prompt = (folder / "02_explain" / "padding_route_per_prompt.csv").read_text().splitlines()
+    assert len(per_prompt) == 1 + len(verbatim) + m["caption_dup_n_prompts"]
     n = m["drop_control_n_variants"]  # every token of every verbatim prompt dropped once
     assert n["trigger_piece"] + n["other_token"] == sum(tok.n_tokens(p.text) for p in verbatim)
     assert set(m["drop_control_replication_by_kind"]) <= {"trigger_piece", "content_word", "function_word"}

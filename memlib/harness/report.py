@@ -5,6 +5,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 from ..paths import repo_root
 
 
@@ -73,6 +75,56 @@ def detection_table(figures: Path | None = None) -> str:
     return "\n".join(rows + ["", *_replication_rows(m)])
 
 
+_TPR_NAME = {"tpr_at_1fpr": "TPR@1%FPR", "tpr_at_zero_fp": "TPR at zero FP"}
+VERMA_SD14 = {"generic": (0.967, 0.740), "random": (1.000, 0.998)}   # Verma et al., Wen on SD v1.4, per source
+
+
+def detection_findings(figures: Path | None = None) -> str:
+    """Notebook 01's findings as sentences built from its metrics, reversals of the paper included."""
+    path = (figures or repo_root() / "figures") / "01_detection" / "metrics.json"
+    if not path.exists():
+        return "notebook 01 not yet run"
+    m = json.loads(path.read_text())["metrics"]
+    if "per_seed" not in m:
+        return "notebook 01's metrics predate the findings; rerun it"
+    hard, g, n = m["hard_negatives"], m["max_gens"], m["n_testbed_seeds"]
+
+    def pair(pre: str, tail: str) -> str:
+        return (f"AUC {_ci(m[pre + 'auc_' + tail], m[pre + 'auc_' + tail + '_ci95'])}, "
+                f"{_TPR_NAME[m[pre + 'tpr_statistic_' + tail]]} "
+                f"{_ci(m[pre + 'tpr1fpr_' + tail], m[pre + 'tpr1fpr_' + tail + '_ci95'])}")
+
+    lines = [f"- Wen, first step, one generation, memorized vs {hard} (test halves, mean of {n} seeds): "
+             f"{pair('', 'first_step_1gen')}; lowest seed AUC {m['min_seed_auc_first_step_1gen']:.3f} "
+             + ("(the 0.95 bar is met on every seed)." if m["min_seed_auc_first_step_1gen"] >= 0.95
+                else "(**below the 0.95 bar on at least one seed**).")]
+    for neg, (auc, tpr) in VERMA_SD14.items():
+        if f"vs_{neg}_auc_first_step_1gen" in m:
+            lines.append(f"- ... vs {neg}: {pair(f'vs_{neg}_', 'first_step_1gen')}; Verma et al. on Stable "
+                         f"Diffusion v1.4: {auc:.3f} / {tpr:.3f}.")
+    if f"auc_all_steps_{g}gen" in m:
+        worse = m[f"auc_all_steps_{g}gen"] < m["auc_first_step_1gen"]
+        lines.append(f"- Wen's notebook setting, all steps with {g} generations, vs {hard}: "
+                     f"{pair('', f'all_steps_{g}gen')}. "
+                     + ("**Reversal:** the paper's best setting does worse than the first step here."
+                        if worse else "As in the paper, it does at least as well as the first step."))
+    beats = m["baseline_auc"] > m["auc_first_step_1gen"]
+    lines.append(f"- Carlini et al.'s tiled-l2 test ({g} full generations) vs {hard}: AUC "
+                 f"{_ci(m['baseline_auc'], m['baseline_auc_ci95'])}, TPR {_ci(m['baseline_tpr1fpr'], m['baseline_tpr1fpr_ci95'])}. "
+                 + ("**Reversal:** it beats Wen's first step here; the paper reports the opposite."
+                    if beats else "Wen's first step beats it, as in the paper."))
+    groups = {}
+    for r in m["table"]:
+        if (r["half"], r["negatives"], r["steps"], r["gens"]) == ("test", hard, "first", 1) and r["positives"] != "pooled":
+            groups.setdefault(r["positives"], []).append(r)
+    for grp, rows in groups.items():
+        tpr = [r["tpr_at_1fpr"] for r in rows]
+        lines.append(f"- First step, one generation, {grp} alone vs {hard}: AUC {np.mean([r['auc'] for r in rows]):.3f}, "
+                     f"{_TPR_NAME[rows[0]['tpr_statistic']]} {np.mean(tpr):.3f} (seeds {min(tpr):.3f} to "
+                     f"{max(tpr):.3f}).")
+    return "\n".join(lines)
+
+
 def _replication_rows(m: dict) -> list[str]:
     """Notebook 00's headline on every seed, as notebook 01 measures it: share of generations that copy."""
     seeds = [str(s) for s in m["testbed_seeds"]]
@@ -88,6 +140,7 @@ def _replication_rows(m: dict) -> list[str]:
     return rows
 
 
+FIND_BEGIN, FIND_END = "<!-- findings:begin -->", "<!-- findings:end -->"
 TIME_BEGIN, TIME_END = "<!-- timings:begin -->", "<!-- timings:end -->"
 
 
@@ -121,6 +174,8 @@ def update_readme(readme: Path | None = None) -> bool:
     new = _replace(text, BEGIN, END, results_table(), readme)
     if DET_BEGIN in new:
         new = _replace(new, DET_BEGIN, DET_END, detection_table(), readme)
+    if FIND_BEGIN in new:
+        new = _replace(new, FIND_BEGIN, FIND_END, detection_findings(), readme)
     if TIME_BEGIN in new:
         new = _replace(new, TIME_BEGIN, TIME_END, timings_table(), readme)
     readme.write_text(new)
