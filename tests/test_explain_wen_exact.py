@@ -193,3 +193,22 @@ def test_padding_link_splits_the_route_by_wens_hits_and_misses():
     assert [r["wen_top2_hit"] for r in rows] == [True, False, True, False] and rows[3]["replication_as_is"] == 0.5
     none_missed, _ = padding_link([True] * 4, np.ones(4), measured, list("abcd"))
     assert np.isnan(none_missed.padding_share_misses)
+
+
+def test_headline_pools_every_seeds_test_prompts_with_a_wilson_interval():
+    from memlib.wen.explain_results import ExplainResult, HalfStats
+    from memlib.wen.intervals import wilson_interval
+
+    def half(rate, n):
+        return HalfStats(n_dev=n, n_test=n, batch_loss=True, all_steps_test=rate, all_steps_test_ci95=(0.0, 1.0),
+                         window_rates_dev={}, chosen_window_dev=50, window_test=rate, window_test_ci95=(0.0, 1.0),
+                         chance_test=0.4)
+
+    res = ExplainResult({}, seed_halves={0: {"verbatim": half(0.75, 16)}, 1: {"verbatim": half(0.5, 16)},
+                                         2: {"verbatim": half(0.25, 8)}})
+    m = res.to_metrics()
+    assert m["n_testbed_seeds"] == 3 and m["verbatim_n_test_pooled"] == 40
+    assert m["verbatim_trigger_top2_rate_wen_exact_pooled"] == pytest.approx((12 + 8 + 2) / 40)
+    assert m["verbatim_trigger_top2_rate_wen_exact_pooled_ci95"] == pytest.approx(list(wilson_interval(22, 40)))
+    assert m["verbatim_trigger_top2_rate_wen_exact_seed_range"] == [0.25, 0.75]
+    assert m["per_seed"]["2"]["verbatim"]["n_test"] == 8

@@ -156,6 +156,10 @@ def test_02_explain_runs(figures, tmp_path):
     assert m["heldout_route_full_n_prompts"] == q["control_prompts"]
     assert 0.0 <= m["heldout_route_padding_rows_from_empty_top1_retrieval"] <= 1.0
     assert m["verbatim_padding_link_n_hits"] + m["verbatim_padding_link_n_misses"] == len(verbatim)
+    # the headline on every testbed seed, and pooled over their test halves
+    assert m["n_testbed_seeds"] == 2 and m["per_seed"]["0"]["verbatim"]["wen_exact"] == \
+        m["verbatim_trigger_top2_rate_wen_exact"]
+    assert m["verbatim_n_test_pooled"] == sum(m["per_seed"][s]["verbatim"]["n_test"] for s in ("0", "1"))
     per_prompt = (folder / "02_explain" / "padding_route_per_prompt.csv").read_text().splitlines()
     assert len(per_prompt) == 1 + len(verbatim) + m["caption_dup_n_prompts"]
     n = m["drop_control_n_variants"]  # every token of every verbatim prompt dropped once

@@ -42,7 +42,7 @@ QUICK_PARAMS: dict[str, dict] = {
                          n_random=12, max_prompts=24, n_boot=50, max_gens=2, num_steps=10, batch_size=64, timing_prompts=2,
                          progress=False),
     "02_explain": dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts=2, illustrate_prompts=1, ig_points=4,
-                       control_prompts=2,
+                       control_prompts=2, more_testbed_seeds="1",
                        progress=False),
 }
 # checkpoint folders that are not the real thing: set aside, half-written or being replaced

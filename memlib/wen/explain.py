@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..backends import make_backend
-from ..config import Config, check_range
+from ..config import Config, ConfigError, check_range
 from ..generate import GenerationConfig
 from ..splits import split
 from ..testbed.build import TestbedRef
@@ -27,6 +27,7 @@ from .explain_results import ExplainResult, HalfStats, TriggerGroupStats
 from .intervals import rate_with_interval
 from .interventions import content_routes, drop_control, edit_experiment, padding_link, row_routes
 
+TRIGGER_GROUPS = ("verbatim", "caption_dup")   # planted groups whose prompts carry a trigger word
 WINDOW_CANDIDATES = (1, 5, 10, 25, 50)   # windows S = the first k steps the dev half chooses among (and all steps)
 
 
@@ -49,6 +50,7 @@ class ExplainConfig(Config):
     illustrate_prompts: int = 8      # prompts of the groups without a trigger (image_dup, heldout) to attribute
     ig_points: int = 32              # integrated-gradients cross-check: midpoints on the path e_empty -> e_p
     control_prompts: int = 64        # held-out prompts regenerated with their rows swapped (padding control)
+    more_testbed_seeds: str = "1,2"  # testbed seeds on which the headline alone is measured again ('' for none)
     seed: int = 0                    # generation seed (initial noises)
     interactive: bool = False        # show the ipywidgets explorer (never under papermill)
     progress: bool = True
@@ -61,6 +63,18 @@ class ExplainConfig(Config):
         check_range("illustrate_prompts", self.illustrate_prompts, 0)
         check_range("ig_points", self.ig_points, 1, 1024)
         check_range("control_prompts", self.control_prompts, 0)
+        self.extra_seeds()
+
+    def extra_seeds(self) -> list[int]:
+        """``more_testbed_seeds`` as integers, without the main seed (testbed backend only)."""
+        try:
+            seeds = [int(x) for x in self.more_testbed_seeds.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"parameter 'more_testbed_seeds' = {self.more_testbed_seeds!r}: a comma list of "
+                              f"integers such as '1,2', or '' for none") from None
+        if any(x < 0 for x in seeds):
+            raise ConfigError(f"parameter 'more_testbed_seeds' = {self.more_testbed_seeds!r}: seeds are >= 0")
+        return [x for x in dict.fromkeys(seeds) if x != self.testbed.seed] if self.backend == "testbed" else []
 
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale, n_gens=self.n_gens,
@@ -136,7 +150,7 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
 
     backend = make_backend("testbed", cfg.testbed, progress=cfg.progress)
     tb, cap, gen = backend.testbed, (cfg.max_prompts or None), cfg.generation_config()
-    groups = {g: tb.data.prompts_in(g)[:cap] for g in ("verbatim", "caption_dup")}
+    groups = {g: tb.data.prompts_in(g)[:cap] for g in TRIGGER_GROUPS}
     groups.update({g: tb.data.prompts_in(g)[:cfg.illustrate_prompts] for g in ("image_dup", "heldout")})
     res = ExplainResult({}, checkpoint=tb.meta["sha256"], batch_loss=cfg.batch_loss)
     for g, ps in groups.items():
@@ -172,7 +186,25 @@ def run_explanation(cfg: ExplainConfig) -> ExplainResult:
             backend, index, groups["verbatim"], res.attributions["verbatim"], gen, as_is["verbatim"], cfg.progress)
         res.drop_control, res.drops = drop_control(backend, index, groups["verbatim"], res.triggers["verbatim"], gen,
                                                    cfg.progress)
+    res.seed_halves = {cfg.testbed.seed: {g: st.halves for g, st in res.trigger_stats.items()}}
+    res.seed_halves.update({s: headline_on_seed(cfg, s) for s in cfg.extra_seeds()})
     return res
+
+
+def headline_on_seed(cfg: ExplainConfig, seed: int) -> dict[str, HalfStats]:
+    """The headline alone (Wen's exact setting and the dev-chosen window, test half) on another testbed seed."""
+    from dataclasses import replace
+
+    backend = make_backend("testbed", replace(cfg.testbed, seed=seed), progress=cfg.progress)
+    out = {}
+    for g in TRIGGER_GROUPS:
+        ps = backend.testbed.data.prompts_in(g)[: cfg.max_prompts or None]
+        if not ps:
+            continue
+        atts = explain_prompts(backend, [p.text for p in ps], cfg, f"seed {seed}: attributing {g}")
+        pos = [trigger_positions(backend.tokenizer, p.text, p.trigger) for p in ps]
+        out[g] = _half_stats(atts, pos, halves_of(ps), None, cfg)
+    return out
 
 
 def _rate(hits) -> float:

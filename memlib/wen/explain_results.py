@@ -9,11 +9,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .attribution import TokenSignificance
+from .intervals import rate_with_interval
 
 # The README's results table (``memlib results``): (metric key written by ``to_metrics``, what it is, target)
 HEADLINES = [
     ("verbatim_trigger_top2_rate_wen_exact",
-     "trigger token in top-2 of Wen's attribution, exact setting (all steps, batch norm), test half", ">= 0.80"),
+     "trigger token in top-2 of Wen's attribution, exact setting (all steps, batch norm), seed 0 test half",
+     "report (bar withdrawn)"),
+    ("verbatim_trigger_top2_rate_wen_exact_pooled",
+     "... pooled over the testbed seeds' test halves (`per_seed` in the metrics)", "report"),
     ("verbatim_trigger_top2_rate", "... attribution window S (default: the same setting), all prompts", "report"),
     ("verbatim_trigger_top2_rate_window_test",
      "... window of the first k steps chosen on the dev half (`verbatim_chosen_window_dev`), test half", "report"),
@@ -93,6 +97,16 @@ class HalfStats:
     chance_test: float                       # a random ranking's rate on the test half
     reference_trajectory_test: float | None = None   # all steps on the reference code's trajectory (a variant)
     reference_trajectory_test_ci95: tuple[float, float] | None = None
+
+    @property
+    def all_steps_test_hits(self) -> int:
+        return round(self.all_steps_test * self.n_test) if self.n_test else 0
+
+    def headline(self) -> dict:
+        """The seed's headline numbers (``per_seed`` in the metrics)."""
+        return {"wen_exact": self.all_steps_test, "wen_exact_ci95": list(self.all_steps_test_ci95),
+                "chosen_window_dev": self.chosen_window_dev, "window_test": self.window_test,
+                "chance_test": self.chance_test, "n_test": self.n_test}
 
     def to_metrics(self, prefix: str) -> dict:
         head = "wen_exact" if self.batch_loss else "all_steps_mean_image_norm"
@@ -195,6 +209,7 @@ class ExplainResult:
     drop_control: DropControlStats | None = None
     drops: list[dict] = field(default_factory=list)    # the drop control, one row per (verbatim prompt, token)
     heldout_routes: dict[str, ContentRouteStats] = field(default_factory=dict)   # padding control, held-out
+    seed_halves: dict[int, dict[str, HalfStats]] = field(default_factory=dict)  # testbed seed -> group -> headline
     padding_rows: list[dict] = field(default_factory=list)   # padding route per verbatim prompt, hit or miss
     checkpoint: str = ""
     batch_loss: bool = True                  # L_t: one norm over the n-image batch (Wen's notebook)
@@ -214,4 +229,23 @@ class ExplainResult:
             m.update(self.drop_control.to_metrics())
         for label, r in self.heldout_routes.items():
             m.update({f"heldout_route_{label}_{k}": v for k, v in asdict(r).items()})
+        if self.seed_halves:
+            m.update(self._pooled_over_seeds())
+        return m
+
+    def _pooled_over_seeds(self) -> dict:
+        """The headline per testbed seed, and pooled: every seed's test-half prompts together (independent
+        prompts of independent testbeds), with a Wilson interval and the range across seeds."""
+        seeds = sorted(self.seed_halves)
+        m: dict = {"n_testbed_seeds": len(seeds), "testbed_seeds": seeds,
+                   "per_seed": {str(s): {g: h.headline() for g, h in self.seed_halves[s].items()} for s in seeds}}
+        for g in dict.fromkeys(g for s in seeds for g in self.seed_halves[s]):
+            halves = [self.seed_halves[s][g] for s in seeds if g in self.seed_halves[s]]
+            k, n = sum(h.all_steps_test_hits for h in halves), sum(h.n_test for h in halves)
+            rate, ci = rate_with_interval([True] * k + [False] * (n - k))
+            rates = [h.all_steps_test for h in halves]
+            m.update({f"{g}_trigger_top2_rate_wen_exact_pooled": rate,
+                      f"{g}_trigger_top2_rate_wen_exact_pooled_ci95": list(ci),
+                      f"{g}_trigger_top2_rate_wen_exact_seed_range": [min(rates), max(rates)],
+                      f"{g}_n_test_pooled": n})
         return m
