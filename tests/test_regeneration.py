@@ -182,7 +182,8 @@ def test_two_concurrent_runs_leave_a_complete_figures_folder_and_a_true_stamp(pr
     assert all(p.returncode == 0 for p in procs), logs
     base = project / "build" / "quick"
     folder = base / "figures" / "00_a"
-    expected = {f"part{i}.csv" for i in range(8)} | {"metrics.json"}
+    # timings.json: the wall time the harness records beside every notebook's figures (README time table)
+    expected = {f"part{i}.csv" for i in range(8)} | {"metrics.json", "timings.json"}
     assert {p.name for p in folder.iterdir()} == expected, logs
     from memlib.harness.reproduce import folder_files, reproduce, stale_reason
 
