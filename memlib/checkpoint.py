@@ -72,12 +72,13 @@ def _sweep_leftovers(folder: Path) -> None:
 def save_checkpoint(folder: str | Path, module: torch.nn.Module, meta: dict[str, Any],
                     extra_state: dict[str, Any] | None = None, *, part: str | None = None,
                     loss_state: dict[str, torch.Tensor] | None = None,
-                    json_files: dict[str, Any] | None = None) -> Path:
+                    json_files: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Atomically write ``model.safetensors``, ``meta.json`` (+ hash) and optional ``train_state.pt``.
 
     ``part``: store only ``module.get_submodule(part)`` (recorded as meta["part"]). ``loss_state``: tensors that
     ship beside the weights (``loss_state.safetensors``, hash in meta). ``json_files``: small sidecars written
-    in the same atomic rename (e.g. ``{"history.json": [...]}``).
+    in the same atomic rename (e.g. ``{"history.json": [...]}``). ``dtype``: store floating-point weights in this
+    type (recorded as meta["stored_dtype"]; loading casts back to the module's own type).
     """
     from safetensors.torch import save_file
 
@@ -89,6 +90,9 @@ def save_checkpoint(folder: str | Path, module: torch.nn.Module, meta: dict[str,
     try:
         src = module.get_submodule(part) if part else module
         state = {k: v.detach().contiguous().cpu() for k, v in src.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+            meta = dict(meta, stored_dtype=str(dtype).removeprefix("torch."))
         save_file(state, str(tmp / "model.safetensors"))
         meta = dict(meta, sha256=file_sha256(tmp / "model.safetensors"))
         if part:

@@ -132,7 +132,8 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, n_rows: int, cfg: TrainC
                meta: dict[str, Any], progress: bool = True, stop_at: int | None = None, *,
                rows: torch.Tensor | None = None, device: str | torch.device | None = None,
                sample_hook: SampleHook | None = None, loss_state: dict[str, torch.Tensor] | None = None,
-               ship_loss_state: bool = False, part: str | None = None, new_round: bool = False) -> dict[str, Any]:
+               ship_loss_state: bool = False, part: str | None = None, new_round: bool = False,
+               ship_dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Resumable training loop: ``loss_fn(batch_rows, generator)`` returns ``Losses`` (or, as before, a scalar).
 
     Resumes from ``folder`` if it holds an unfinished run with the same ``meta["run"]`` (and rows); ``stop_at``
@@ -145,6 +146,8 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, n_rows: int, cfg: TrainC
     - ``loss_state``: tensors a hook keeps (e.g. a per-timestep loss bank); saved in ``train_state.pt`` and
       restored into this dict on resume; ``ship_loss_state`` also writes them beside the weights.
     - ``part``: checkpoint only this submodule (e.g. 'unet' when the text encoder is frozen and shipped elsewhere).
+    - ``ship_dtype``: store the final weights in this type (e.g. float16, to ship half the bytes); the
+      intermediate checkpoints a run resumes from keep full precision.
     - ``new_round``: resume as the next round of IET's proxy training: keep the weights now in ``model`` (the
       average broadcast after a round) and accept changed ``rows`` (IET-AGC+ moves rows between shards); the
       optimizer, RNG, loss state and history still come from the checkpoint. End each round with ``stop_at``.
@@ -207,6 +210,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, n_rows: int, cfg: TrainC
             # the loss curve (and a shipped loss state) go with the weights; train_state.pt stays local
             save_checkpoint(folder, model, dict(meta, step=state["step"], memlib_version=__version__),
                             extra_state=extra, part=part, loss_state=loss_state if ship_loss_state else None,
+                            dtype=ship_dtype if state["step"] == cfg.steps else None,
                             json_files={"history.json": [round(v, 5) for v in state["history"]]})
     bar.close()
     model.eval()

@@ -44,6 +44,8 @@ QUICK_PARAMS: dict[str, dict] = {
     "02_explain": dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts=2, illustrate_prompts=1, ig_points=4,
                        control_prompts=2, more_testbed_seeds="1",
                        progress=False),
+    "03_mitigation": dict(_QUICK_TESTBED, n_gens=2, num_steps=4, max_prompts_per_group=4, pe_points=5,
+                          filter_percentiles="50,90", probe_rows=16, grid_prompts=3, progress=False),
 }
 # checkpoint folders that are not the real thing: set aside, half-written or being replaced
 _NOT_A_CHECKPOINT = re.compile(r"\.(corrupt|tmp|old)")

@@ -1,0 +1,50 @@
+"""Method names -> methods. ``make_method(name, value)`` checks the name and the knob value with errors that
+say what to do; ``sweep(name)`` gives a method at each of its default knob values. Paper packages register their
+methods with ``register`` when imported; ``make_method`` imports the known providers on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from .method import Context, Knob, Method, Plan
+
+_REGISTRY: dict[str, tuple[Knob, Callable[[Context, Any], Plan], str, str]] = {}
+# modules that register methods when imported (paper packages); loaded lazily, so no import cycle
+PROVIDERS = ("memlib.mitigate.baselines", "memlib.wen.mitigations")
+
+
+def register(name: str, knob: Knob, build: Callable[[Context, Any], Plan], kind: str = "inference",
+             description: str = "") -> None:
+    if kind not in ("inference", "training"):
+        raise ValueError(f"kind {kind!r}: choose 'inference' or 'training'")
+    _REGISTRY[name] = (knob, build, kind, description)
+
+
+def _load_providers() -> None:
+    for mod in PROVIDERS:
+        importlib.import_module(mod)
+
+
+def available() -> dict[str, Knob]:
+    """{method name: its knob}."""
+    _load_providers()
+    return {k: v[0] for k, v in sorted(_REGISTRY.items())}
+
+
+def make_method(name: str, value=None) -> Method:
+    """The method ``name`` at knob ``value`` (None: the strongest value of its default sweep)."""
+    _load_providers()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown mitigation method {name!r}; choose one of {sorted(_REGISTRY)}")
+    knob, build, kind, desc = _REGISTRY[name]
+    value = knob.sweep[-1] if value is None else value
+    return Method(name, knob, knob.check(name, value), build, kind, desc)
+
+
+def sweep(name: str, values=None) -> list[Method]:
+    """The method at each value of ``values`` (default: its knob's sweep)."""
+    knob = available().get(name) if isinstance(name, str) else None
+    if knob is None:
+        make_method(name)  # raises the unknown-name error
+    return [make_method(name, v) for v in (knob.sweep if values is None else values)]

@@ -1,0 +1,207 @@
+"""Notebook 03: Wen et al.'s two mitigations (ICLR 2024, Sec. 4) against the baselines, on one harness.
+
+1. Calibration (dev half): the unmitigated joint first-step magnitude L_p of memorized and held-out prompts
+   places the l_target sweep between them (``mitigate_pe.l_target_sweep``); PE's operating point is the largest
+   l_target that halves pooled memorized replication on the dev half.
+2. Curves (test half): every inference-time method at each knob value on the same prompts and noises
+   (``memlib.mitigate.run_method``): privacy (Gu replication, similarity to the planted image) against utility
+   (content-caption CLIP), plus the per-step magnitude after PE (does it rebound once sampling leaves x_T?).
+3. Training time: the probe (does the per-sample magnitude separate planted from ordinary training rows at a
+   fixed t?), then the testbed trained from scratch with the filter at tau from ordinary rows' percentiles,
+   against the unfiltered run at equal steps and seed (the shipped checkpoint, rounded as the filtered ones are
+   stored).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..backends.testbed import TestbedBackend
+from ..config import Config, ConfigError, check_range
+from ..generate import GenerationConfig
+from ..harness.cache import cached_arrays, weights_fingerprint
+from ..mitigate.columns import Evaluator
+from ..mitigate.evalset import evaluation_prompts
+from ..mitigate.registry import available, make_method, sweep
+from ..mitigate.run import run_method
+from ..testbed.build import TestbedRef
+from .filter_train import ProbeResult, magnitude_probe, round_to_float16, tau_from_percentiles, train_filtered
+from .mitigate_pe import joint_first_step, l_target_sweep
+from .mitigation_results import MitigationResult, matched_comparison, pe_operating_point
+from .mitigations import filter_method
+
+
+@dataclass
+class MitigationConfig(Config):
+    """Parameters of notebooks/03_mitigation.ipynb."""
+    testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
+    retrain: bool = False            # retrain the filtered checkpoints instead of loading the shipped ones
+    n_gens: int = 4                  # generations per prompt (PE's joint norm runs over these noises)
+    num_steps: int = 50              # DDIM steps
+    guidance_scale: float = 3.0      # CFG scale (the testbed default)
+    gen_batch_size: int = 128
+    seed: int = 0                    # generation seed (initial noises)
+    max_prompts_per_group: int = 0   # cap per group and half (0: all)
+    baselines: str = "random_token,random_number,word_repeat,embedding_noise,lower_guidance"
+    pe_points: int = 6               # l_target values from the memorized to the held-out dev median
+    pe_reduction_bar: float = 0.5    # PE's operating point: the largest l_target with this relative reduction
+    filter_percentiles: str = "75,90,99"   # tau at these percentiles of ordinary rows' magnitudes ('' : skip)
+    probe_rows: int = 512            # training rows per side in the magnitude probe
+    matched_levels: int = 4          # utility levels where PE and random-token addition are compared
+    grid_prompts: int = 6            # memorized test prompts in the before/after grid
+    chunk: int = 48                  # prompts per cached chunk
+    progress: bool = True
+
+    def validate(self) -> None:
+        check_range("pe_points", self.pe_points, 2, 20)
+        check_range("pe_reduction_bar", self.pe_reduction_bar, 0.0, 1.0)
+        check_range("matched_levels", self.matched_levels, 1, 20)
+        check_range("probe_rows", self.probe_rows, 2)
+        check_range("chunk", self.chunk, 1)
+        check_range("grid_prompts", self.grid_prompts, 0, 32)
+        check_range("max_prompts_per_group", self.max_prompts_per_group, 0)
+        known = set(available()) - {"none", "wen_pe"}
+        bad = [b for b in self.baseline_names() if b not in known]
+        if bad:
+            raise ConfigError(f"parameter 'baselines' names {bad}; choose from {sorted(known)}")
+        self.percentiles()
+        self.generation_config()
+
+    def baseline_names(self) -> list[str]:
+        return [b.strip() for b in self.baselines.split(",") if b.strip()]
+
+    def percentiles(self) -> list[float]:
+        try:
+            ps = [float(p) for p in self.filter_percentiles.split(",") if p.strip()]
+        except ValueError:
+            raise ConfigError(f"parameter 'filter_percentiles' = {self.filter_percentiles!r}: give numbers "
+                              f"separated by commas, e.g. '75,90,99'") from None
+        if any(not 0 < p < 100 for p in ps):
+            raise ConfigError(f"parameter 'filter_percentiles' = {self.filter_percentiles!r}: each in (0, 100)")
+        return ps
+
+    def generation_config(self) -> GenerationConfig:
+        return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale, n_gens=self.n_gens,
+                                batch_size=self.gen_batch_size, seed=self.seed)
+
+
+def _grid(cfg, prompts, runs: dict, data) -> dict:
+    """First generation of the first memorized test prompts under a few methods, with the planted image."""
+    idx = [i for i, p in enumerate(prompts) if p.memorized][:cfg.grid_prompts]
+    planted = [int(np.flatnonzero(data.cluster == prompts[i].cluster)[0]) for i in idx]
+    return {"captions": [prompts[i].text for i in idx], "planted": data.images[planted],
+            "rows": {label: run.images[idx, 0] for label, run in runs.items()}}
+
+
+def run_mitigation_study(cfg: MitigationConfig) -> MitigationResult:
+    tb = cfg.testbed.load(progress=cfg.progress)
+    clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
+    backend = TestbedBackend(tb.model, tb)
+    gen = cfg.generation_config()
+    evaluator = Evaluator(tb.data, clip, seed=cfg.seed)
+    dev = evaluation_prompts(tb.data, "dev", max_per_group=cfg.max_prompts_per_group)
+    test = evaluation_prompts(tb.data, "test", max_per_group=cfg.max_prompts_per_group)
+
+    def run(method, prompts, ev=evaluator, model=backend):
+        return run_method(model, method, prompts, ev, gen, chunk=cfg.chunk, progress=cfg.progress)
+
+    # 1. calibration on the dev half
+    dev_mag = joint_first_step(backend, [p.text for p in dev], gen)
+    mem = np.array([p.memorized for p in dev])
+    l_targets = l_target_sweep(dev_mag[mem], dev_mag[~mem], cfg.pe_points)
+    dev_none = run(make_method("none"), dev).row
+    dev_pe = [run(make_method("wen_pe", lt), dev).row for lt in l_targets]
+    operating = pe_operating_point(dev_none, dev_pe, cfg.pe_reduction_bar)
+
+    # 2. curves on the test half
+    runs = {"none": run(make_method("none"), test)}
+    for name in cfg.baseline_names():
+        for m in sweep(name):
+            runs[m.label] = run(m, test)
+    pe_labels = []
+    for lt in l_targets:
+        m = make_method("wen_pe", lt)
+        runs[m.label] = run(m, test)
+        pe_labels.append(m.label)
+    rows = [r.row for r in runs.values()]
+    headline = runs[make_method("wen_pe", operating).label] if operating is not None else None
+    held = np.array([p.group == "heldout" for p in test])
+    zero = None
+    if headline is not None:
+        untouched = held & (headline.info["iterations"] == 0)
+        same = [bool((headline.images[i] == runs["none"].images[i]).all()) for i in np.flatnonzero(untouched)]
+        zero = {"heldout_untouched_share": float(untouched.sum() / max(held.sum(), 1)),
+                "untouched_bit_identical_share": float(np.mean(same)) if same else float("nan"),
+                "n_untouched": int(untouched.sum())}
+    memsel = np.array([p.memorized for p in test])
+    rebound = {label: runs[label].text_norm[memsel].mean(axis=(0, 1)) for label in ["none"] + pe_labels}
+    rebound_heldout = {label: runs[label].text_norm[held].mean(axis=(0, 1)) for label in ["none"] + pe_labels}
+    grid_runs = {"none": runs["none"]}
+    if headline is not None:
+        grid_runs[f"PE l_target={operating:g}"] = headline
+    for name in ("random_token", "lower_guidance"):
+        if name in cfg.baseline_names():
+            m = sweep(name)[-1]
+            grid_runs[m.label] = runs[m.label]
+    matched = matched_comparison([runs[lb].row for lb in pe_labels],
+                                 [r for r in rows if r.method == "random_token"], runs["none"].row,
+                                 cfg.matched_levels)
+
+    # 3. training time
+    weights = weights_fingerprint(backend)
+    probe = ProbeResult(**{k: (v.tolist() if v.ndim else int(v)) for k, v in cached_arrays(
+        "filter-probe", {"weights": weights, "rows": cfg.probe_rows, "seed": cfg.seed},
+        lambda: {k: np.asarray(v) for k, v in asdict(magnitude_probe(tb, cfg.probe_rows, seed=cfg.seed)).items()}
+    ).items()})
+    filter_rows, taus, drops = [], {}, {}
+    if cfg.percentiles():
+        got = cached_arrays("filter-taus", {"weights": weights, "p": cfg.percentiles(), "seed": cfg.seed + 1},
+                            lambda: {"tau": np.array(list(tau_from_percentiles(tb, cfg.percentiles(),
+                                                                                seed=cfg.seed + 1).values()))})
+        taus = dict(zip(cfg.percentiles(), got["tau"].tolist()))
+        fd_eval = Evaluator(tb.data, clip, seed=cfg.seed, frechet_boot=100)
+        unf = round_to_float16(tb)
+        base_row = run(make_method("none"), test, fd_eval, TestbedBackend(unf.model, unf)).row
+        base_row.method = "unfiltered"      # the shipped run: equal steps, seed and batch order, no filter
+        filter_rows.append(base_row)
+        for p, tau in taus.items():
+            tf = train_filtered(cfg.testbed, tau, retrain=cfg.retrain, progress=cfg.progress, base=tb)
+            filter_rows.append(run(filter_method(cfg.testbed, tau, base=tb), test, fd_eval).row)
+            drops[tau] = _drop_stats(tf, tb.data)
+    return MitigationResult(
+        rows=rows, l_targets=l_targets, dev_magnitudes={g: dev_mag[np.array([p.group == g for p in dev])]
+                                                        for g in dict.fromkeys(p.group for p in dev)},
+        dev_rows=[dev_none] + dev_pe, pe_operating_l_target=operating, zero_iteration=zero,
+        rebound=rebound, rebound_heldout=rebound_heldout, timesteps=_timesteps(backend, gen),
+        matched=matched, grid=_grid(cfg, test, grid_runs, tb.data), probe=probe, taus=taus,
+        filter_rows=filter_rows, filter_drops=drops, gen_cfg=gen, checkpoint=str(tb.folder.name),
+        pe_iterations={lb: runs[lb].info["iterations"] for lb in pe_labels},
+        test_groups=[p.group for p in test])
+
+
+def _timesteps(backend, gen: GenerationConfig) -> list[int]:
+    sched = backend.scheduler(gen.scheduler)
+    sched.set_timesteps(gen.num_steps)
+    return [int(t) for t in sched.timesteps]
+
+
+def _drop_stats(tf, data) -> dict:
+    """How much the filter dropped: share of all drawn samples, and how the drops split over row kinds."""
+    state = (tf.train_state or {}).get("loss_state") if tf.train_state else None
+    if state is None:
+        from ..checkpoint import load_loss_state
+        state = load_loss_state(tf.folder)
+    skips = state["skips"].numpy()
+    dropped = state["dropped"].numpy()
+    steps = len(dropped)
+    batch = tf.meta["run"]["train"]["batch_size"]
+    planted = np.isin(data.group, ("verbatim", "verbatim_knob", "image_dup", "caption_dup"))
+    total = max(int(skips.sum()), 1)
+    return {"dropped_share": float(dropped.sum() / max(steps * batch, 1)),
+            "dropped_share_last_quarter": float(dropped[-steps // 4:].sum() / max(steps // 4 * batch, 1)),
+            "planted_share_of_drops": float(skips[planted].sum() / total),
+            "planted_share_of_rows": float(planted.mean()),
+            "verbatim_drops_per_row": float(skips[data.group == "verbatim"].mean()),
+            "ordinary_drops_per_row": float(skips[data.group == "generic"].mean()),
+            "draws_per_row": float(steps * batch / len(data))}

@@ -1,0 +1,47 @@
+"""Wen et al.'s two mitigations (ICLR 2024, Sec. 4) as methods of the mitigation harness (``memlib.mitigate``):
+
+- ``wen_pe`` (knob l_target, the joint first-step magnitude over the n noises): ``mitigate_pe``.
+- ``filter_method(ref, tau)``: the testbed trained from scratch with the magnitude filter at tau
+  (``filter_train``); a training-time method, so it acts through another checkpoint.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends.testbed import TestbedBackend
+from ..mitigate.method import Context, Knob, Method, Plan
+from ..mitigate.registry import register
+from .mitigate_pe import optimize_prompt_embeddings
+
+PE_KNOB = Knob("l_target", (4.0, 3.0, 2.5, 2.0, 1.5, 1.0), 0.0, 1000.0)
+TAU_KNOB = Knob("tau", (4.67, 3.2, 2.56), 0.0, 1000.0)
+
+
+def _pe(ctx: Context, l_target: float) -> Plan:
+    res = optimize_prompt_embeddings(ctx.backend, ctx.prompts, ctx.gen_cfg, l_target)
+    acted = res.iterations > 0
+    # prompts that took no step keep their own encoding: their generation is the unmitigated one, bit for bit
+    override = {p: res.embeddings[p] for p in np.flatnonzero(acted)}
+    return Plan(list(ctx.prompts), cond_override=override, acted=acted, prep_seconds=res.seconds,
+                prep_evals_per_image=res.evals_per_image,
+                info={"iterations": res.iterations, "loss_initial": res.loss_initial,
+                      "loss_last": res.loss_last, "converged": res.converged})
+
+
+register("wen_pe", PE_KNOB, _pe, description="Wen et al.: prompt-embedding optimization at x_T")
+
+
+def filter_method(ref, tau: float, base=None, progress: bool = False) -> Method:
+    """The filtered-training model at ``tau`` as a harness method (trained on first use unless shipped)."""
+    from .filter_train import train_filtered
+
+    cache: dict = {}
+
+    def build(ctx: Context, value: float) -> Plan:
+        if "backend" not in cache:
+            tb = train_filtered(ref, value, base=base, progress=progress)
+            cache["backend"] = TestbedBackend(tb.model, tb)
+        return Plan(list(ctx.prompts), backend=cache["backend"], acted=np.ones(len(ctx.prompts), bool))
+
+    return Method("wen_filter", TAU_KNOB, TAU_KNOB.check("wen_filter", tau), build, kind="training",
+                  description="Wen et al.: training samples with magnitude >= tau dropped from the loss")
