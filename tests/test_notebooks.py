@@ -170,6 +170,43 @@ def test_02_explain_runs(figures, tmp_path):
     assert rows[0] == "prompt,token,kind,dropped,replication" and len(rows) == 1 + sum(n.values())
 
 
+def test_03_mitigation_runs(figures, tmp_path):
+    from memlib.mitigate.evalset import evaluation_prompts
+
+    body, folder = _quick("03_mitigation", figures, tmp_path)
+    m, q = body["metrics"], QUICK_PARAMS["03_mitigation"]
+    test = evaluation_prompts(_tiny_data(), "test", max_per_group=q["max_prompts_per_group"])
+    rows = m["rows"]
+    by_method = {}
+    for r in rows:
+        by_method.setdefault(r["method"], []).append(r["value"])
+    assert by_method["none"] == [0] and len(by_method["wen_pe"]) == q["pe_points"] == len(m["l_targets"])
+    for name in ("random_token", "random_number", "word_repeat", "embedding_noise", "lower_guidance"):
+        assert len(by_method[name]) >= 5, name               # every curve has at least 5 knob values
+    assert by_method["random_token"] == [1, 2, 4, 6, 8]
+    mem = [p for p in test if p.memorized]
+    for r in rows:   # one entry per method and knob value, with N and seeds; rates are shares of N x n_gens
+        assert r["n_gens"] == q["n_gens"] and r["seed"] == 0 and r["half"] == "test"
+        assert sum(v for k, v in r.items() if k.startswith("n_prompts_")) == len(test)
+        copies = r["replication_memorized"] * len(mem) * q["n_gens"]
+        assert abs(copies - round(copies)) < 1e-6
+        assert r["replication_ci_memorized"][0] <= r["replication_memorized"] <= r["replication_ci_memorized"][1]
+    none = rows[0]
+    pe = [r for r in rows if r["method"] == "wen_pe"]
+    assert all(r["evals_per_image"] > none["evals_per_image"] or r["acted_heldout"] == 0 for r in pe)
+    assert m["pe_operating_l_target"] in m["l_targets"] and m["l_targets"] == sorted(m["l_targets"], reverse=True)
+    if m["pe_n_untouched"]:
+        assert m["pe_untouched_bit_identical_share"] == 1.0
+    assert len(m["filter_rows"]) == 1 + len(q["filter_percentiles"].split(","))
+    assert m["filter_rows"][0]["method"] == "unfiltered" and len(m["probe_auc"]) == 8
+    assert len(m["rebound_memorized"]["none"]) == q["num_steps"]
+    for name in ("calibration_dev", "privacy_utility", "magnitude_rebound", "grid_before_after", "filter_probe",
+                 "filter_training"):
+        assert (folder / "03_mitigation" / f"{name}.png").exists(), name
+    table = (folder / "03_mitigation" / "mitigation_table.csv").read_text().splitlines()
+    assert len(table) == 1 + len(rows)
+
+
 def test_unknown_parameter_stops_the_notebook_and_keeps_earlier_figures(figures, tmp_path):
     import papermill
 

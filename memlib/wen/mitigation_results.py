@@ -122,7 +122,7 @@ class MitigationResult:
                    "dev_median_magnitude": {g: float(np.median(v)) for g, v in self.dev_magnitudes.items()}}
         if pe is not None:
             m.update({"pe_replication_rate": _pooled(pe), "pe_replication_rate_ci95": list(pe.replication_ci["memorized"]),
-                      "pe_replication_reduction": 1 - _pooled(pe) / _pooled(none) if _pooled(none) > 0 else float("nan"),
+                      "pe_replication_reduction": 1 - _pooled(pe) / _pooled(none) if _pooled(none) > 0 else None,
                       "pe_clip_content": pe.clip_content["memorized"],
                       "pe_content_clip_cost": none.clip_content["memorized"] - pe.clip_content["memorized"],
                       "pe_heldout_clip_content_cost": none.clip_content["heldout"] - pe.clip_content["heldout"],
@@ -130,6 +130,8 @@ class MitigationResult:
                       "pe_acted_heldout": pe.acted_heldout})
         if self.zero_iteration:
             m.update({f"pe_{k}": v for k, v in self.zero_iteration.items()})
+        m["rebound_memorized"] = {k: [float(x) for x in v] for k, v in self.rebound.items()}
+        m["rebound_heldout"] = {k: [float(x) for x in v] for k, v in self.rebound_heldout.items()}
         m["pe_vs_random_token_wins"] = self.matched.get("wins")
         m["matched_utility"] = self.matched
         m["probe_timesteps"] = self.probe.timesteps
