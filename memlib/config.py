@@ -76,6 +76,18 @@ def check_range(name: str, value: Any, lo: float | None = None, hi: float | None
         raise ConfigError(f"parameter {name!r} = {value!r} is out of range; allowed {rng}")
 
 
+def parse_number_list(name: str, text: str, kind=int, lo: float | None = None) -> list:
+    """A comma-separated parameter ('1,2', '' for none) as a list of ``kind``, each at least ``lo``."""
+    try:
+        values = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"parameter {name!r} = {text!r}: give a comma list of {kind.__name__} values such as "
+                          f"'1,2', or '' for none") from None
+    for v in values:
+        check_range(name, v, lo)
+    return values
+
+
 class Config:
     """Mixin for dataclass configs: type checks, ``validate()`` range checks, building from a namespace."""
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..config import Config, ConfigError, check_range
+from ..config import Config, ConfigError, check_range, parse_number_list
 from ..generate import GenerationConfig
 from ..schedule import first_step_alpha_bar
 from ..testbed.build import TestbedRef
@@ -73,13 +73,7 @@ class DetectionConfig(Config):
 
     def testbed_seeds(self) -> list[int]:
         """The testbed seeds measured: ``testbed_seed`` first (its run draws the figures), then the others."""
-        try:
-            more = [int(s) for s in self.more_testbed_seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ConfigError(f"parameter 'more_testbed_seeds' = {self.more_testbed_seeds!r}: give a comma list "
-                              f"of integers such as '1,2', or '' for none") from None
-        if any(s < 0 for s in more):
-            raise ConfigError(f"parameter 'more_testbed_seeds' = {self.more_testbed_seeds!r}: seeds are >= 0")
+        more = parse_number_list("more_testbed_seeds", self.more_testbed_seeds, int, 0)
         return list(dict.fromkeys([self.testbed.seed] + more)) if self.backend == "testbed" else [self.testbed.seed]
 
     def chosen_groups(self) -> list[str] | None:

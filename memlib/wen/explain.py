@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..backends import make_backend
-from ..config import Config, ConfigError, check_range
+from ..config import Config, check_range, parse_number_list
 from ..generate import GenerationConfig
 from ..splits import split
 from ..testbed.build import TestbedRef
@@ -67,13 +67,7 @@ class ExplainConfig(Config):
 
     def extra_seeds(self) -> list[int]:
         """``more_testbed_seeds`` as integers, without the main seed (testbed backend only)."""
-        try:
-            seeds = [int(x) for x in self.more_testbed_seeds.split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError(f"parameter 'more_testbed_seeds' = {self.more_testbed_seeds!r}: a comma list of "
-                              f"integers such as '1,2', or '' for none") from None
-        if any(x < 0 for x in seeds):
-            raise ConfigError(f"parameter 'more_testbed_seeds' = {self.more_testbed_seeds!r}: seeds are >= 0")
+        seeds = parse_number_list("more_testbed_seeds", self.more_testbed_seeds, int, 0)
         return [x for x in dict.fromkeys(seeds) if x != self.testbed.seed] if self.backend == "testbed" else []
 
     def generation_config(self) -> GenerationConfig:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..backends.testbed import TestbedBackend
-from ..config import Config, ConfigError, check_range
+from ..config import Config, ConfigError, check_range, parse_number_list
 from ..generate import GenerationConfig
 from ..harness.cache import cached_arrays, weights_fingerprint
 from ..mitigate.columns import Evaluator
@@ -72,11 +72,7 @@ class MitigationConfig(Config):
         return [b.strip() for b in self.baselines.split(",") if b.strip()]
 
     def percentiles(self) -> list[float]:
-        try:
-            ps = [float(p) for p in self.filter_percentiles.split(",") if p.strip()]
-        except ValueError:
-            raise ConfigError(f"parameter 'filter_percentiles' = {self.filter_percentiles!r}: give numbers "
-                              f"separated by commas, e.g. '75,90,99'") from None
+        ps = parse_number_list("filter_percentiles", self.filter_percentiles, float)
         if any(not 0 < p < 100 for p in ps):
             raise ConfigError(f"parameter 'filter_percentiles' = {self.filter_percentiles!r}: each in (0, 100)")
         return ps
