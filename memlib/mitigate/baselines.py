@@ -109,5 +109,5 @@ register("word_repeat", Knob("repeats", (1, 2, 4, 6, 8), 0, 64, integer=True, no
          _augmentation("repeat"), description="caption words repeated")
 register("embedding_noise", Knob("sigma", (0.1, 0.25, 0.5, 1.0, 2.0), 0.0, 100.0, none_value=0.0),
          _embedding_noise, description="Gaussian noise on the text embedding (x its rms)")
-register("lower_guidance", Knob("guidance_scale", (2.5, 2.0, 1.5, 1.0, 0.5, 0.0), 0.0, 50.0),
+register("lower_guidance", Knob("guidance_scale", (2.0, 1.5, 1.0, 0.5, 0.0), 0.0, 50.0),
          _lower_guidance, description="a lower classifier-free guidance scale")

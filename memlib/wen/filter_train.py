@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError, load_or_build
+from ..harness.cache import file_lock
 from ..metrics import roc
 from ..paths import checkpoints_dir
 from ..schedule import add_noise, eps_from_output
@@ -156,7 +157,8 @@ def train_filtered(ref: TestbedRef, tau: float, retrain: bool = False, progress:
                           part="unet", sample_hook=hook, loss_state={}, ship_loss_state=True,
                           ship_dtype=torch.float16)
 
-    m, state = load_or_build(folder, model, is_finished, train, retrain)
+    with file_lock(folder.parent / f".{folder.name}.lock"):   # one trainer per folder; others wait, then load
+        m, state = load_or_build(folder, model, is_finished, train, retrain)
     return Testbed(data, model.eval(), folder, m, state)
 
 

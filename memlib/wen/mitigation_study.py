@@ -43,8 +43,9 @@ class MitigationConfig(Config):
     gen_batch_size: int = 128
     seed: int = 0                    # generation seed (initial noises)
     max_prompts_per_group: int = 0   # cap per group and half (0: all)
+    heldout_prompts: int = 16        # held-out prompts per half (of 32; 0: all): the curves' cost is per prompt
     baselines: str = "random_token,random_number,word_repeat,embedding_noise,lower_guidance"
-    pe_points: int = 6               # l_target values from the memorized to the held-out dev median
+    pe_points: int = 5               # l_target values from the memorized to the held-out dev median
     pe_reduction_bar: float = 0.5    # PE's operating point: the largest l_target with this relative reduction
     filter_percentiles: str = "75,90,99"   # tau at these percentiles of ordinary rows' magnitudes ('' : skip)
     probe_rows: int = 512            # training rows per side in the magnitude probe
@@ -61,6 +62,7 @@ class MitigationConfig(Config):
         check_range("chunk", self.chunk, 1)
         check_range("grid_prompts", self.grid_prompts, 0, 32)
         check_range("max_prompts_per_group", self.max_prompts_per_group, 0)
+        check_range("heldout_prompts", self.heldout_prompts, 0)
         known = set(available()) - {"none", "wen_pe"}
         bad = [b for b in self.baseline_names() if b not in known]
         if bad:
@@ -82,6 +84,12 @@ class MitigationConfig(Config):
                                 batch_size=self.gen_batch_size, seed=self.seed)
 
 
+def _capped(prompts, n_heldout: int):
+    held = [p for p in prompts if p.group == "heldout"]
+    keep = {id(p) for p in held[:n_heldout]} if n_heldout else {id(p) for p in held}
+    return [p for p in prompts if p.group != "heldout" or id(p) in keep]
+
+
 def _grid(cfg, prompts, runs: dict, data) -> dict:
     """First generation of the first memorized test prompts under a few methods, with the planted image."""
     idx = [i for i, p in enumerate(prompts) if p.memorized][:cfg.grid_prompts]
@@ -96,8 +104,8 @@ def run_mitigation_study(cfg: MitigationConfig) -> MitigationResult:
     backend = TestbedBackend(tb.model, tb)
     gen = cfg.generation_config()
     evaluator = Evaluator(tb.data, clip, seed=cfg.seed)
-    dev = evaluation_prompts(tb.data, "dev", max_per_group=cfg.max_prompts_per_group)
-    test = evaluation_prompts(tb.data, "test", max_per_group=cfg.max_prompts_per_group)
+    dev, test = (_capped(evaluation_prompts(tb.data, half, max_per_group=cfg.max_prompts_per_group),
+                         cfg.heldout_prompts) for half in ("dev", "test"))
 
     def run(method, prompts, ev=evaluator, model=backend):
         return run_method(model, method, prompts, ev, gen, chunk=cfg.chunk, progress=cfg.progress)
@@ -106,8 +114,9 @@ def run_mitigation_study(cfg: MitigationConfig) -> MitigationResult:
     dev_mag = joint_first_step(backend, [p.text for p in dev], gen)
     mem = np.array([p.memorized for p in dev])
     l_targets = l_target_sweep(dev_mag[mem], dev_mag[~mem], cfg.pe_points)
-    dev_none = run(make_method("none"), dev).row
-    dev_pe = [run(make_method("wen_pe", lt), dev).row for lt in l_targets]
+    dev_mem = [p for p in dev if p.memorized]      # the operating point is a replication criterion
+    dev_none = run(make_method("none"), dev_mem).row
+    dev_pe = [run(make_method("wen_pe", lt), dev_mem).row for lt in l_targets]
     operating = pe_operating_point(dev_none, dev_pe, cfg.pe_reduction_bar)
 
     # 2. curves on the test half
