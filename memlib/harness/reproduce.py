@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import shutil
 import sys
 import tempfile
@@ -280,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="notebook stems to run (default: all)")
     ap.add_argument("--force", action="store_true", help="rerun even if inputs are unchanged")
     a = ap.parse_args(argv)
+    # a shell starts background jobs with SIGINT ignored, and Python keeps it so: Ctrl-C (or a SIGINT sent to
+    # the group) must still stop the run with its summary
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         outcomes = reproduce(a.quick, a.only, a.force)
     except Interrupted as e:
