@@ -22,8 +22,8 @@ import hashlib
 import json
 import os
 import re
-import signal
 import shutil
+import signal
 import sys
 import tempfile
 import time
