@@ -13,7 +13,15 @@ from memlib.train import TrainConfig
 
 def test_digits_are_real_and_duplicates_are_labelled():
     d = make_digits_data(DigitsDataConfig(n_duplicated=5, copies=4))
-    assert d.images.shape == (1797 + 5 * 3, 1, 8, 8) and d.images.min() >= -1 and d.images.max() <= 1
+    n_held = round(0.15 * 1797)
+    assert d.heldout_images.shape == (n_held, 1, 8, 8) and len(d.heldout_labels) == n_held
+    assert d.images.shape == (1797 - n_held + 5 * 3, 1, 8, 8) and d.images.min() >= -1 and d.images.max() <= 1
+    # the held-out digits are exactly the source digits no training row comes from (the reference is unseen)
+    unseen = np.setdiff1d(np.arange(1797), d.cluster)
+    assert len(unseen) == n_held
+    from sklearn.datasets import load_digits
+    real = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0 * 2 - 1)
+    torch.testing.assert_close(d.heldout_images[:, 0], real[unseen])
     assert d.duplicated.sum() == 5 * 4
     for c in np.unique(d.cluster[d.duplicated]):
         rows = np.flatnonzero(d.cluster == c)

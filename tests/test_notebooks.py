@@ -207,6 +207,37 @@ def test_03_mitigation_runs(figures, tmp_path):
     assert len(table) == 1 + len(rows)
 
 
+def test_04_amg_runs(figures, tmp_path):
+    from memlib.mitigate.evalset import evaluation_prompts
+
+    body, folder = _quick("04_amg", figures, tmp_path)
+    m, q = body["metrics"], QUICK_PARAMS["04_amg"]
+    test = evaluation_prompts(_tiny_data(), "test", max_per_group=q["max_prompts_per_group"])
+    n_test = len([p for p in test if p.group != "heldout"]) + min(q["heldout_prompts"],
+                                                                   sum(p.group == "heldout" for p in test))
+    rows = m["rows"]
+    for label in ("none", "AMG Main", "AMG Strong", "AMG, released-code gating", "spe", "dup", "sim", "spe+dup", "spe+sim", "dup+sim", "switch always on", "constant threshold"):
+        assert label in rows, label                          # Table 4 and 5 rows
+    for r in rows.values():
+        assert r["n_gens"] == q["n_gens"] and r["half"] == "test"
+        assert sum(v for k, v in r.items() if k.startswith("n_prompts_")) == n_test
+        assert r["replication_ci_memorized"][0] <= r["replication_memorized"] <= r["replication_ci_memorized"][1]
+    for key in ("replication_rate_none", "replication_rate_amg", "clip_score_none", "clip_score_amg", "fd_none",
+                "fd_amg", "switch_fired_heldout", "evals_ratio_amg"):
+        assert isinstance(m[key], (int, float)), key
+    assert m["main_c3"] in (10, 100) and m["strong_c3"] >= m["main_c3"]
+    assert set(m["dev_sweep"]) == {"code", "constant"} and all(len(v) == 2 for v in m["dev_sweep"].values())
+    assert len(m["sigma_auc_per_step"]) == q["num_steps"] == len(m["calibration"]["timesteps"])
+    assert rows["none"]["evals_per_image"] == 2 * q["num_steps"]        # plain CFG: 2 evaluations per step
+    for name in ("unconditional", "class-conditional"):
+        d = m["digits"][name]
+        assert set(d["test"]) == {"none", "AMG Main", "AMG Strong"} and d["test"]["none"]["n"] == q["digits_samples"]
+    for name in ("sigma_calibration", "c3_dev_sweep", "ablations", "per_step_terms", "grid_nearest",
+                 "digits_dev_sweep", "digits_grid"):
+        assert (folder / "04_amg" / f"{name}.png").exists(), name
+    assert len((folder / "04_amg" / "amg_rows.csv").read_text().splitlines()) == 1 + len(rows)
+
+
 def test_unknown_parameter_stops_the_notebook_and_keeps_earlier_figures(figures, tmp_path):
     import papermill
 

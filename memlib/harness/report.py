@@ -13,10 +13,12 @@ from ..paths import repo_root
 def _headlines() -> list[tuple[str, str, str, str]]:
     """(notebook, metric key, what it is, target), from the modules whose results write those keys."""
     from ..testbed import evaluate
+    from ..amg import results as amg_results
     from ..wen import detect, explain_results, mitigation_results
 
     return [(nb, *row) for nb, mod in (("00_testbed", evaluate), ("01_detection", detect),
-                                       ("02_explain", explain_results), ("03_mitigation", mitigation_results))
+                                       ("02_explain", explain_results), ("03_mitigation", mitigation_results),
+                                       ("04_amg", amg_results))
             for row in mod.HEADLINES]
 
 
@@ -210,6 +212,17 @@ def mitigation_findings(figures: Path | None = None) -> str:
         out.append("- Probe (shipped checkpoint, planted vs ordinary training rows): magnitude AUC by timestep "
                    + ", ".join(f"t={t}: {a:.2f}" for t, a in auc.items()) + ".")
     return "\n".join(out)
+AMG_BEGIN, AMG_END = "<!-- amg:begin -->", "<!-- amg:end -->"
+
+
+def amg_findings(figures: Path | None = None) -> str:
+    """Notebook 04's AMG tables and findings (``memlib.amg.results.amg_findings``)."""
+    from ..amg.results import amg_findings as findings
+
+    path = (figures or repo_root() / "figures") / "04_amg" / "metrics.json"
+    return findings(json.loads(path.read_text())["metrics"]) if path.exists() else "notebook 04 not yet run"
+
+
 TIME_BEGIN, TIME_END = "<!-- timings:begin -->", "<!-- timings:end -->"
 
 
@@ -218,7 +231,12 @@ def _cached_compute_seconds(path: Path) -> float:
     if not path.exists():
         return 0.0
     m = json.loads(path.read_text())["metrics"]
-    rows = [r for k in ("rows", "dev_rows", "filter_rows") for r in m.get(k, []) if isinstance(r, dict)]
+    def listed(v):   # rows are a list, a {label: row} dict, or a {schedule: [rows]} dict
+        v = list(v.values()) if isinstance(v, dict) else list(v)
+        return [r for x in v for r in (x if isinstance(x, list) else [x])]
+
+    rows = [r for k in ("rows", "dev_rows", "filter_rows", "dev_sweep") for r in listed(m.get(k, []))
+            if isinstance(r, dict) and "seconds_per_image" in r]
     return float(sum(r.get("seconds_per_image", 0.0) * r.get("n_gens", 0) *
                      sum(v for k, v in r.items() if k.startswith("n_prompts_")) for r in rows))
 
@@ -259,6 +277,8 @@ def update_readme(readme: Path | None = None) -> bool:
         new = _replace(new, FIND_BEGIN, FIND_END, detection_findings(), readme)
     if MIT_BEGIN in new:
         new = _replace(new, MIT_BEGIN, MIT_END, mitigation_findings(), readme)
+    if AMG_BEGIN in new:
+        new = _replace(new, AMG_BEGIN, AMG_END, amg_findings(), readme)
     if TIME_BEGIN in new:
         new = _replace(new, TIME_BEGIN, TIME_END, timings_table(), readme)
     readme.write_text(new)

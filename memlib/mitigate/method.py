@@ -72,6 +72,7 @@ class Method:
     build: Callable[[Context, Any], Plan]
     kind: str = "inference"           # 'inference' or 'training' (acts through another checkpoint)
     description: str = ""
+    params: dict = field(default_factory=dict)   # settings beyond the knob (part of the cache key)
 
     def apply(self, ctx: Context) -> Plan:
         plan = self.build(ctx, self.value)
@@ -86,4 +87,5 @@ class Method:
         return f"{self.name}({self.knob.name}={self.value:g})"
 
     def key(self) -> dict:
-        return {"method": self.name, "knob": self.knob.name, "value": self.value}
+        key = {"method": self.name, "knob": self.knob.name, "value": self.value}
+        return dict(key, params=self.params) if self.params else key

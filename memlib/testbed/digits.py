@@ -1,8 +1,10 @@
 """The DDPM testbed: scikit-learn's 1,797 real 8x8 handwritten digits with planted duplicates.
 
 Our CIFAR-10 stand-in for the unconditional and class-conditional DDPM experiments (AMG Sec. 6 on CIFAR-10;
-IET-AGC+). ``n_duplicated`` digits are repeated ``copies`` times each (ground truth: ``duplicated``), the
-way Somepalli et al. (2023) and Gu et al. (TMLR 2025) plant duplicates to make memorization measurable.
+IET-AGC+). A random ``heldout_fraction`` of the digits is never trained on: it is the Fréchet reference (a model
+that copies its training set is not rewarded). Of the training digits, ``n_duplicated`` are repeated ``copies``
+times each (ground truth: ``duplicated``), the way Somepalli et al. (2023) and Gu et al. (TMLR 2025) plant
+duplicates to make memorization measurable.
 Models are ``memlib.testbed.model.make_unconditional_unet`` (a diffusers ``UNet2DModel``), trained with the same
 resumable loop as the text-to-image testbed; a class label of ``n_classes`` means "no label" (CFG dropout).
 The loss is per sample with its timesteps, so IET-AGC's proxy models (Liu et al. 2024: one shard of rows each,
@@ -28,8 +30,10 @@ class DigitsDataConfig(Config):
     n_duplicated: int = 20      # digits planted as duplicates ...
     copies: int = 30            # ... each this many times in total
     max_images: int = 0         # keep only the first N real digits (0: all 1,797)
+    heldout_fraction: float = 0.15  # digits never trained on (the Fréchet reference), drawn at random
 
     def validate(self) -> None:
+        check_range("heldout_fraction", self.heldout_fraction, 0.0, 0.9)
         check_range("n_duplicated", self.n_duplicated, 0)
         check_range("copies", self.copies, 1)
         check_range("max_images", self.max_images, 0)
@@ -42,6 +46,8 @@ class DigitsData:
     cluster: np.ndarray         # (N,) source digit index; copies share it
     duplicated: np.ndarray      # (N,) bool: row belongs to a planted duplicate
     config: DigitsDataConfig
+    heldout_images: torch.Tensor = None   # (M, 1, 8, 8) real digits never trained on
+    heldout_labels: torch.Tensor = None   # (M,)
 
 
 def make_digits_data(cfg: DigitsDataConfig | None = None) -> DigitsData:
@@ -53,14 +59,18 @@ def make_digits_data(cfg: DigitsDataConfig | None = None) -> DigitsData:
     y = torch.from_numpy(d.target.astype(np.int64))
     if cfg.max_images:
         x, y = x[: cfg.max_images], y[: cfg.max_images]
-    if cfg.n_duplicated > len(x):
-        raise ValueError(f"parameter 'n_duplicated' = {cfg.n_duplicated} exceeds the {len(x)} digits available")
     rng = np.random.default_rng(cfg.seed)
-    dup = rng.choice(len(x), size=cfg.n_duplicated, replace=False)
+    order = rng.permutation(len(x))
+    n_held = int(round(cfg.heldout_fraction * len(x)))
+    held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
+    if cfg.n_duplicated > len(train):
+        raise ValueError(f"parameter 'n_duplicated' = {cfg.n_duplicated} exceeds the {len(train)} training "
+                         "digits available")
+    dup = rng.choice(train, size=cfg.n_duplicated, replace=False)
     extra = np.repeat(dup, cfg.copies - 1)   # each planted digit ends with `copies` rows in total
-    rows = np.concatenate([np.arange(len(x)), extra])
+    rows = np.concatenate([train, extra])
     duplicated = np.isin(rows, dup)
-    return DigitsData(x[rows], y[rows], rows, duplicated, cfg)
+    return DigitsData(x[rows], y[rows], rows, duplicated, cfg, x[held], y[held])
 
 
 def digits_loss(unet, data: DigitsData, n_classes: int, label_dropout: float = 0.1):
@@ -124,4 +134,4 @@ def load_digits_model(class_conditional: bool = False, data_cfg: DigitsDataConfi
     meta, _ = load_or_build(folder, unet, lambda m: m.get("step") == train_cfg.steps,
                             lambda: train_digits_model(data, model_cfg, train_cfg, folder, progress, unet=unet),
                             retrain)
-    return unet.eval(), model_cfg.num_class_embeds, meta
+    return unet.eval(), model_cfg.num_class_embeds, dict(meta, folder=folder.name)

@@ -1,0 +1,82 @@
+"""Calibrating AMG's switch threshold lambda_t on held-out generations (Chen, Liu, Xu, CVPR 2024, Eq. 10).
+
+The paper's lambda_t (SSCD scale, LAION neighbours) does not transfer to another similarity or training set, so
+we record sigma_t (similarity of x0_hat to its nearest training sample) along plain-CFG trajectories of prompts
+that are *not* memorized (the testbed's held-out combinations, dev half), take a high percentile per step and fit
+the released code's form a + (b - a) exp(-c t) to it (``threshold.fit_exponential``). The fit, its residual and
+the share of the calibration trajectories that would trip it are recorded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..generate import GenerationConfig, generate
+from ..mitigate.similarity import SimilarityIndex
+from .guidance import AMGGuidance, AMGSettings
+from .threshold import Threshold, constant_like, fit_exponential
+
+NEVER = Threshold("constant", 1e9, 0.0, 0.0)   # records sigma_t, never fires
+
+
+@dataclass
+class Calibration:
+    threshold: Threshold          # the fitted time-varying lambda_t
+    constant: Threshold           # Table 5's constant threshold (``threshold.constant_like``)
+    percentile: float             # of sigma_t per step over the calibration trajectories
+    timesteps: np.ndarray         # (S,)
+    curve: np.ndarray             # (S,) that percentile per step
+    rms: float                    # fit residual
+    fire_share: float             # calibration trajectories the fitted threshold trips at some step
+    n_trajectories: int
+
+    def to_dict(self) -> dict:
+        return {"threshold": self.threshold.to_dict(), "constant": self.constant.to_dict(),
+                "percentile": self.percentile, "timesteps": self.timesteps.tolist(), "curve": self.curve.tolist(),
+                "rms": self.rms, "fire_share": self.fire_share, "n_trajectories": self.n_trajectories}
+
+
+def sigma_traces(backend, prompts: list[str], gen_cfg: GenerationConfig, index: SimilarityIndex,
+                 similarity: str = "ncc", to_pixels=None, progress: bool = False):
+    """(sigma_t (P, G, S), timesteps (S,), the generation) along plain-CFG trajectories of ``prompts``."""
+    P, G, S = len(prompts), gen_cfg.n_gens, gen_cfg.num_steps
+    record = {"_rows": P * G}
+    settings = AMGSettings(terms=("spe",), similarity=similarity)   # a term that never fires: sigma only
+    gen = generate(backend, prompts, gen_cfg, progress=progress, extra_hooks=lambda rows: [
+        AMGGuidance(settings, index, NEVER, to_pixels=to_pixels, record=record, rows=rows)])
+    return record["sigma"].reshape(P, G, S), np.asarray(gen.timesteps), gen
+
+
+def calibrate(sigma: np.ndarray, timesteps, percentile: float = 99.0) -> Calibration:
+    """Fit lambda_t to the ``percentile`` of held-out ``sigma`` (N, S) or (P, G, S) per step."""
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile = {percentile}: give a value in (0, 100]")
+    s = np.asarray(sigma, float).reshape(-1, np.shape(sigma)[-1])
+    if len(s) < 10:
+        raise ValueError(f"calibrating lambda_t on {len(s)} trajectories; give at least 10 held-out ones")
+    t = np.asarray(timesteps, float)
+    curve = np.percentile(s, percentile, axis=0)
+    th, rms = fit_exponential(t, curve)
+    fires = (s > th(t)[None]).any(1)
+    return Calibration(th, constant_like(th, t), float(percentile), t, curve, rms, float(fires.mean()), len(s))
+
+
+def calibrate_testbed(backend, gen_cfg: GenerationConfig | None = None, percentile: float = 99.0,
+                      progress: bool = False) -> Calibration:
+    """lambda_t for the embedded testbed from its held-out dev prompts (cached on the weights and settings)."""
+    from ..harness.cache import cached_arrays, weights_fingerprint
+    from ..mitigate.evalset import evaluation_prompts
+
+    gen_cfg = gen_cfg or GenerationConfig(num_steps=25)
+    data = backend.testbed.data
+    texts = [p.text for p in evaluation_prompts(data, "dev", groups=("heldout",))]
+    key = {"what": "amg-sigma-heldout-dev", "weights": weights_fingerprint(backend), "gen": gen_cfg.to_dict(),
+           "prompts": texts}
+
+    def compute():
+        sig, t, _ = sigma_traces(backend, texts, gen_cfg, SimilarityIndex(data.images), progress=progress)
+        return {"sigma": sig, "timesteps": t}
+
+    arr = cached_arrays("amg", key, compute)
+    return calibrate(arr["sigma"], arr["timesteps"], percentile)

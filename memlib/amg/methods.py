@@ -1,0 +1,90 @@
+"""AMG (Chen, Liu, Xu, CVPR 2024) as a method of the mitigation harness (``memlib.mitigate``).
+
+``amg_method(setup, c3)`` wraps the guidance hook (``guidance.AMGGuidance``) for the harness: the knob is c3, the
+dissimilarity scale; the rest (terms, gating mode, y_N rule, threshold) comes from an ``AMGSetup`` and is part of
+the cache key. The plan records, per prompt, generation and step, sigma_t, lambda_t, whether the switch fired and
+each term's weight, and marks a prompt as acted on when any term acted in any of its generations.
+``register``ed as ``amg`` for the embedded testbed: its training images and captions form the index, and the
+threshold is calibrated on the testbed's held-out dev prompts (``calibrate``), cached.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from ..mitigate.method import Context, Knob, Method, Plan
+from ..mitigate.registry import register
+from ..mitigate.similarity import SimilarityIndex
+from .guidance import TRACES, AMGGuidance, AMGSettings
+from .threshold import Threshold
+
+C3_KNOB = Knob("c3", (1.0, 3.0, 10.0, 30.0, 100.0), 0.0, 1e6, none_value=0.0)
+
+
+@dataclass
+class AMGSetup:
+    """What AMG needs besides the model: the training set it guards (index and captions) and the switch."""
+    index: SimilarityIndex
+    threshold: Threshold
+    settings: AMGSettings = AMGSettings()
+    captions: list[str] | None = None
+    to_pixels: Callable | None = None          # latent models: decoder to the index's pixel space
+
+    def params(self) -> dict:
+        return {"settings": self.settings.to_dict(), "threshold": self.threshold.to_dict(),
+                "index": [len(self.index), float(self.index.x.sum())]}
+
+
+def _build(setup: AMGSetup):
+    def build(ctx: Context, c3: float) -> Plan:
+        settings = replace(setup.settings, c3=c3)
+        P, G, S = len(ctx.prompts), ctx.gen_cfg.n_gens, ctx.gen_cfg.num_steps
+        info = {f"amg_{k}": np.full((P, G, S), np.nan, np.float32) for k in TRACES}
+        record = {"_rows": P * G, **{k: info[f"amg_{k}"].reshape(P * G, S) for k in TRACES}}
+        acted = np.zeros(P, bool)
+
+        def hooks(rows):
+            hook = AMGGuidance(settings, setup.index, setup.threshold, setup.captions, ctx.backend.encode_prompts,
+                               setup.to_pixels, record, rows)
+
+            def step(state):   # marks the prompts whose generation the guidance changed
+                out = hook(state)
+                if out is not None:
+                    i = state.i
+                    w = np.stack([record[k][rows, i] for k in ("spe", "dup", "sim")], 1)
+                    acted[np.asarray(rows)[(w > 0).any(1)] // G] = True
+                return out
+            return [step]
+
+        return Plan(list(ctx.prompts), extra_hooks=hooks, acted=acted, info=info)
+    return build
+
+
+def amg_method(setup: AMGSetup, c3: float | None = None, name: str = "amg", description: str = "") -> Method:
+    """AMG with ``setup`` at dissimilarity scale ``c3`` (default: the setup's)."""
+    value = C3_KNOB.check(name, setup.settings.c3 if c3 is None else c3)
+    return Method(name, C3_KNOB, value, _build(setup), description=description or
+                  f"AMG ({setup.settings.mode} gating, terms {'+'.join(setup.settings.terms)})",
+                  params=setup.params())
+
+
+def testbed_setup(backend, settings: AMGSettings | None = None, threshold: Threshold | None = None) -> AMGSetup:
+    """The testbed's training set as AMG's index, with a threshold calibrated on its held-out dev prompts."""
+    tb = getattr(backend, "testbed", None)
+    if tb is None:
+        raise ValueError("AMG needs the training images it guards; through the registry it runs on the embedded "
+                         "testbed. For another model build an AMGSetup with your images (memlib.amg.amg_method)")
+    if threshold is None:
+        from .calibrate import calibrate_testbed
+        threshold = calibrate_testbed(backend).threshold
+    return AMGSetup(SimilarityIndex(tb.data.images), threshold, settings or AMGSettings(), tb.data.captions)
+
+
+def _registry_build(ctx: Context, c3: float) -> Plan:
+    return _build(testbed_setup(ctx.backend))(ctx, c3)
+
+
+register("amg", C3_KNOB, _registry_build, description="AMG: despecification, deduplication and dissimilarity "
+         "guidance, switched per step by similarity to the nearest training image (testbed)")
