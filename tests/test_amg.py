@@ -176,3 +176,18 @@ def test_amg_is_a_registered_harness_method():
     assert m.value == 30.0 and m.knob.name == "c3"
     with pytest.raises(ValueError, match="c3"):
         make_method("amg", -1.0)
+
+
+def test_gradient_goes_through_a_latent_decoder(train):
+    """Latent models: sigma is measured on the decoded image, and its gradient flows back through the decoder."""
+    imgs, _ = train
+    idx = SimilarityIndex(imgs)
+    w = torch.randn(C, 2, generator=torch.Generator().manual_seed(5))
+    decode = lambda z: torch.einsum("cl,blhw->bchw", w, torch.nn.functional.interpolate(z, scale_factor=2))
+    z = torch.randn(2, 2, S // 2, S // 2, generator=torch.Generator().manual_seed(6))
+    sig, g = similarity_and_grad(idx, z, "ncc", to_pixels=decode)
+    assert g.shape == z.shape
+    v = torch.randn_like(z)
+    f = lambda q: similarity_and_grad(idx, q, "ncc", to_pixels=decode)[0].double()
+    fd = (f(z + 1e-2 * v) - f(z - 1e-2 * v)) / 2e-2
+    torch.testing.assert_close((g.double() * v).flatten(1).sum(1), fd, atol=1e-3, rtol=1e-2)

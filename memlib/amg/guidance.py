@@ -17,8 +17,9 @@ so eps = eps_u + (s0 - s1)(eps_c - eps_u) - s2 (eps_N - eps_u) + G_sim and the p
   code's c3 (sigma - 0.3) exp((1000 - t) / 170), with sigma - lambda_t in place of sigma - 0.3 (0.3 is the SD
   threshold's asymptote; lambda_t keeps the factor positive exactly where the switch fires, on any sigma scale).
 - The gradient of sigma is taken through x0_hat with eps held fixed, as both released codes do (no backprop
-  through the UNet): grad_{x_t} sigma = grad_{x0} sigma / sqrt(abar_t), through ``to_pixels`` (a latent
-  model's decoder) when the index holds pixels.
+  through the UNet): grad_{x_t} sigma = grad_{x0} sigma / sqrt(abar_t). ``to_pixels`` maps x0_hat into the
+  index's space and the gradient flows through it: a latent model's decoder when the index holds images, or the
+  decoder and a feature extractor (SSCD, CLIP image features) when the user builds the index from those features.
 - y_N's conditioning joins the batched model call as an extra branch from the step after it is chosen; on the
   step it is first chosen, eps(x_t, y_N) comes from one extra call on those rows only (counted in the NFE).
 - sigma is pixel NCC (the SSCD stand-in, object level) or -nL2 (k = 50, alpha = 0.5; pixel level), from
