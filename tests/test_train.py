@@ -129,12 +129,12 @@ def test_sample_hook_sees_timesteps_and_drops_samples_with_skip_counts(digits, t
     def drop_low_rows(b: Batch):  # e.g. Wen's filter: weight 0 where a per-sample statistic passes tau
         assert b.losses.loss.shape == b.losses.t.shape == (8,) and "x_t" in b.losses.info
         drawn.append(b.rows.clone())
-        return (b.rows >= 10).float()
+        return (b.rows >= 20).float()
 
     cfg = TrainConfig(steps=3, batch_size=8, checkpoint_every=3)
     _, state = train_digits_model(digits, SMALL_UNET, cfg, tmp_path / "ck", progress=False, sample_hook=drop_low_rows)
     rows = torch.cat(drawn)
-    expected = torch.bincount(rows[rows < 10], minlength=len(digits.images))
+    expected = torch.bincount(rows[rows < 20], minlength=len(digits.images))
     assert torch.equal(state["loss_state"]["skips"], expected) and expected.sum() > 0
     with pytest.raises(TypeError, match="per-sample"):
         train_loop(_unet(), lambda idx, gen: torch.tensor(1.0, requires_grad=True), 4, cfg, tmp_path / "s", {},

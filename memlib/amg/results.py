@@ -114,6 +114,7 @@ def matched_to_notebook_03(result, cfg, path=None) -> dict:
         for y, key in (("replication", "replication_memorized"), ("similarity", "similarity_mean_memorized")):
             xs, ys = _curve(fam, key)
             entry[y] = float(np.interp(x, xs, ys)) if xs.min() <= x <= xs.max() else None
+        entry["clip_range"] = [float(xs.min()), float(xs.max())]
         out["methods"][name] = entry
     return out
 
@@ -284,6 +285,8 @@ def amg_findings(m: dict) -> str:
     mt = m.get("matched_to_03", {})
     if mt.get("available"):
         parts = [f"{n} {v['replication']:.3f}" for n, v in mt["methods"].items() if v["replication"] is not None]
+        parts += [f"{n} outside its curve (content CLIP {v['clip_range'][0]:.3f}–{v['clip_range'][1]:.3f})"
+                  for n, v in mt["methods"].items() if v["replication"] is None and "clip_range" in v]
         out.append(f"- At AMG Main's content CLIP ({mt['clip_level']:.3f}), notebook 03's methods leave replication "
                    + (", ".join(parts) if parts else "— (none reaches that utility)")
                    + f" against AMG's {mt['amg']['replication']:.3f} (curves interpolated; notebook 03 at "

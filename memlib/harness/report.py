@@ -12,8 +12,8 @@ from ..paths import repo_root
 
 def _headlines() -> list[tuple[str, str, str, str]]:
     """(notebook, metric key, what it is, target), from the modules whose results write those keys."""
-    from ..testbed import evaluate
     from ..amg import results as amg_results
+    from ..testbed import evaluate
     from ..wen import detect, explain_results, mitigation_results
 
     return [(nb, *row) for nb, mod in (("00_testbed", evaluate), ("01_detection", detect),
@@ -212,6 +212,8 @@ def mitigation_findings(figures: Path | None = None) -> str:
         out.append("- Probe (shipped checkpoint, planted vs ordinary training rows): magnitude AUC by timestep "
                    + ", ".join(f"t={t}: {a:.2f}" for t, a in auc.items()) + ".")
     return "\n".join(out)
+
+
 AMG_BEGIN, AMG_END = "<!-- amg:begin -->", "<!-- amg:end -->"
 
 
@@ -231,6 +233,7 @@ def _cached_compute_seconds(path: Path) -> float:
     if not path.exists():
         return 0.0
     m = json.loads(path.read_text())["metrics"]
+
     def listed(v):   # rows are a list, a {label: row} dict, or a {schedule: [rows]} dict
         v = list(v.values()) if isinstance(v, dict) else list(v)
         return [r for x in v for r in (x if isinstance(x, list) else [x])]

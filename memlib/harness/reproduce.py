@@ -48,8 +48,8 @@ QUICK_PARAMS: dict[str, dict] = {
     "03_mitigation": dict(_QUICK_TESTBED, n_gens=2, num_steps=4, max_prompts_per_group=4, pe_points=5,
                           filter_percentiles="50,90", probe_rows=16, grid_prompts=3, progress=False),
     "04_amg": dict(_QUICK_TESTBED, n_gens=2, num_steps=4, max_prompts_per_group=4, heldout_prompts=4, calib_gens=4,
-                   dev_gens=1, c3_sweep="10,100", digits_train_steps=20, digits_samples=40, digits_steps=4, digits_c3_sweep="1,10",
-                   grid_prompts=3, progress=False),
+                   dev_gens=1, c3_sweep="10,100", digits_train_steps=20, digits_samples=40, digits_steps=4,
+                   digits_c3_sweep="1,10", grid_prompts=3, progress=False),
 }
 # checkpoint folders that are not the real thing: set aside, half-written or being replaced
 _NOT_A_CHECKPOINT = re.compile(r"\.(corrupt|tmp|old)")

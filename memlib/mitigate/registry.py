@@ -11,7 +11,8 @@ from .method import Context, Knob, Method, Plan
 
 _REGISTRY: dict[str, tuple[Knob, Callable[[Context, Any], Plan], str, str]] = {}
 # modules that register methods when imported (paper packages); loaded lazily, so no import cycle
-PROVIDERS = ("memlib.mitigate.baselines", "memlib.wen.mitigations", "memlib.amg.methods")
+PROVIDERS = ("memlib.mitigate.baselines", "memlib.wen.mitigations", "memlib.amg.methods",
+             "memlib.prss.methods")
 
 
 def register(name: str, knob: Knob, build: Callable[[Context, Any], Plan], kind: str = "inference",

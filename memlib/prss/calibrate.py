@@ -1,0 +1,57 @@
+"""Thresholds of PRSS recalibrated to the testbed (Chen et al., CVPR 2025; the released code's defaults are for
+Stable Diffusion, whose magnitudes are norms over 16,384 latent values, the testbed's over 768 pixels).
+
+- tau and M (prompt re-anchoring): percentiles of the per-step magnitude a_t = ||eps_s - eps_0|| over plain-CFG
+  trajectories of held-out prompts (dev half): below tau nothing changes; at M re-anchoring is at full weight.
+- lambda (the search's threshold and the trigger) is the knob; its sweep spans the held-out to the memorized
+  first-step magnitudes on the dev half (``memlib.wen.mitigate_pe.l_target_sweep``, PE's units).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..generate import GenerationConfig, generate
+
+
+@dataclass(frozen=True)
+class PRSSSetup:
+    tau: float                 # PR: plain CFG while the magnitude a_t <= tau
+    M: float                   # PR: full re-anchoring (s_t = w) once a_t >= M
+    source: object = "testbed"   # SS candidates: 'testbed', 'testbed-drop-trigger', a .jsonl path or a callable
+
+    def params(self) -> dict:
+        d = asdict(self)
+        d["source"] = self.source if isinstance(self.source, str) else getattr(self.source, "__name__", "callable")
+        return d
+
+
+def pr_thresholds(heldout_norms: np.ndarray, tau_percentile: float = 95.0, m_percentile: float = 99.9):
+    """(tau, M) from held-out per-step magnitudes (any shape; every step of every trajectory pooled)."""
+    a = np.asarray(heldout_norms, float).ravel()
+    if a.size < 10 or not np.isfinite(a).all():
+        raise ValueError("calibrating PR needs at least 10 finite held-out magnitudes")
+    if not 0 < tau_percentile < m_percentile <= 100:
+        raise ValueError(f"need 0 < tau_percentile < m_percentile <= 100 (got {tau_percentile}, {m_percentile})")
+    tau, M = np.percentile(a, [tau_percentile, m_percentile])
+    return float(tau), float(max(M, tau * 1.01 + 1e-6))
+
+
+def testbed_setup(backend, gen_cfg: GenerationConfig | None = None, source="testbed"):
+    """A ``PRSSSetup`` for the embedded testbed: tau and M from its held-out dev prompts (cached)."""
+    from ..harness.cache import cached_arrays, weights_fingerprint
+    from ..mitigate.evalset import evaluation_prompts
+
+    tb = getattr(backend, "testbed", None)
+    if tb is None:
+        raise ValueError("PRSS through the registry calibrates tau and M on the embedded testbed; for another "
+                         "model build a PRSSSetup(tau, M, source) and use memlib.prss.methods.prss_method")
+    gen_cfg = gen_cfg or GenerationConfig(num_steps=25)
+    texts = [p.text for p in evaluation_prompts(tb.data, "dev", groups=("heldout",))]
+    key = {"what": "prss-heldout-norms", "weights": weights_fingerprint(backend), "gen": gen_cfg.to_dict(),
+           "prompts": texts}
+    norms = cached_arrays("prss", key, lambda: {"norms": generate(backend, texts, gen_cfg, progress=False,
+                                                                 keep_images=False).text_norm})["norms"]
+    tau, M = pr_thresholds(norms)
+    return PRSSSetup(tau, M, source)

@@ -1,0 +1,80 @@
+"""PRSS (Chen et al., CVPR 2025) as methods of the mitigation harness (``memlib.mitigate``), knob lambda:
+
+- ``prss_ss``: semantic prompt search alone (the chosen rewrite keeps the original's noise; plain CFG);
+- ``prss_pr``: Wen's prompt-embedding optimization to lambda, then re-anchoring on the original prompt, as the
+  released code's "PR alone" (PE + PR) does;
+- ``prss``: the search, then re-anchoring on the original prompt for the prompts flagged at the first step.
+The same lambda is PE's target, SS's threshold and PR's trigger, as in the paper's curves. tau and M (PR) come
+from a ``PRSSSetup``; for the embedded testbed they are calibrated on its held-out dev prompts.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..mitigate.method import Context, Knob, Method, Plan
+from ..mitigate.registry import register
+from .calibrate import PRSSSetup, testbed_setup
+from .reanchor import BRANCH, ReanchorHook
+from .search import candidate_magnitudes
+
+LAMBDA_KNOB = Knob("lambda", (4.0, 3.0, 2.5, 2.0, 1.5), 0.0, 1000.0)
+VARIANTS = ("prss_ss", "prss_pr", "prss")
+
+
+def _pr_plan(ctx: Context, setup: PRSSSetup, texts: list[str], flagged: np.ndarray, **plan) -> Plan:
+    G, S = ctx.gen_cfg.n_gens, ctx.gen_cfg.num_steps
+    P = len(ctx.prompts)
+    info = {"pr_a": np.full((P, G, S), np.nan, np.float32), "pr_s": np.full((P, G, S), np.nan, np.float32)}
+    record = {"a": info["pr_a"].reshape(P * G, S), "s": info["pr_s"].reshape(P * G, S)}
+    with torch.no_grad():
+        original = ctx.backend.encode_prompts(list(ctx.prompts))
+
+    def branches(rows):
+        if not flagged[np.asarray(rows) // G].any():
+            return {}
+        return {BRANCH: original[np.asarray(rows) // G]}
+
+    def hooks(rows):
+        return [ReanchorHook(setup.tau, setup.M, flagged[np.asarray(rows) // G], record, rows)]
+
+    return Plan(texts, noise_keys=list(ctx.prompts), extra_hooks=hooks, branches=branches, info=info, **plan)
+
+
+def prss_method(setup: PRSSSetup, lam: float, variant: str = "prss") -> Method:
+    if variant not in VARIANTS:
+        raise ValueError(f"PRSS variant {variant!r}: choose one of {VARIANTS}")
+
+    def build(ctx: Context, value: float) -> Plan:
+        if variant == "prss_pr":
+            from ..wen.mitigate_pe import optimize_prompt_embeddings
+            res = optimize_prompt_embeddings(ctx.backend, ctx.prompts, ctx.gen_cfg, value)
+            flagged = res.loss_initial > value
+            override = {p: res.embeddings[p] for p in np.flatnonzero(res.iterations > 0)}
+            return _pr_plan(ctx, setup, list(ctx.prompts), flagged, cond_override=override, acted=flagged,
+                            prep_seconds=res.seconds, prep_evals_per_image=res.evals_per_image)
+        from .paraphrase import candidate_source
+        table = candidate_magnitudes(ctx.backend, list(ctx.prompts), candidate_source(setup.source), ctx.gen_cfg)
+        texts, flagged, chosen = table.select(value)
+        info = {"ss_chosen": chosen, "ss_magnitude": np.array([m[i] for m, i in zip(table.magnitudes, chosen)]),
+                "ss_original_magnitude": np.array([m[0] for m in table.magnitudes])}
+        if variant == "prss_ss":
+            return Plan(texts, noise_keys=list(ctx.prompts), acted=chosen > 0, info=info,
+                        prep_evals_per_image=table.evals_per_image)
+        plan = _pr_plan(ctx, setup, texts, flagged, acted=flagged, prep_evals_per_image=table.evals_per_image)
+        plan.info.update(info)
+        return plan
+
+    return Method(variant, LAMBDA_KNOB, LAMBDA_KNOB.check(variant, lam), build, params=setup.params(),
+                  description={"prss_ss": "PRSS: semantic prompt search", "prss_pr": "PRSS: PE + re-anchoring",
+                               "prss": "PRSS: search + re-anchoring"}[variant])
+
+
+def _registered(variant: str):
+    def build(ctx: Context, lam: float) -> Plan:
+        return prss_method(testbed_setup(ctx.backend), lam, variant).build(ctx, lam)
+    return build
+
+
+for _v in VARIANTS:
+    register(_v, LAMBDA_KNOB, _registered(_v), description=f"PRSS ({_v}), tau and M calibrated on the testbed")
