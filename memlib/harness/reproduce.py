@@ -47,8 +47,8 @@ QUICK_PARAMS: dict[str, dict] = {
                        progress=False),
     "03_mitigation": dict(_QUICK_TESTBED, n_gens=2, num_steps=4, max_prompts_per_group=4, pe_points=5,
                           filter_percentiles="50,90", probe_rows=16, grid_prompts=3, progress=False),
-    "04_amg": dict(_QUICK_TESTBED, n_gens=2, num_steps=4, max_prompts_per_group=4, heldout_prompts=4, calib_gens=4,
-                   dev_gens=1, c3_sweep="10,100", digits_train_steps=20, digits_samples=40, digits_steps=4,
+    "04_amg": dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts_per_group=3, heldout_prompts=3, calib_gens=4,
+                   dev_gens=1, c3_sweep="10,100", digits_train_steps=6, digits_samples=20, digits_steps=3,
                    digits_c3_sweep="1,10", grid_prompts=3, progress=False),
 }
 # checkpoint folders that are not the real thing: set aside, half-written or being replaced
