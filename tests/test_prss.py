@@ -78,7 +78,7 @@ def test_jsonl_candidates_and_bad_input(tmp_path):
         src("c")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"caption": "x"}\n{oops\n')
-    with pytest.raises(ValueError, match="bad.jsonl:2"):
+    with pytest.raises(ValueError, match="bad.jsonl, line 2"):
         JsonlCandidates(bad)
     with pytest.raises(ValueError, match="candidate source"):
         candidate_source(42)

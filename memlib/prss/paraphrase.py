@@ -14,10 +14,10 @@ entities). Three sources, one interface (prompt -> list of candidates, never the
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
+from ..prompts import load_prompt_jsonl   # validates every line; errors name the file and line
 from ..testbed.data import TEMPLATES, combo_of, ordinary_caption
 
 
@@ -63,15 +63,7 @@ class JsonlCandidates:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.table: dict[str, list[str]] = {}
-        for n, line in enumerate(self.path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{self.path}:{n}: not a JSON object ({e.msg})") from None
-            if "caption" not in row:
-                raise ValueError(f"{self.path}:{n}: no 'caption' field")
+        for row in load_prompt_jsonl(path, "caption", records=True):
             keys = sorted((k for k in row if k.startswith("caption") and k[7:].isdigit()), key=lambda k: int(k[7:]))
             self.table[row["caption"]] = [row[k] for k in keys if row[k] and row[k] != row["caption"]]
 
