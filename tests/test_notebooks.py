@@ -238,6 +238,38 @@ def test_04_amg_runs(figures, tmp_path):
     assert len((folder / "04_amg" / "amg_rows.csv").read_text().splitlines()) == 1 + len(rows)
 
 
+def test_05_prss_runs(figures, tmp_path):
+    body, folder = _quick("05_prss", figures, tmp_path)
+    m, q = body["metrics"], QUICK_PARAMS["05_prss"]
+    assert len(m["lambdas"]) == q["lambda_points"]
+    assert set(m["operating"]) == {"PR alone", "PRSS", "PRSS, may drop trigger"}
+    assert all(v["lambda"] in m["lambdas"] and isinstance(v["meets_bar"], bool) for v in m["operating"].values())
+    curves = m["curves"]
+    assert set(curves) == {"PE", "PR alone", "SS alone", "PRSS", "SS alone, may drop trigger",
+                           "PRSS, may drop trigger"}
+    rows = m["rows"]
+    for labels in curves.values():
+        assert len(labels) == q["lambda_points"] and all(label in rows for label in labels)
+    for r in rows.values():
+        assert r["n_gens"] == q["n_gens"] and r["half"] == "test"
+        assert r["replication_ci_memorized"][0] <= r["replication_memorized"] <= r["replication_ci_memorized"][1]
+    assert rows["none"]["evals_per_image"] == 2 * q["num_steps"]            # plain CFG
+    assert rows[curves["PRSS"][0]]["evals_per_image"] > 2 * q["num_steps"]   # candidates' first step at least
+    assert len(m["tau"]) == len(m["M"]) == q["num_steps"] and all(a < b for a, b in zip(m["tau"], m["M"]))
+    assert set(m["claims"]) == {"trigger-keeping rewrites", "rewrites that may drop the trigger"}
+    for found in m["claims"].values():
+        for claim in ("prss_above_pe_at_matched_privacy", "prss_loses_at_most_half_of_pe_drop", "pr_most_privacy",
+                      "ss_best_utility"):
+            assert isinstance(found[claim]["holds"], bool), claim
+    assert isinstance(m["rebound_claim"]["holds"], bool)
+    assert all(len(rows) == q["lambda_points"] for rows in m["dev_rows"].values())
+    assert set(m["cheap_check"]["per_group"]) == {"verbatim", "image_dup", "caption_dup", "heldout"}
+    assert "not comparable" in m["references"]["sources"]["03_mitigation"].get("reason", "not comparable")
+    for name in ("candidate_check", "calibration", "privacy_utility", "magnitude_per_step", "search_grid"):
+        assert (folder / "05_prss" / f"{name}.png").exists(), name
+    assert len((folder / "05_prss" / "prss_rows.csv").read_text().splitlines()) == 1 + len(rows)
+
+
 def test_unknown_parameter_stops_the_notebook_and_keeps_earlier_figures(figures, tmp_path):
     import papermill
 

@@ -127,3 +127,54 @@ def test_pr_thresholds_and_the_registry():
         pr_thresholds(a, 99, 90)
     assert {"prss", "prss_ss", "prss_pr"} <= set(available())
     assert make_method("prss", 2.0).knob.name == "lambda"
+
+
+def test_per_step_thresholds_follow_each_step_and_refuse_another_step_count():
+    from memlib.prss.calibrate import pr_thresholds
+
+    norms = np.stack([np.arange(100.0) + 100 * k for k in range(3)], -1)[None]   # (1, 100, 3): step k ~ 100 k
+    tau, M = pr_thresholds(norms, 90, 99, per_step=True)
+    assert len(tau) == 3 and np.allclose(tau, [89.1, 189.1, 289.1]) and all(m > t for m, t in zip(M, tau))
+    w = 3.0
+    s, *_ = _state(0.9, w)
+    s.num_steps = 2
+    assert ReanchorHook((1.0, 0.5), (2.0, 1.0), [True, True])(s) is None     # step 0 of a 2-step run: 0.9 <= 1
+    s.i = 1
+    assert ReanchorHook((1.0, 0.5), (2.0, 1.0), [True, True])(s) is not None  # step 1: 0.9 > 0.5
+    s.num_steps = 3
+    with pytest.raises(ValueError, match="calibrated for 2 sampling steps"):
+        ReanchorHook((1.0, 0.5), (2.0, 1.0), [True, True])(s)
+
+
+def _pt(lam, rep, clip):
+    return {"value": lam, "replication_memorized": rep, "clip_content_memorized": clip}
+
+
+def test_claims_on_hand_made_curves():
+    from memlib.prss.results import choose_operating_lambda, claims, matched
+
+    none = _pt(0.0, 0.8, 0.60)
+    curves = {"PE": [_pt(2, 0.4, 0.55), _pt(1, 0.0, 0.40)],          # loses 0.2 CLIP at its best privacy
+              "PR alone": [_pt(2, 0.2, 0.50), _pt(1, 0.0, 0.35)],
+              "SS alone": [_pt(2, 0.6, 0.62), _pt(1, 0.3, 0.61)],
+              "PRSS": [_pt(2, 0.3, 0.58), _pt(1, 0.0, 0.52)]}       # loses 0.08 there: less than half
+    c = claims(curves, none, 4)
+    assert c["prss_above_pe_at_matched_privacy"]["wins"] == 4 and c["prss_above_pe_at_matched_privacy"]["holds"]
+    h = c["prss_loses_at_most_half_of_pe_drop"]
+    assert h["holds"] and abs(h["pe_clip_drop"] - 0.2) < 1e-9 and abs(h["prss_clip_drop"] - 0.08) < 1e-9
+    assert c["pr_most_privacy"]["holds"] and c["ss_best_utility"]["holds"]
+    curves["PRSS"] = [_pt(2, 0.7, 0.50), _pt(1, 0.2, 0.45)]           # worse everywhere, never reaches PE's best
+    c = claims(curves, none, 4)
+    assert c["prss_above_pe_at_matched_privacy"]["wins"] == 0
+    assert not c["prss_loses_at_most_half_of_pe_drop"]["holds"]
+    assert c["prss_loses_at_most_half_of_pe_drop"]["prss_clip_drop"] is None
+    m = matched(curves, none, "PRSS", "PE", 2, "clip_content_memorized", "replication_memorized", False)
+    assert len(m["levels"]) == 2 and m["wins"] == 0                   # at equal CLIP PRSS copies more
+
+    class Row:
+        def __init__(self, value, verbatim, held):
+            self.value, self.replication, self.clip_content = value, {"verbatim": verbatim}, {"heldout": held}
+    rows = [Row(3.0, 0.5, 0.70), Row(2.0, 0.04, 0.66), Row(1.0, 0.0, 0.60)]
+    assert choose_operating_lambda(rows, 0.05) == 2.0                 # best held-out CLIP under the bar
+    assert choose_operating_lambda(rows, 0.0) == 1.0
+    assert choose_operating_lambda([Row(3.0, 0.5, 0.7), Row(2.0, 0.5, 0.6)], 0.05) == 3.0   # none: lowest, larger

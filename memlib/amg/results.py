@@ -3,7 +3,6 @@ digits tables (Tables 2-3), the calibration, the claims each ablation tests, and
 03's methods at matched utility (read from notebook 03's committed metrics: same harness, prompts and seeds)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,26 +86,17 @@ def matched_to_notebook_03(result, cfg, path=None) -> dict:
     """Notebook 03's methods at AMG Main's content CLIP (memorized prompts), each curve (its knob values plus no
     mitigation) linearly interpolated; None outside a curve's range. Only when both notebooks used the same
     prompts, seeds and generation settings."""
-    from ..paths import repo_root
+    from ..mitigate.committed import committed_metrics
 
-    path = path or repo_root() / "figures" / "03_mitigation" / "metrics.json"   # the committed reference run
-    out = {"source": str(path.name if hasattr(path, "name") else path), "available": False}
-    try:
-        doc = json.loads(open(path).read())
-    except (OSError, ValueError):
-        out["reason"] = "notebook 03's metrics are missing; run it first"
+    m, out = committed_metrics("03_mitigation", cfg, path)
+    out["available"] = m is not None
+    if m is None:
         return out
-    params = doc.get("provenance", {}).get("parameters", {})
-    same = ("n_gens", "num_steps", "guidance_scale", "heldout_prompts", "seed", "max_prompts_per_group")
-    diff = [k for k in same if params.get(k) != getattr(cfg, k)]
-    if diff or params.get("testbed_preset", "default") != cfg.testbed.preset:
-        out["reason"] = f"notebook 03 ran with other settings ({', '.join(diff) or 'testbed'}); not comparable"
-        return out
-    rows = doc["metrics"]["rows"]
+    rows = m["rows"]
     none = [r for r in rows if r["method"] == "none"]
     amg = result.rows["AMG Main"]
     x = amg.clip_content["memorized"]
-    out.update(available=True, commit=doc["provenance"].get("git_commit"), clip_level=x,
+    out.update(clip_level=x,
                amg={"replication": _rep(amg), "similarity": amg.similarity_mean["memorized"]}, methods={})
     for name in sorted({r["method"] for r in rows} - {"none"}):
         fam = [r for r in rows if r["method"] == name] + none

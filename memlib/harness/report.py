@@ -13,12 +13,13 @@ from ..paths import repo_root
 def _headlines() -> list[tuple[str, str, str, str]]:
     """(notebook, metric key, what it is, target), from the modules whose results write those keys."""
     from ..amg import results as amg_results
+    from ..prss import findings as prss_findings
     from ..testbed import evaluate
     from ..wen import detect, explain_results, mitigation_results
 
     return [(nb, *row) for nb, mod in (("00_testbed", evaluate), ("01_detection", detect),
                                        ("02_explain", explain_results), ("03_mitigation", mitigation_results),
-                                       ("04_amg", amg_results))
+                                       ("04_amg", amg_results), ("05_prss", prss_findings))
             for row in mod.HEADLINES]
 
 
@@ -225,6 +226,17 @@ def amg_findings(figures: Path | None = None) -> str:
     return findings(json.loads(path.read_text())["metrics"]) if path.exists() else "notebook 04 not yet run"
 
 
+PRSS_BEGIN, PRSS_END = "<!-- prss:begin -->", "<!-- prss:end -->"
+
+
+def prss_findings(figures: Path | None = None) -> str:
+    """Notebook 05's PRSS curves and findings (``memlib.prss.findings.prss_findings``)."""
+    from ..prss.findings import prss_findings as findings
+
+    path = (figures or repo_root() / "figures") / "05_prss" / "metrics.json"
+    return findings(json.loads(path.read_text())["metrics"]) if path.exists() else "notebook 05 not yet run"
+
+
 TIME_BEGIN, TIME_END = "<!-- timings:begin -->", "<!-- timings:end -->"
 
 
@@ -282,6 +294,8 @@ def update_readme(readme: Path | None = None) -> bool:
         new = _replace(new, MIT_BEGIN, MIT_END, mitigation_findings(), readme)
     if AMG_BEGIN in new:
         new = _replace(new, AMG_BEGIN, AMG_END, amg_findings(), readme)
+    if PRSS_BEGIN in new:
+        new = _replace(new, PRSS_BEGIN, PRSS_END, prss_findings(), readme)
     if TIME_BEGIN in new:
         new = _replace(new, TIME_BEGIN, TIME_END, timings_table(), readme)
     readme.write_text(new)

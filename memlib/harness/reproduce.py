@@ -50,6 +50,8 @@ QUICK_PARAMS: dict[str, dict] = {
     "04_amg": dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts_per_group=3, heldout_prompts=3, calib_gens=4,
                    dev_gens=1, c3_sweep="10,100", digits_train_steps=6, digits_samples=20, digits_steps=3,
                    digits_c3_sweep="1,10", grid_prompts=3, progress=False),
+    "05_prss": dict(_QUICK_TESTBED, n_gens=1, num_steps=3, max_prompts_per_group=3, heldout_prompts=3,
+                    lambda_points=2, dev_gens=1, grid_prompts=3, progress=False),
 }
 # checkpoint folders that are not the real thing: set aside, half-written or being replaced
 _NOT_A_CHECKPOINT = re.compile(r"\.(corrupt|tmp|old)")

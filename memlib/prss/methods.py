@@ -25,8 +25,8 @@ VARIANTS = ("prss_ss", "prss_pr", "prss")
 def _pr_plan(ctx: Context, setup: PRSSSetup, texts: list[str], flagged: np.ndarray, **plan) -> Plan:
     G, S = ctx.gen_cfg.n_gens, ctx.gen_cfg.num_steps
     P = len(ctx.prompts)
-    info = {"pr_a": np.full((P, G, S), np.nan, np.float32), "pr_s": np.full((P, G, S), np.nan, np.float32)}
-    record = {"a": info["pr_a"].reshape(P * G, S), "s": info["pr_s"].reshape(P * G, S)}
+    info = {f"pr_{k}": np.full((P, G, S), np.nan, np.float32) for k in ("a", "s", "p", "d")}
+    record = {k: info[f"pr_{k}"].reshape(P * G, S) for k in ("a", "s", "p", "d")}
     with torch.no_grad():
         original = ctx.backend.encode_prompts(list(ctx.prompts))
 
@@ -41,7 +41,8 @@ def _pr_plan(ctx: Context, setup: PRSSSetup, texts: list[str], flagged: np.ndarr
     return Plan(texts, noise_keys=list(ctx.prompts), extra_hooks=hooks, branches=branches, info=info, **plan)
 
 
-def prss_method(setup: PRSSSetup, lam: float, variant: str = "prss") -> Method:
+def prss_method(setup: PRSSSetup, lam: float, variant: str = "prss", name: str | None = None) -> Method:
+    """``variant`` at lambda = ``lam``; ``name`` labels its rows (default: the variant)."""
     if variant not in VARIANTS:
         raise ValueError(f"PRSS variant {variant!r}: choose one of {VARIANTS}")
 
@@ -65,14 +66,14 @@ def prss_method(setup: PRSSSetup, lam: float, variant: str = "prss") -> Method:
         plan.info.update(info)
         return plan
 
-    return Method(variant, LAMBDA_KNOB, LAMBDA_KNOB.check(variant, lam), build, params=setup.params(),
+    return Method(name or variant, LAMBDA_KNOB, LAMBDA_KNOB.check(variant, lam), build, params=setup.params(),
                   description={"prss_ss": "PRSS: semantic prompt search", "prss_pr": "PRSS: PE + re-anchoring",
                                "prss": "PRSS: search + re-anchoring"}[variant])
 
 
 def _registered(variant: str):
     def build(ctx: Context, lam: float) -> Plan:
-        return prss_method(testbed_setup(ctx.backend), lam, variant).build(ctx, lam)
+        return prss_method(testbed_setup(ctx.backend, ctx.gen_cfg), lam, variant).build(ctx, lam)
     return build
 
 

@@ -32,22 +32,37 @@ def reanchor_weight(a: torch.Tensor, w: float, tau: float, M: float) -> torch.Te
     return torch.where(a > tau, s, torch.zeros_like(s))
 
 
+def _at(v, s: StepState) -> float:
+    if np.ndim(v) == 0:
+        return float(v)
+    if len(v) != s.num_steps:
+        raise ValueError(f"PR thresholds were calibrated for {len(v)} sampling steps, this run has {s.num_steps}; "
+                         "recalibrate them for this number of steps")
+    return float(v[s.i])
+
+
 class ReanchorHook:
     """PR for one batch; ``flagged[b]``: row b's prompt was flagged at the first step. ``record`` (optional,
-    {'a': (rows, steps), 's': (rows, steps)}) and ``rows`` collect a_t and s_t per step."""
+    {'a', 's', 'p', 'd'}: arrays (rows, steps)) and ``rows`` collect a_t, s_t and, where the original prompt's
+    branch ran, its magnitude ||eps_p - eps_0|| and its distance to the prompt in use ||eps_s - eps_p||."""
 
-    def __init__(self, tau: float, M: float, flagged, record: dict | None = None, rows=None):
-        self.tau, self.M = float(tau), float(M)
+    def __init__(self, tau, M, flagged, record: dict | None = None, rows=None):
+        self.tau, self.M = tau, M          # numbers, or one per sampling step (thresholds calibrated per step)
         self.flagged = torch.as_tensor(np.asarray(flagged, bool))
         self.record, self.rows = record, rows
 
     def __call__(self, s: StepState):
         a = magnitude(s.eps_cond, s.eps_uncond)
         w = s.guidance_scale
-        weight = reanchor_weight(a, w, self.tau, self.M) * self.flagged.to(a.device)
+        weight = reanchor_weight(a, w, _at(self.tau, s), _at(self.M, s)) * self.flagged.to(a.device)
         if self.record is not None:
-            for name, v in (("a", a), ("s", weight)):
-                self.record[name][np.asarray(self.rows), s.i] = v.detach().cpu().numpy()
+            got = [("a", a), ("s", weight)]
+            if BRANCH in s.eps_branches:
+                got.append(("p", magnitude(s.eps_branches[BRANCH], s.eps_uncond)))
+                got.append(("d", magnitude(s.eps_cond, s.eps_branches[BRANCH])))
+            for name, v in got:
+                if name in self.record:
+                    self.record[name][np.asarray(self.rows), s.i] = v.detach().cpu().numpy()
         if not bool((weight > 0).any()):
             return None
         eps_p = s.eps_branches[BRANCH]

@@ -1,0 +1,182 @@
+"""Notebook 05: PRSS (Chen et al., CVPR 2025) against Wen's PE, AMG and the augmentation baselines on one harness.
+
+0. Cheap check (dev half): the first-step magnitude of each prompt, of its best trigger-keeping rewrite and of
+   its best trigger-dropping one. The testbed CLIP keys a planted image on the trigger, so rewrites that keep it
+   may stay as high as the prompt (then only re-anchoring can act).
+1. Calibration (dev half): lambda spans the held-out to the memorized median first-step magnitude (notebook 03's
+   l_target sweep, PE's units, so one lambda serves PE, SS and PR); tau_t and M_t from held-out magnitudes at each
+   step (``calibrate``);
+   for PR alone and PRSS (each candidate source) the operating lambda is the dev lambda whose held-out content
+   CLIP is highest among those bringing dev verbatim replication to ``verbatim_bar``.
+2. Curves (test half): PE, PR alone (PE + PR, as the released code runs it), SS alone and PRSS at every lambda,
+   with the default (trigger-keeping) candidates and, optionally, candidates that may drop the trigger. AMG's and
+   the baselines' rows come from notebooks 04's and 03's committed runs (same prompts, noises and columns).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..backends.testbed import TestbedBackend
+from ..config import Config, ConfigError, check_range
+from ..generate import GenerationConfig
+from ..harness.cache import cached_arrays, weights_fingerprint
+from ..mitigate.columns import Evaluator
+from ..mitigate.evalset import evaluation_prompts
+from ..mitigate.registry import make_method
+from ..mitigate.run import run_method
+from ..testbed.build import TestbedRef
+from ..wen.mitigate_pe import joint_first_step, l_target_sweep
+from .calibrate import PRSSSetup, heldout_norms, pr_thresholds
+from .methods import prss_method
+from .paraphrase import TestbedParaphraser, split_testbed_prompt
+from .results import PRSSResult, choose_operating_lambda, committed_references
+from .search import candidate_magnitudes
+
+SOURCES = ("testbed", "testbed-drop-trigger")
+CURVES = [("PE", "wen_pe"), ("PR alone", "prss_pr"), ("SS alone", "prss_ss"), ("PRSS", "prss")]
+OPERATED = ("PR alone", "PRSS", "PRSS, may drop trigger")   # curves given an operating lambda on the dev half
+
+
+@dataclass
+class PRSSStudyConfig(Config):
+    """Parameters of notebooks/05_prss.ipynb."""
+    testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
+    n_gens: int = 4                  # generations per prompt (as notebooks 03 and 04, so rows compare)
+    num_steps: int = 25              # DDIM steps (as notebooks 03 and 04)
+    guidance_scale: float = 3.0      # CFG scale w
+    gen_batch_size: int = 128
+    seed: int = 0
+    max_prompts_per_group: int = 0   # cap per group and half (0: all)
+    heldout_prompts: int = 16        # held-out prompts per half (as notebooks 03 and 04)
+    lambda_points: int = 5           # lambda values from the memorized to the held-out dev median (notebook 03's)
+    source: str = "testbed"          # SS candidates: 'testbed' keeps the trigger (the paper keeps named entities)
+    drop_trigger_curves: bool = True   # also SS and PRSS with candidates that may drop the trigger
+    tau_percentile: float = 95.0     # PR: plain CFG below this percentile of held-out per-step magnitudes
+    m_percentile: float = 99.9       # PR: full re-anchoring at this percentile
+    per_step_thresholds: bool = True   # tau and M per sampling step (the held-out magnitude grows along sampling)
+    dev_gens: int = 2                # generations per dev prompt when choosing the operating lambda
+    verbatim_bar: float = 0.05       # operating lambda: dev verbatim replication at most this
+    matched_levels: int = 4          # privacy (and utility) levels where PRSS and PE are compared
+    grid_prompts: int = 6            # memorized test prompts in the rewrite grid
+    chunk: int = 48
+    progress: bool = True
+
+    def validate(self) -> None:
+        check_range("n_gens", self.n_gens, 1, 64)
+        check_range("dev_gens", self.dev_gens, 1, 64)
+        check_range("lambda_points", self.lambda_points, 2, 20)
+        check_range("tau_percentile", self.tau_percentile, 50.0, 100.0)
+        check_range("m_percentile", self.m_percentile, 50.0, 100.0)
+        if not self.tau_percentile < self.m_percentile:
+            raise ConfigError(f"tau_percentile ({self.tau_percentile}) must be below m_percentile "
+                              f"({self.m_percentile})")
+        check_range("verbatim_bar", self.verbatim_bar, 0.0, 1.0)
+        check_range("matched_levels", self.matched_levels, 1, 20)
+        check_range("grid_prompts", self.grid_prompts, 0, 32)
+        check_range("heldout_prompts", self.heldout_prompts, 0)
+        check_range("max_prompts_per_group", self.max_prompts_per_group, 0)
+        check_range("chunk", self.chunk, 1)
+        if self.source not in SOURCES:
+            raise ConfigError(f"parameter 'source' = {self.source!r}: choose one of {list(SOURCES)} (a jsonl file "
+                              "or a callable works through memlib.prss.methods.prss_method)")
+        self.generation_config()
+
+    def generation_config(self, n_gens: int | None = None) -> GenerationConfig:
+        return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale,
+                                n_gens=n_gens or self.n_gens, batch_size=self.gen_batch_size, seed=self.seed)
+
+
+def _capped(prompts, n_heldout: int):
+    held = [p for p in prompts if p.group == "heldout"]
+    keep = {id(p) for p in (held[:n_heldout] if n_heldout else held)}
+    return [p for p in prompts if p.group != "heldout" or id(p) in keep]
+
+
+def candidate_check(backend, prompts, gen: GenerationConfig) -> dict:
+    """Per group: the original's first-step magnitude, and the lowest among rewrites keeping / dropping the extra
+    (trigger or style) word, each as median and 10th/90th percentiles over prompts (cached)."""
+    key = {"what": "prss-candidate-check", "weights": weights_fingerprint(backend), "gen": gen.to_dict(),
+           "prompts": [p.text for p in prompts]}
+
+    def compute():
+        tab = candidate_magnitudes(backend, [p.text for p in prompts], TestbedParaphraser(drop_trigger=True), gen)
+        out = {"original": [], "keep": [], "drop": []}
+        for p, texts, m in zip(prompts, tab.texts, tab.magnitudes):
+            extra = split_testbed_prompt(p.text)[1]
+            keeps = np.array([bool(extra) and extra in t.split() for t in texts[1:]])
+            out["original"].append(m[0])
+            out["keep"].append(m[1:][keeps].min() if keeps.any() else np.nan)
+            out["drop"].append(m[1:][~keeps].min() if (~keeps).any() else np.nan)
+        return {k: np.array(v, np.float32) for k, v in out.items()}
+
+    arr = cached_arrays("prss", key, compute)
+    groups = np.array([p.group for p in prompts])
+    stats = {}
+    for g in dict.fromkeys(groups):
+        sel = groups == g
+        stats[g] = {k: _spread(arr[k][sel]) for k in ("original", "keep", "drop")}
+    return {"per_group": stats, "arrays": {k: arr[k] for k in arr}, "groups": groups.tolist()}
+
+
+def _spread(x) -> dict:
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return {"n": 0}
+    return {"n": int(x.size), "median": float(np.median(x)), "p10": float(np.percentile(x, 10)),
+            "p90": float(np.percentile(x, 90))}
+
+
+def run_prss_study(cfg: PRSSStudyConfig) -> PRSSResult:
+    tb = cfg.testbed.load(progress=cfg.progress)
+    clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
+    backend, data = TestbedBackend(tb.model, tb), tb.data
+    gen = cfg.generation_config()
+    evaluator = Evaluator(data, clip, seed=cfg.seed)
+    dev, test = (_capped(evaluation_prompts(data, half, max_per_group=cfg.max_prompts_per_group),
+                         cfg.heldout_prompts) for half in ("dev", "test"))
+
+    def run(method, prompts, n_gens=None):
+        return run_method(backend, method, prompts, evaluator, cfg.generation_config(n_gens), chunk=cfg.chunk,
+                          progress=cfg.progress)
+
+    # 0-1. the cheap check and the calibration, on the dev half
+    check = candidate_check(backend, dev, gen)
+    dev_mag = joint_first_step(backend, [p.text for p in dev], gen)
+    mem = np.array([p.memorized for p in dev])
+    lambdas = l_target_sweep(dev_mag[mem], dev_mag[~mem], cfg.lambda_points)
+    tau, M = pr_thresholds(heldout_norms(backend, gen), cfg.tau_percentile, cfg.m_percentile,
+                           cfg.per_step_thresholds)
+    setup = PRSSSetup(tau, M, cfg.source)
+    specs = list(CURVES)
+    if cfg.drop_trigger_curves and cfg.source != "testbed-drop-trigger":
+        specs += [("SS alone, may drop trigger", "prss_ss"), ("PRSS, may drop trigger", "prss")]
+
+    def method(curve, variant, lam):
+        if variant == "wen_pe":
+            return make_method("wen_pe", lam)
+        if "drop" in curve:
+            return prss_method(PRSSSetup(tau, M, "testbed-drop-trigger"), lam, variant, name=variant + "_drop")
+        return prss_method(setup, lam, variant)
+
+    dev_rows, operating = {}, {}
+    for curve, variant in specs:
+        if curve in OPERATED:
+            dev_rows[curve] = [run(method(curve, variant, lam), dev, cfg.dev_gens).row for lam in lambdas]
+            operating[curve] = choose_operating_lambda(dev_rows[curve], cfg.verbatim_bar)
+
+    # 2. the curves on the test half
+    runs = {"none": run(make_method("none"), test)}
+    curves: dict[str, list[str]] = {}
+    for curve, variant in specs:
+        curves[curve] = []
+        for lam in lambdas:
+            label = f"{curve} (lambda={lam:g})"
+            runs[label] = run(method(curve, variant, lam), test)
+            curves[curve].append(label)
+    references = committed_references(cfg)
+    return PRSSResult.from_runs(cfg, tb.folder.name, test, runs, curves, lambdas, operating, dev_rows, tau, M,
+                                check, {g: dev_mag[np.array([p.group == g for p in dev])].tolist()
+                                        for g in dict.fromkeys(p.group for p in dev)}, references, data)
