@@ -47,6 +47,7 @@ def prss_findings(m: dict) -> str:
     for curve, labels in m["curves"].items():
         out += [_line(label, m["rows"][label]) for label in labels]
     pg = m["cheap_check"]["per_group"]
+    pg = {g: pg[g] for g in MEMORIZED_GROUPS + ("heldout",) if g in pg}
     v = pg.get("verbatim", {})
     stays = bool(v) and v["keep"].get("median", 0) >= 0.9 * v["original"]["median"]
     out += ["", "- **Cheap check** (dev half, joint first-step magnitude, medians): "
@@ -54,7 +55,7 @@ def prss_findings(m: dict) -> str:
                         f"{_f(v['keep'].get('median'), '.2f')}, best trigger-dropping rewrite "
                         f"{_f(v['drop'].get('median'), '.2f')}" for g, v in pg.items())
             + (". Rewrites that keep a verbatim prompt's trigger stay within 10 % of the prompt's magnitude (the "
-               "testbed CLIP keys the planted image on the trigger), so on verbatim copies only re-anchoring can act."
+               "model keys the planted image on the trigger), so on verbatim copies only re-anchoring can act."
                if stays else ".")]
     op = m["operating"]
     out.append(f"- Calibration (dev half): λ ∈ {{{', '.join(format(x, 'g') for x in m['lambdas'])}}} (notebook 03's "
@@ -69,7 +70,7 @@ def prss_findings(m: dict) -> str:
                    f"({v['heldout_clip_change']:+.1%}); bar (verbatim ≤ 0.05, held-out within 3 %) "
                    + ("met" if v["meets_bar"] else "**not met**")
                    + f"; {v['evals_ratio']:.2f}× the evaluations and {v['seconds_ratio']:.2f}× the seconds of CFG.")
-    for src, cl in m["claims"].items():
+    for src, cl in sorted(m["claims"].items(), key=lambda kv: kv[0] != "trigger-keeping rewrites"):
         a, h = cl["prss_above_pe_at_matched_privacy"], cl["prss_loses_at_most_half_of_pe_drop"]
         p, s = cl["pr_most_privacy"], cl["ss_best_utility"]
         out.append(f"- With {src}: PRSS at or above PE's curve at {a['wins']} of {a['of']} matched privacy levels "
@@ -97,7 +98,10 @@ def prss_findings(m: dict) -> str:
     rc, rb = m["rebound_claim"], m["rebound"]
     out.append("- Per-step magnitude of the prompt in use on memorized prompts (first step → mean of the second half): "
                + "; ".join(f"λ {lam}: PE {v['pe']['first']:.2f} → {v['pe']['late_mean']:.2f}, PR alone "
-                           f"{v['pr']['first']:.2f} → {v['pr']['late_mean']:.2f}" for lam, v in rb.items())
+                           f"{v['pr']['first']:.2f} → {v['pr']['late_mean']:.2f}"
+                           + (f" (the original prompt along PR's trajectories {v['pr_original_prompt']['first']:.2f} → "
+                              f"{v['pr_original_prompt']['late_mean']:.2f})" if v.get("pr_original_prompt") else "")
+                           for lam, v in rb.items())
                + f". PE rises after the first step at {len(rc['pe_rebounds'])} of {rc['of']} λ; PR alone stays below "
                f"PE at {len(rc['lambdas'])} of {rc['of']} — "
                + ("reproduced." if rc["holds"] else "**not reproduced: re-anchoring's magnitude rises more than PE's "
