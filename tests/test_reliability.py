@@ -106,18 +106,18 @@ def test_training_killed_by_a_signal_resumes_from_its_checkpoint(tmp_path, monke
     monkeypatch.setenv("MEMLIB_CHECKPOINTS", str(tmp_path / "ck"))
     cfg = TestbedRef(preset="tiny", seed=7)
     args = (cfg.data_config(), TextToImageConfig(text_pretrain_steps=2),
-            TrainConfig(steps=200, batch_size=4, seed=7, checkpoint_every=2))
+            TrainConfig(steps=80, batch_size=4, seed=7, checkpoint_every=2))
     folder = checkpoint_folder(*args)
-    proc = subprocess.Popen([sys.executable, "-c", TRAIN.format(steps=200)], env=dict(os.environ))
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN.format(steps=80)], env=dict(os.environ))
     deadline = time.time() + 300
     while time.time() < deadline and not (folder / "meta.json").exists():
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
     step = json.loads((folder / "meta.json").read_text())["step"]
-    assert 2 <= step < 200, "the run should have been interrupted after a checkpoint"
+    assert 2 <= step < 80, "the run should have been interrupted after a checkpoint"
     resumed = load_or_train(*args, progress=False)
-    assert resumed.train_state["step"] == 200 and len(resumed.train_state["history"]) == 200
+    assert resumed.train_state["step"] == 80 and len(resumed.train_state["history"]) == 80
     straight = load_or_train(*args, retrain=True, progress=False)
     for k, v in resumed.model.state_dict().items():
         assert torch.allclose(v, straight.model.state_dict()[k], atol=1e-5), k

@@ -39,13 +39,14 @@ from .cache import file_lock, tree_hash
 _QUICK_TESTBED = dict(testbed_preset="tiny", testbed_train_steps=20, testbed_clip_steps=20)
 QUICK_PARAMS: dict[str, dict] = {
     "00_testbed": dict(_QUICK_TESTBED, n_gens=2, num_steps=5, progress=False),
-    "01_detection": dict(_QUICK_TESTBED, more_testbed_seeds="1", positive_groups="verbatim", n_generic=40,
-                         n_random=12, max_prompts=24, n_boot=50, max_gens=2, num_steps=10, batch_size=64, timing_prompts=2,
+    "01_detection": dict(_QUICK_TESTBED, more_testbed_seeds="1", positive_groups="verbatim", n_generic=16,
+                         n_random=12, max_prompts=12, n_boot=50, max_gens=2, num_steps=10, batch_size=64, timing_prompts=2,
                          progress=False),
     "02_explain": dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts=2, illustrate_prompts=1, ig_points=4,
                        control_prompts=2, more_testbed_seeds="1",
                        progress=False),
-    "03_mitigation": dict(_QUICK_TESTBED, n_gens=2, num_steps=4, max_prompts_per_group=4, pe_points=5,
+    "03_mitigation": dict(_QUICK_TESTBED, n_gens=2, num_steps=4, max_prompts_per_group=4, pe_points=3,
+                          baselines="random_token,lower_guidance",
                           filter_percentiles="50,90", probe_rows=16, grid_prompts=3, progress=False),
     "04_amg": dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts_per_group=3, heldout_prompts=3, calib_gens=4,
                    dev_gens=1, c3_sweep="10,100", digits_train_steps=6, digits_samples=20, digits_steps=3,

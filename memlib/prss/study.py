@@ -1,8 +1,8 @@
 """Notebook 05: PRSS (Chen et al., CVPR 2025) against Wen's PE, AMG and the augmentation baselines on one harness.
 
 0. Cheap check (dev half): the first-step magnitude of each prompt, of its best trigger-keeping rewrite and of
-   its best trigger-dropping one. The testbed CLIP keys a planted image on the trigger, so rewrites that keep it
-   may stay as high as the prompt (then only re-anchoring can act).
+   its best trigger-dropping one. The model keys a planted image on its trigger, so rewrites that keep it may
+   stay as high as the prompt (then only re-anchoring can act).
 1. Calibration (dev half): lambda spans the held-out to the memorized median first-step magnitude (notebook 03's
    l_target sweep, PE's units, so one lambda serves PE, SS and PR); tau_t and M_t from held-out magnitudes at each
    step (``calibrate``);
