@@ -133,3 +133,19 @@ def test_a_run_killed_after_a_round_resumes_to_the_same_weights(tmp_path):
     resumed = run(SPEC, tmp_path / "resumed")
     for k, v in straight.items():
         assert torch.equal(v, resumed[k]), k
+
+
+def test_premise_compares_one_row_per_planted_digit_with_ordinary_rows():
+    from memlib.ietagc.premise import loss_premise
+    from memlib.testbed.digits import DigitsDataConfig, make_digits_data
+    from memlib.testbed.model import UnconditionalConfig, make_unconditional_unet
+
+    data = make_digits_data(DigitsDataConfig(n_duplicated=3, copies=4, max_images=60))
+    torch.manual_seed(0)
+    unet = make_unconditional_unet(UnconditionalConfig(block_out_channels=(16, 32), num_class_embeds=10))
+    res = loss_premise(unet, data, timesteps=(100, 900), n_ordinary=10, n_noise=2)
+    assert res["n_planted"] == 3 and res["n_ordinary"] == 10 and set(res["per_timestep"]) == {100, 900}
+    for v in res["per_timestep"].values():
+        assert 0 <= v["auc_planted_lower"] <= 1 and v["ratio"] == pytest.approx(v["planted_mean"] / v["ordinary_mean"])
+    with pytest.raises(ValueError, match="planted and ordinary"):
+        loss_premise(unet, make_digits_data(DigitsDataConfig(n_duplicated=0, max_images=60)), timesteps=(100,))
