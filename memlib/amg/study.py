@@ -21,7 +21,7 @@ from ..generate import GenerationConfig
 from ..harness.cache import cached_arrays, weights_fingerprint
 from ..metrics import auc_and_tpr
 from ..mitigate.columns import Evaluator
-from ..mitigate.evalset import MEMORIZED_GROUPS, evaluation_prompts
+from ..mitigate.evalset import MEMORIZED_GROUPS, cap_heldout, evaluation_prompts
 from ..mitigate.registry import make_method
 from ..mitigate.run import run_method
 from ..mitigate.similarity import SimilarityIndex
@@ -93,12 +93,6 @@ class AMGStudyConfig(Config):
                                 n_gens=n_gens or self.n_gens, batch_size=self.gen_batch_size, seed=self.seed)
 
 
-def _capped(prompts, n_heldout: int):
-    held = [p for p in prompts if p.group == "heldout"]
-    keep = {id(p) for p in (held[:n_heldout] if n_heldout else held)}
-    return [p for p in prompts if p.group != "heldout" or id(p) in keep]
-
-
 def _checks(cfg, backend, data, dev, index, run) -> dict:
     """sigma_t traces on the dev half (cached), the fitted lambda_t, guidance 1 and the y_N rules."""
     gen = cfg.generation_config(cfg.calib_gens)
@@ -130,7 +124,7 @@ def run_amg_study(cfg: AMGStudyConfig) -> AMGResult:
     evaluator = Evaluator(data, clip, seed=cfg.seed)
     index = SimilarityIndex(data.images)
     dev_all = evaluation_prompts(data, "dev", max_per_group=cfg.max_prompts_per_group)   # calibration: all held-out
-    dev, test = _capped(dev_all, cfg.heldout_prompts), _capped(
+    dev, test = cap_heldout(dev_all, cfg.heldout_prompts), cap_heldout(
         evaluation_prompts(data, "test", max_per_group=cfg.max_prompts_per_group), cfg.heldout_prompts)
 
     def run(method, prompts, n_gens=None):

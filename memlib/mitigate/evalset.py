@@ -59,3 +59,11 @@ def evaluation_prompts(data: TestbedData, half: str = "test", groups=EVAL_GROUPS
     if not out:
         raise ValueError(f"no evaluation prompts in groups {groups} for half {half!r}")
     return out
+
+
+def cap_heldout(prompts: list[EvalPrompt], n_heldout: int) -> list[EvalPrompt]:
+    """The prompts with only the first ``n_heldout`` held-out ones (0: all); the mitigation curves' cost is per
+    prompt, and the memorized groups are what they measure."""
+    held = [p for p in prompts if p.group == "heldout"]
+    keep = {id(p) for p in (held[:n_heldout] if n_heldout else held)}
+    return [p for p in prompts if p.group != "heldout" or id(p) in keep]

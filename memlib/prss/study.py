@@ -23,7 +23,7 @@ from ..config import Config, ConfigError, check_range
 from ..generate import GenerationConfig
 from ..harness.cache import cached_arrays, weights_fingerprint
 from ..mitigate.columns import Evaluator
-from ..mitigate.evalset import evaluation_prompts
+from ..mitigate.evalset import cap_heldout, evaluation_prompts
 from ..mitigate.registry import make_method
 from ..mitigate.run import run_method
 from ..testbed.build import TestbedRef
@@ -88,12 +88,6 @@ class PRSSStudyConfig(Config):
                                 n_gens=n_gens or self.n_gens, batch_size=self.gen_batch_size, seed=self.seed)
 
 
-def _capped(prompts, n_heldout: int):
-    held = [p for p in prompts if p.group == "heldout"]
-    keep = {id(p) for p in (held[:n_heldout] if n_heldout else held)}
-    return [p for p in prompts if p.group != "heldout" or id(p) in keep]
-
-
 def candidate_check(backend, prompts, gen: GenerationConfig) -> dict:
     """Per group: the original's first-step magnitude, and the lowest among rewrites keeping / dropping the extra
     (trigger or style) word, each as median and 10th/90th percentiles over prompts (cached)."""
@@ -135,7 +129,7 @@ def run_prss_study(cfg: PRSSStudyConfig) -> PRSSResult:
     backend, data = TestbedBackend(tb.model, tb), tb.data
     gen = cfg.generation_config()
     evaluator = Evaluator(data, clip, seed=cfg.seed)
-    dev, test = (_capped(evaluation_prompts(data, half, max_per_group=cfg.max_prompts_per_group),
+    dev, test = (cap_heldout(evaluation_prompts(data, half, max_per_group=cfg.max_prompts_per_group),
                          cfg.heldout_prompts) for half in ("dev", "test"))
 
     def run(method, prompts, n_gens=None):

@@ -22,7 +22,7 @@ from ..config import Config, ConfigError, check_range, parse_number_list
 from ..generate import GenerationConfig
 from ..harness.cache import cached_arrays, weights_fingerprint
 from ..mitigate.columns import Evaluator
-from ..mitigate.evalset import evaluation_prompts
+from ..mitigate.evalset import cap_heldout, evaluation_prompts
 from ..mitigate.registry import available, make_method, sweep
 from ..mitigate.run import run_method
 from ..testbed.build import TestbedRef
@@ -84,12 +84,6 @@ class MitigationConfig(Config):
                                 batch_size=self.gen_batch_size, seed=self.seed)
 
 
-def _capped(prompts, n_heldout: int):
-    held = [p for p in prompts if p.group == "heldout"]
-    keep = {id(p) for p in held[:n_heldout]} if n_heldout else {id(p) for p in held}
-    return [p for p in prompts if p.group != "heldout" or id(p) in keep]
-
-
 def _grid(cfg, prompts, runs: dict, data) -> dict:
     """First generation of the first memorized test prompts under a few methods, with the planted image."""
     idx = [i for i, p in enumerate(prompts) if p.memorized][:cfg.grid_prompts]
@@ -104,7 +98,7 @@ def run_mitigation_study(cfg: MitigationConfig) -> MitigationResult:
     backend = TestbedBackend(tb.model, tb)
     gen = cfg.generation_config()
     evaluator = Evaluator(tb.data, clip, seed=cfg.seed)
-    dev, test = (_capped(evaluation_prompts(tb.data, half, max_per_group=cfg.max_prompts_per_group),
+    dev, test = (cap_heldout(evaluation_prompts(tb.data, half, max_per_group=cfg.max_prompts_per_group),
                          cfg.heldout_prompts) for half in ("dev", "test"))
 
     def run(method, prompts, ev=evaluator, model=backend):
