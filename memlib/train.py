@@ -74,6 +74,7 @@ class Batch:
 # Returns per-sample weights (B,) (0 drops a sample; the loss is the weighted mean) or None (plain mean).
 SampleHook = Callable[[Batch], Union[torch.Tensor, None]]
 LossFn = Callable[[torch.Tensor, torch.Generator], Union[Losses, torch.Tensor]]
+ExtraStep = Callable[[int, torch.Generator, dict], Union[torch.Tensor, None]]
 
 
 def mse_losses(pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor | None = None,
@@ -133,7 +134,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, n_rows: int, cfg: TrainC
                rows: torch.Tensor | None = None, device: str | torch.device | None = None,
                sample_hook: SampleHook | None = None, loss_state: dict[str, torch.Tensor] | None = None,
                ship_loss_state: bool = False, part: str | None = None, new_round: bool = False,
-               ship_dtype: torch.dtype | None = None) -> dict[str, Any]:
+               ship_dtype: torch.dtype | None = None, extra_step: ExtraStep | None = None) -> dict[str, Any]:
     """Resumable training loop: ``loss_fn(batch_rows, generator)`` returns ``Losses`` (or, as before, a scalar).
 
     Resumes from ``folder`` if it holds an unfinished run with the same ``meta["run"]`` (and rows); ``stop_at``
@@ -148,6 +149,8 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, n_rows: int, cfg: TrainC
     - ``part``: checkpoint only this submodule (e.g. 'unet' when the text encoder is frozen and shipped elsewhere).
     - ``ship_dtype``: store the final weights in this type (e.g. float16, to ship half the bytes); the
       intermediate checkpoints a run resumes from keep full precision.
+    - ``extra_step(step, generator, loss_state) -> loss | None``: after each step, one more optimizer step on the
+      scalar loss it returns (IET-AGC+'s augmented step on queued kept samples); None takes no extra step.
     - ``new_round``: resume as the next round of IET's proxy training: keep the weights now in ``model`` (the
       average broadcast after a round) and accept changed ``rows`` (IET-AGC+ moves rows between shards); the
       optimizer, RNG, loss state and history still come from the checkpoint. End each round with ``stop_at``.
@@ -197,6 +200,13 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, n_rows: int, cfg: TrainC
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
+        if extra_step is not None:
+            extra_loss = extra_step(step, gen, loss_state)
+            if extra_loss is not None:
+                opt.zero_grad(set_to_none=True)
+                extra_loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
         state["step"] += 1
         state["history"].append(loss.item())
         bar.update(1)

@@ -273,6 +273,28 @@ def test_05_prss_runs(figures, tmp_path):
     assert len((folder / "05_prss" / "prss_rows.csv").read_text().splitlines()) == 1 + len(rows)
 
 
+def test_06_ietagc_runs(figures, tmp_path):
+    body, folder = _quick("06_ietagc", figures, tmp_path)
+    m, q = body["metrics"], QUICK_PARAMS["06_ietagc"]
+    runs = set(m["components"])
+    assert runs == {"baseline-s0", "iet-s0", "agc-s0", "msr-s0", "full-s0", "long-s0"}
+    visits = q["steps"] * q["batch_size"]
+    for n, r in m["components"].items():
+        assert r["probe_visits"] == visits * (2 if n.startswith("long") else 1), n   # equal sample visits
+        assert 0 <= r["mem_score_ci"][0] <= r["mem_score"] <= r["mem_score_ci"][1] <= 1
+        assert sum(r["mq_counts"].values()) >= 0 and r["frechet"] > 0
+    assert m["components"]["full-s0"]["taa_visits"] > 0 and m["components"]["msr-s0"]["taa_visits"] == 0
+    assert m["mem_threshold"] == q["mem_threshold"]
+    assert [len(v) for v in m["rounds"].values()] == [q["rounds"]] * 4
+    assert len([p for p in m["frontier_points"] if p["run"] == "baseline-s0"]) == q["frontier_points"]
+    assert set(m["frontier_test"]) == {"iet-s0", "agc-s0", "msr-s0", "full-s0"}
+    assert all(isinstance(v["below"], bool) for v in m["frontier_test"].values())
+    assert set(m["acceptance"]) == {"mem_reduction_at_least_0.40", "fd_change_at_most_0.15", "full_below_frontier",
+                                    "met"}
+    for name in ("premise", "components", "frontier", "rounds", "loss_threshold", "samples"):
+        assert (folder / "06_ietagc" / f"{name}.png").exists(), name
+
+
 def test_unknown_parameter_stops_the_notebook_and_keeps_earlier_figures(figures, tmp_path):
     import papermill
 

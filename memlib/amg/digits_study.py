@@ -19,7 +19,8 @@ from ..schedule import sd_scheduler
 from ..testbed.digits import load_digits_model, make_digits_data
 from ..train import TrainConfig
 from .calibrate import calibrate
-from .digits import DigitsScorer, sample_digits
+from ..mitigate.digits import DigitsScorer
+from .digits import sample_digits
 from .threshold import Threshold
 
 DEV_SEED, TEST_SEED = 100_000, 200_000

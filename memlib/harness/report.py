@@ -13,13 +13,15 @@ from ..paths import repo_root
 def _headlines() -> list[tuple[str, str, str, str]]:
     """(notebook, metric key, what it is, target), from the modules whose results write those keys."""
     from ..amg import results as amg_results
+    from ..ietagc import findings as ietagc_findings
     from ..prss import findings as prss_findings
     from ..testbed import evaluate
     from ..wen import detect, explain_results, mitigation_results
 
     return [(nb, *row) for nb, mod in (("00_testbed", evaluate), ("01_detection", detect),
                                        ("02_explain", explain_results), ("03_mitigation", mitigation_results),
-                                       ("04_amg", amg_results), ("05_prss", prss_findings))
+                                       ("04_amg", amg_results), ("05_prss", prss_findings),
+                                       ("06_ietagc", ietagc_findings))
             for row in mod.HEADLINES]
 
 
@@ -237,6 +239,17 @@ def prss_findings(figures: Path | None = None) -> str:
     return findings(json.loads(path.read_text())["metrics"]) if path.exists() else "notebook 05 not yet run"
 
 
+IETAGC_BEGIN, IETAGC_END = "<!-- ietagc:begin -->", "<!-- ietagc:end -->"
+
+
+def ietagc_findings(figures: Path | None = None) -> str:
+    """Notebook 06's runs and findings (``memlib.ietagc.findings.ietagc_findings``)."""
+    from ..ietagc.findings import ietagc_findings as findings
+
+    path = (figures or repo_root() / "figures") / "06_ietagc" / "metrics.json"
+    return findings(json.loads(path.read_text())["metrics"]) if path.exists() else "notebook 06 not yet run"
+
+
 TIME_BEGIN, TIME_END = "<!-- timings:begin -->", "<!-- timings:end -->"
 
 
@@ -296,6 +309,8 @@ def update_readme(readme: Path | None = None) -> bool:
         new = _replace(new, AMG_BEGIN, AMG_END, amg_findings(), readme)
     if PRSS_BEGIN in new:
         new = _replace(new, PRSS_BEGIN, PRSS_END, prss_findings(), readme)
+    if IETAGC_BEGIN in new:
+        new = _replace(new, IETAGC_BEGIN, IETAGC_END, ietagc_findings(), readme)
     if TIME_BEGIN in new:
         new = _replace(new, TIME_BEGIN, TIME_END, timings_table(), readme)
     readme.write_text(new)

@@ -53,6 +53,9 @@ QUICK_PARAMS: dict[str, dict] = {
                    digits_c3_sweep="1,10", grid_prompts=3, progress=False),
     "05_prss": dict(_QUICK_TESTBED, n_gens=1, num_steps=3, max_prompts_per_group=3, heldout_prompts=3,
                     lambda_points=2, dev_gens=1, grid_prompts=3, progress=False),
+    "06_ietagc": dict(steps=16, batch_size=16, shards=2, rounds=2, ranks=1, seeds="0", frontier_points=2,
+                      probe_samples=32, max_images=200, n_duplicated=4, copies=4, eval_samples=32, sample_steps=5,
+                      loss_noises=1, mem_threshold=0.15),
 }
 # checkpoint folders that are not the real thing: set aside, half-written or being replaced
 _NOT_A_CHECKPOINT = re.compile(r"\.(corrupt|tmp|old)")

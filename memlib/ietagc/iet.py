@@ -41,6 +41,9 @@ class IETConfig(Config):
     agc_beta: float = 0.8
     msr: bool = False                # MSR: odd rounds exchange the most-skipped rows instead of averaging
     msr_fraction: float = 0.25
+    taa: bool = False                # TAA: an extra augmented step on queued kept samples (IET-AGC+)
+    taa_kappa: float = 5.0           # strength exp(-kappa d) from the distance d to the skip threshold
+    taa_base: int = 5                # RandAugment magnitude floor(mean strength x base)
 
     def validate(self) -> None:
         check_range("shards", self.shards, 1, 256)
@@ -49,6 +52,13 @@ class IETConfig(Config):
         check_range("msr_fraction", self.msr_fraction, 0.0, 1.0)
         if self.msr and not self.agc:
             raise ValueError("MSR moves the rows AGC skips most: set agc=True with msr=True")
+        if self.taa and not self.agc:
+            raise ValueError("TAA augments by the distance to AGC's skip threshold: set agc=True with taa=True")
+
+    @property
+    def label(self) -> str:
+        """IET, IET+AGC, IET+AGC+MSR, IET+AGC+MSR+TAA (the full IET-AGC+), ..."""
+        return "+".join(["IET"] + [n.upper() for n in ("agc", "msr", "taa") if getattr(self, n)])
 
     def train_config(self) -> TrainConfig:
         """One proxy's whole run (its schedule spans every round); rounds end with ``stop_at``."""
@@ -123,13 +133,25 @@ def last_round(folder: Path) -> tuple[int, dict | None]:
     return int(done[-1].stem.split("-")[1]), torch.load(done[-1], weights_only=True)
 
 
+def _proxy_stats(state: dict, n_rows: int, n_timesteps: int) -> torch.Tensor:
+    """One proxy's bank, skip counts per row and TAA counters, flattened for one gather."""
+    ls = state.get("loss_state", {})
+    return torch.cat([ls.get("bank", torch.zeros(n_timesteps)).float(),
+                      ls.get("skips", torch.zeros(n_rows, dtype=torch.long)).float(),
+                      torch.stack([ls.get("taa_steps", torch.zeros(())).float(),
+                                   ls.get("taa_magnitude_sum", torch.zeros(())).float()])])
+
+
 def train_iet(cfg: IETConfig, make_model, train_proxy, n_rows: int, folder: str | Path,
-              stop_after_round: int | None = None) -> dict[str, torch.Tensor]:
+              stop_after_round: int | None = None, on_round=None,
+              n_timesteps: int = 1000) -> dict[str, torch.Tensor]:
     """Run (or resume) IET in ``folder``; returns the final averaged weights (on every rank).
 
     ``make_model()`` builds a proxy (the same initial weights on every call); ``train_proxy(model, rows, cfg,
     proxy_folder, stop_at, hook, new_round)`` trains it to step ``stop_at`` on ``rows`` (e.g.
-    ``memlib.testbed.digits.train_digits_model``) and returns the training state."""
+    ``memlib.testbed.digits.train_digits_model``) and returns the training state. ``on_round(r, weights, stats)``
+    runs on rank 0 after each round with the averaged weights and, per shard in order, ``bank`` (K, T),
+    cumulative ``skips`` (K, n_rows), ``taa_steps`` and ``taa_magnitude_sum`` (K,)."""
     folder = Path(folder)
     rank, world = _world()
     settings = {"iet": asdict(cfg), "n_rows": n_rows}
@@ -149,11 +171,11 @@ def train_iet(cfg: IETConfig, make_model, train_proxy, n_rows: int, folder: str 
     exchanged = record["skips_at_exchange"] if record else torch.zeros(n_rows, dtype=torch.long)
     train_cfg = cfg.train_config()
     for r in range(done + 1, cfg.rounds):
-        stop, local, skips = (r + 1) * cfg.steps_per_round, {}, {}
+        stop, local, stats = (r + 1) * cfg.steps_per_round, {}, {}
         for s in range(rank, cfg.shards, world):
             proxy = make_model()
             pf = folder / f"proxy-{s}"
-            hook = AGCHook(cfg.agc_r, cfg.agc_beta) if cfg.agc else None
+            hook = AGCHook(cfg.agc_r, cfg.agc_beta, n_timesteps, cfg.taa_kappa) if cfg.agc else None
             # a proxy that finished this round before an interruption, or one that keeps its own weights after
             # an exchange, continues from its checkpoint; every other proxy starts from the average
             finished = (pf / "meta.json").exists() and read_meta(pf).get("step", 0) >= stop
@@ -164,19 +186,23 @@ def train_iet(cfg: IETConfig, make_model, train_proxy, n_rows: int, folder: str 
             state = train_proxy(proxy, shards[s], replace(train_cfg, seed=cfg.seed * 1000 + s), pf, stop, hook,
                                 r > 0)
             local[s] = _flat(proxy)
-            skips[s] = state.get("loss_state", {}).get("skips", torch.zeros(n_rows, dtype=torch.long)).float()
+            stats[s] = _proxy_stats(state, n_rows, n_timesteps)
         vectors = gather_in_shard_order(local, cfg.shards)
+        gathered = torch.stack(gather_in_shard_order(stats, cfg.shards))
+        per_shard = {"bank": gathered[:, :n_timesteps], "skips": gathered[:, n_timesteps:n_timesteps + n_rows],
+                     "taa_steps": gathered[:, -2], "taa_magnitude_sum": gathered[:, -1]}
         exchange = cfg.msr and r % 2 == 1 and r < cfg.rounds - 1
         weights = average(vectors)
         if exchange:
-            counts = average(gather_in_shard_order(skips, cfg.shards)) * cfg.shards   # each row's skips, all proxies
-            now = counts.round().long()
+            now = per_shard["skips"].sum(0).round().long()             # each row's skips, all proxies
             shards = redistribute(shards, now - exchanged, cfg.msr_fraction)
             exchanged = now
         own = exchange
         if rank == 0:
             _save_round(folder, r, {"weights": weights, "shards": shards, "own_weights": own,
                                     "skips_at_exchange": exchanged})
+            if on_round is not None:
+                on_round(r, _unflat(model, weights), per_shard)
         if world > 1:
             dist.barrier()
         if stop_after_round is not None and r >= stop_after_round:

@@ -1,10 +1,16 @@
-"""Launch IET on the digits (Liu et al., ECCV 2024): one process per rank under ``torchrun``.
+"""Launch IET-AGC+ training on the digits (Liu et al., ECCV 2024; Guan et al., arXiv 2502.09434): one process
+per rank under ``torchrun`` for the IET runs, one process for the centralized baseline.
 
-    torchrun --nproc_per_node 2 -m memlib.ietagc.launch --config run.json --folder checkpoints/iet-...
+    torchrun --nproc_per_node 2 -m memlib.ietagc.launch --config run.json --folder checkpoints/ietagc-...
     # several machines: the same command on each, with --nnodes N --node_rank i --rdzv_endpoint host:port
 
-``run.json`` holds ``{"iet": {...IETConfig}, "data": {...DigitsDataConfig}, "model": {...UnconditionalConfig}}``.
-gloo on CPU, NCCL on GPU. Without torchrun (no WORLD_SIZE) it runs every shard in one process.
+``run.json`` holds ``{"iet": {...IETConfig}, "data": {...DigitsDataConfig}, "model": {...UnconditionalConfig},
+"probe": {"n_samples": 256}}``, or ``"baseline": {...TrainConfig}`` and ``"frontier": [steps]`` instead of
+``"iet"`` for the baseline (one model on all rows, probed and kept in float16 at each frontier step). gloo on
+CPU, NCCL on GPU; each rank gets an equal share of the CPU threads. Without torchrun (no WORLD_SIZE) an IET run
+trains every shard in one process. What ships: the final weights (``final/``, float16) and ``progress.json``
+(``memlib.ietagc.probe``); proxies, rounds, the baseline's frontier weights and training state stay local (the
+weights budget), their probes ship.
 """
 from __future__ import annotations
 
@@ -16,49 +22,112 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..testbed.digits import DigitsDataConfig, make_digits_data, train_digits_model
+from ..checkpoint import load_weights, read_meta, save_checkpoint
+from ..testbed.digits import DigitsDataConfig, image_loss, make_digits_data, train_digits_model
 from ..testbed.model import UnconditionalConfig, make_unconditional_unet
+from ..train import TrainConfig
 from .iet import IETConfig, last_round, train_iet
+from .probe import Probe, read_progress, update_progress
+from .taa import TAAStep
 
 
-def digits_trainer(data, model_cfg: UnconditionalConfig, seed: int = 0):
-    """(make_model, train_proxy) for ``train_iet`` on the digits DDPM."""
+def model_config(spec: dict) -> UnconditionalConfig:
+    return UnconditionalConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("model", {}).items()})
+
+
+def digits_trainer(data, model_cfg: UnconditionalConfig, seed: int = 0, taa_base: int | None = None):
+    """(make_model, train_proxy) for ``train_iet`` on the digits DDPM; ``taa_base`` adds TAA's extra step."""
     def make_model():
         torch.manual_seed(seed)
         return make_unconditional_unet(model_cfg)
 
     def train_proxy(model, rows, train_cfg, folder, stop_at, hook, new_round):
+        extra = None
+        if hook is not None and taa_base is not None:
+            extra = TAAStep(hook, data.images, image_loss(model), train_cfg.batch_size, taa_base)
         _, state = train_digits_model(data, model_cfg, train_cfg, folder, progress=False, stop_at=stop_at,
-                                      unet=model, rows=rows, sample_hook=hook, new_round=new_round)
+                                      unet=model, rows=rows, sample_hook=hook, new_round=new_round,
+                                      extra_step=extra)
         return state
 
     return make_model, train_proxy
 
 
+def _ship(folder: Path, weights: dict, model_cfg: UnconditionalConfig, meta: dict) -> None:
+    unet = make_unconditional_unet(model_cfg)
+    unet.load_state_dict(weights)
+    save_checkpoint(folder, unet, meta, dtype=torch.float16)
+
+
 def run(spec: dict, folder: str | Path, stop_after_round: int | None = None) -> dict[str, torch.Tensor]:
-    cfg = IETConfig(**spec.get("iet", {}))
+    """Train (or resume) the run ``spec`` describes in ``folder``; returns the final weights."""
+    folder = Path(folder)
     data = make_digits_data(DigitsDataConfig(**spec.get("data", {})))
-    model_cfg = UnconditionalConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                       for k, v in spec.get("model", {}).items()})
-    make_model, train_proxy = digits_trainer(data, model_cfg, cfg.seed)
-    return train_iet(cfg, make_model, train_proxy, len(data.images), folder, stop_after_round)
+    model_cfg = model_config(spec)
+    n_probe = int(spec.get("probe", {}).get("n_samples", 256))
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    probe = Probe(data, n_probe) if n_probe and rank == 0 else None
+    if "baseline" in spec:
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            raise ValueError("the baseline is one model: run it without torchrun (python -m memlib.ietagc.launch)")
+        return _run_baseline(spec, folder, data, model_cfg, probe)
+    cfg = IETConfig(**spec["iet"])
+    make_model, train_proxy = digits_trainer(data, model_cfg, cfg.seed, cfg.taa_base if cfg.taa else None)
+
+    def on_round(r, weights, stats):
+        if probe is None:
+            return
+        unet = make_model()
+        unet.load_state_dict(weights)
+        entry = {"round": r, "probe_visits": (r + 1) * cfg.steps_per_round * cfg.batch_size * cfg.shards,
+                 **probe.model(unet), **probe.shards(stats, last=r == cfg.rounds - 1)}
+        entry["taa_visits"] = int(sum(entry["taa_steps"])) * cfg.batch_size
+        update_progress(folder, f"round-{r:03d}", entry)
+
+    weights = train_iet(cfg, make_model, train_proxy, len(data.images), folder, stop_after_round, on_round)
+    if last_round(folder)[0] == cfg.rounds - 1 and rank == 0:
+        _ship(folder / "final", weights, model_cfg, {"kind": "ietagc-digits", "run": spec, "label": cfg.label})
+    return weights
+
+
+def _run_baseline(spec, folder: Path, data, model_cfg, probe) -> dict[str, torch.Tensor]:
+    tc = TrainConfig(**spec["baseline"])
+    steps = sorted(set(int(s) for s in spec.get("frontier", [])) | {tc.steps})
+    if steps[0] < 1 or steps[-1] > tc.steps:
+        raise ValueError(f"frontier steps {steps} must lie in 1..{tc.steps}")
+    torch.manual_seed(tc.seed)
+    unet = make_unconditional_unet(model_cfg)
+    done = read_progress(folder)
+    for step in steps:
+        out = folder / "frontier" / f"step-{step:05d}"
+        if f"step-{step:05d}" in done and (out / "meta.json").exists() and read_meta(out).get("step") == step:
+            continue
+        train_digits_model(data, model_cfg, tc, folder / "train", progress=True, stop_at=step, unet=unet)
+        save_checkpoint(out, unet, {"kind": "ietagc-digits-baseline", "run": spec, "step": step},
+                        dtype=torch.float16)
+        if probe is not None:
+            update_progress(folder, f"step-{step:05d}", {"step": step, "probe_visits": step * tc.batch_size,
+                                                         **probe.model(unet)})
+    if not (folder / "final" / "meta.json").exists():
+        load_weights(folder / "train", unet)          # the last step, also when every probe had been done
+        save_checkpoint(folder / "final", unet, {"kind": "ietagc-digits-baseline", "run": spec, "step": tc.steps},
+                        dtype=torch.float16)
+    return {k: v.detach().clone() for k, v in unet.state_dict().items()}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, help="JSON file with iet, data and model settings")
-    ap.add_argument("--folder", required=True, help="where the proxies and rounds are written (resumes)")
+    ap.add_argument("--config", required=True, help="JSON file with the run's settings (see above)")
+    ap.add_argument("--folder", required=True, help="where the run is written (resumes)")
     ap.add_argument("--stop-after-round", type=int, default=None, help="end after this round (tests)")
     args = ap.parse_args(argv)
     spec = json.loads(Path(args.config).read_text())
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
-        weights = run(spec, args.folder, args.stop_after_round)
-        finished = last_round(Path(args.folder))[0] == IETConfig(**spec.get("iet", {})).rounds - 1
-        if finished and (not dist.is_initialized() or dist.get_rank() == 0):
-            from safetensors.torch import save_file
-            save_file({k: v.contiguous() for k, v in weights.items()}, str(Path(args.folder) / "final.safetensors"))
+        run(spec, args.folder, args.stop_after_round)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -73,6 +73,14 @@ def make_digits_data(cfg: DigitsDataConfig | None = None) -> DigitsData:
     return DigitsData(x[rows], y[rows], rows, duplicated, cfg, x[held], y[held])
 
 
+def _eps_losses(unet, x0, t, noise, abar, labels=None) -> Losses:
+    dev = next(unet.parameters()).device
+    x0, t, noise, a = x0.to(dev), t.to(dev), noise.to(dev), abar[t].view(-1, 1, 1, 1).to(dev)
+    xt = add_noise(x0, noise, a)
+    pred = unet(xt, t, class_labels=None if labels is None else labels.to(dev), return_dict=False)[0]
+    return mse_losses(pred, noise, t, {"x_t": xt, "pred": pred})
+
+
 def digits_loss(unet, data: DigitsData, n_classes: int, label_dropout: float = 0.1):
     """Epsilon-prediction loss (Ho et al. 2020, Eq. 14) per sample, with its timesteps (``memlib.train.Losses``);
     class-conditional models drop labels to ``n_classes`` (the null label). Random draws stay on the CPU in a
@@ -83,18 +91,25 @@ def digits_loss(unet, data: DigitsData, n_classes: int, label_dropout: float = 0
         x0 = data.images[idx]
         t = torch.randint(0, len(abar), (len(idx),), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
-        a = abar[t].view(-1, 1, 1, 1)
         labels = None
         if n_classes:
             labels = data.labels[idx].clone()
             labels[torch.rand(len(idx), generator=gen) < label_dropout] = n_classes
-        dev = next(unet.parameters()).device
-        x0, t, noise, a = x0.to(dev), t.to(dev), noise.to(dev), a.to(dev)
-        xt = add_noise(x0, noise, a)
-        pred = unet(xt, t, class_labels=None if labels is None else labels.to(dev), return_dict=False)[0]
-        return mse_losses(pred, noise, t, {"x_t": xt, "pred": pred})
+        return _eps_losses(unet, x0, t, noise, abar, labels)
 
     return loss_fn
+
+
+def image_loss(unet):
+    """The same loss on given (e.g. augmented) images of an unconditional model, fresh t and noise from ``gen``:
+    IET-AGC+'s extra step."""
+    abar = sd_scheduler("ddpm").alphas_cumprod.float()
+
+    def loss_on(x0: torch.Tensor, gen: torch.Generator) -> Losses:
+        t = torch.randint(0, len(abar), (len(x0),), generator=gen)
+        return _eps_losses(unet, x0, t, torch.randn(x0.shape, generator=gen), abar)
+
+    return loss_on
 
 
 def train_digits_model(data: DigitsData, model_cfg: UnconditionalConfig, train_cfg: TrainConfig,

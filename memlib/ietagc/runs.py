@@ -1,0 +1,126 @@
+"""The training runs of notebook 06 (IET-AGC+ on the digits; Liu et al., ECCV 2024; Guan et al., arXiv
+2502.09434), their folders, and launching them when they are missing.
+
+Every run sees the same number of probe sample visits: the baseline trains one model on all rows for
+``steps`` x ``batch``; an IET run trains K proxies for ``rounds`` x ``steps_per_round`` each, with
+K x rounds x steps_per_round = steps. TAA's extra augmented steps come on top (as in the authors' budgets), so a
+baseline trained twice as long (``long``) extends the frontier past them. Runs: the baseline (two seeds, with
+probes along training), IET, IET+AGC, IET+AGC+MSR, IET+AGC+MSR+TAA (the full method, two seeds), the long
+baseline. Folders are ``checkpoints/ietagc-<name>-<digest of the spec>``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config, check_range
+from ..paths import checkpoints_dir
+
+COMPONENTS = {"iet": {}, "agc": {"agc": True}, "msr": {"agc": True, "msr": True},
+              "full": {"agc": True, "msr": True, "taa": True}}
+
+
+@dataclass
+class RunPlan(Config):
+    steps: int = 3000            # baseline optimizer steps (batch ``batch``); IET matches its sample visits
+    batch: int = 128
+    shards: int = 4              # K
+    rounds: int = 10             # R
+    frontier_points: int = 8     # probes along the baseline's training
+    seeds: tuple = (0, 1)        # baseline and full method
+    block_out_channels: tuple = (16, 32)
+    n_duplicated: int = 20
+    copies: int = 30
+    max_images: int = 0
+    probe_samples: int = 1000
+    long_factor: int = 2         # the long baseline's visits, in baselines
+
+    def validate(self) -> None:
+        check_range("shards", self.shards, 1, 256)
+        check_range("rounds", self.rounds, 1)
+        check_range("frontier_points", self.frontier_points, 1)
+        if self.steps % (self.shards * self.rounds):
+            raise ValueError(f"steps = {self.steps} must split evenly into shards x rounds = "
+                             f"{self.shards * self.rounds} proxy rounds (equal sample visits)")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+
+    def _common(self) -> dict:
+        return {"data": {"n_duplicated": self.n_duplicated, "copies": self.copies, "max_images": self.max_images},
+                "model": {"block_out_channels": list(self.block_out_channels)},
+                "probe": {"n_samples": self.probe_samples}}
+
+    def _baseline(self, seed: int, factor: int = 1) -> dict:
+        steps = self.steps * factor
+        every = max(1, steps // (self.frontier_points * factor))
+        return {"baseline": {"steps": steps, "batch_size": self.batch, "lr": 1e-3,
+                             "warmup_steps": max(1, min(100, steps // 30)),
+                             "checkpoint_every": every, "seed": seed},
+                "frontier": list(range(every, steps + 1, every)), **self._common()}
+
+    def _iet(self, seed: int, flags: dict) -> dict:
+        per = self.steps // (self.shards * self.rounds)
+        return {"iet": {"shards": self.shards, "rounds": self.rounds, "steps_per_round": per,
+                        "batch_size": self.batch, "lr": 1e-3,
+                        "warmup_steps": max(1, min(100, per * self.rounds // 30)), "seed": seed, **flags},
+                **self._common()}
+
+    def specs(self) -> dict[str, dict]:
+        """name -> spec, in launch order."""
+        s0 = self.seeds[0]
+        out = {f"baseline-s{s0}": self._baseline(s0), f"full-s{s0}": self._iet(s0, COMPONENTS["full"])}
+        for name in ("iet", "agc", "msr"):
+            out[f"{name}-s{s0}"] = self._iet(s0, COMPONENTS[name])
+        for s in self.seeds[1:]:
+            out[f"baseline-s{s}"] = self._baseline(s)
+            out[f"full-s{s}"] = self._iet(s, COMPONENTS["full"])
+        if self.long_factor > 1:
+            out[f"long-s{s0}"] = self._baseline(s0, self.long_factor)
+        return out
+
+
+def run_folder(name: str, spec: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    return checkpoints_dir() / f"ietagc-{name}-{digest}"
+
+
+def finished(folder: Path) -> bool:
+    return (folder / "final" / "meta.json").exists() and (folder / "progress.json").exists()
+
+
+def launch(name: str, spec: dict, ranks: int = 2, log=None) -> Path:
+    """Train ``spec`` in its folder (resuming) unless it has finished: IET runs under ``torchrun`` with ``ranks``
+    processes (1: in this process), the baseline as one process."""
+    folder = run_folder(name, spec)
+    if finished(folder):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
+    if "iet" in spec and ranks > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
+               "-m", "memlib.ietagc.launch", "--config", str(folder / "spec.json"), "--folder", str(folder)]
+    elif ranks > 1:
+        cmd = [sys.executable, "-m", "memlib.ietagc.launch", "--config", str(folder / "spec.json"),
+               "--folder", str(folder)]
+    else:
+        from .launch import run
+        run(spec, folder)
+        return folder
+    log = log or sys.stderr
+    print(f"[ietagc] training {name}: {' '.join(cmd[1:])}", file=log, flush=True)
+    tail: deque[str] = deque(maxlen=40)
+    with subprocess.Popen(cmd, env=dict(os.environ), stderr=subprocess.PIPE, text=True) as proc:
+        for line in proc.stderr:            # progress passes through; the tail explains a failure
+            tail.append(line)
+            log.write(line)
+            log.flush()
+    if proc.returncode != 0:
+        raise RuntimeError(f"training {name} failed (exit {proc.returncode}); it resumes from {folder} when "
+                           f"run again. Its last messages:\n{''.join(tail)[-3000:]}")
+    return folder
