@@ -69,7 +69,7 @@ def test_run_plan_gives_every_run_the_same_probe_visits_and_rejects_uneven_split
 
     specs = RunPlan(steps=400, batch=8, shards=4, rounds=5, seeds=(0, 1)).specs()
     assert list(specs) == ["baseline-s0", "full-s0", "iet-s0", "agc-s0", "msr-s0", "baseline-s1", "full-s1",
-                           "long-s0"]
+                           "long-s0", "bigbatch-s0"]
     for name, spec in specs.items():
         if "iet" in spec:
             i = spec["iet"]

@@ -277,7 +277,7 @@ def test_06_ietagc_runs(figures, tmp_path):
     body, folder = _quick("06_ietagc", figures, tmp_path)
     m, q = body["metrics"], QUICK_PARAMS["06_ietagc"]
     runs = set(m["components"])
-    assert runs == {"baseline-s0", "iet-s0", "agc-s0", "msr-s0", "full-s0", "long-s0"}
+    assert runs == {"baseline-s0", "iet-s0", "agc-s0", "msr-s0", "full-s0", "long-s0", "bigbatch-s0"}
     visits = q["steps"] * q["batch_size"]
     for n, r in m["components"].items():
         assert r["probe_visits"] == visits * (2 if n.startswith("long") else 1), n   # equal sample visits

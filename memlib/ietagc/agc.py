@@ -45,8 +45,8 @@ class AGCHook:
         keep = self.r * loss >= threshold
         for ti, li in zip(t.tolist(), loss.tolist()):   # in turn, as the code does (a timestep may repeat)
             bank[ti] = self.beta * bank[ti] + (1 - self.beta) * li
-        self.last = {"rows": b.rows.detach().cpu(), "keep": keep, "strength": taa_strength(loss, threshold, self.r, self.kappa) * keep,
-                     "loss": loss, "t": t, "threshold": threshold}
+        self.last = {"rows": b.rows.detach().cpu(), "keep": keep, "loss": loss, "t": t, "threshold": threshold,
+                     "strength": taa_strength(loss, threshold, self.r, self.kappa) * keep}
         return keep.to(b.losses.loss.dtype)
 
 

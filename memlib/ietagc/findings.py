@@ -44,7 +44,7 @@ def frontier_mem_at(fd: float, front: list[dict]) -> float:
 
 def metrics(res) -> dict:
     ev, specs, tau = res.eval, res.specs, res.mem_threshold
-    kinds = {k: res.runs(k) for k in ("baseline", "iet", "agc", "msr", "full", "long")}
+    kinds = {k: res.runs(k) for k in ("baseline", "iet", "agc", "msr", "full", "long", "bigbatch")}
     mb = [ev[n]["mem_score"] for n in kinds["baseline"]]
     mf = [ev[n]["mem_score"] for n in kinds["full"]]
     fb = [ev[n]["frechet"] for n in kinds["baseline"]]
@@ -89,6 +89,18 @@ def metrics(res) -> dict:
         below[n] = {"probe_mem_score": mem, "probe_frechet": last["frechet"], "frontier_mem_score": at,
                     "below": bool(mem < at)}
     m["frontier_test"] = below
+    # the control for IET itself: as many sequential optimizer steps as a proxy, on all rows, at the same visits
+    m["control_points"] = [{"run": n, "step": v["step"], "visits": v["probe_visits"],
+                            "mem_score": probe_mem(v, tau, n_probe[n]), "frechet": v["frechet"],
+                            "gu_replication": v["gu_replication"]}
+                           for n in kinds["bigbatch"] for v in res.progress[n].values()]
+    if kinds["bigbatch"] and kinds["iet"]:
+        b, i = kinds["bigbatch"][0], kinds["iet"][0]
+        m["iet_vs_bigbatch"] = {"iet_mem_score": ev[i]["mem_score"], "bigbatch_mem_score": ev[b]["mem_score"],
+                                "iet_frechet": ev[i]["frechet"], "bigbatch_frechet": ev[b]["frechet"],
+                                "bigbatch_below_frontier": bool(
+                                    m["control_points"][-1]["mem_score"]
+                                    < frontier_mem_at(m["control_points"][-1]["frechet"], front))}
     m["below_frontier_share"] = float(np.mean([below[n]["below"] for n in kinds["full"]]))
     m["rounds"] = {n: [{"round": v["round"], "visits": v["probe_visits"], "mem_score": probe_mem(v, tau, n_probe[n]),
                         "frechet": v["frechet"], "gu_replication": v["gu_replication"],
@@ -121,7 +133,8 @@ def metrics(res) -> dict:
 
 
 LABELS = {"baseline": "baseline", "iet": "IET", "agc": "IET+AGC", "msr": "IET+AGC+MSR",
-          "full": "IET+AGC+MSR+TAA (full)", "long": "baseline, 2x visits"}
+          "full": "IET+AGC+MSR+TAA (full)", "long": "baseline, 2x visits",
+          "bigbatch": "baseline, K x batch, steps / K"}
 
 
 def _f(v, fmt=".3f") -> str:
@@ -141,11 +154,19 @@ def ietagc_findings(m: dict) -> str:
     lines += ["", f"- Full method against the baseline (mean of {len(m['mem_score_full_seeds'])} seeds each): "
               f"memorization score {_f(m['mem_score_baseline'])} → {_f(m['mem_score_full'])} "
               f"({-m['mem_reduction']:+.0%}; bar −40 %: {'met' if a['mem_reduction_at_least_0.40'] else 'not met'}), "
-              f"Fréchet {_f(m['fd_baseline'], '.2f')} → {_f(m['fd_full'], '.2f')} ({m['fd_change']:+.0%}; bar +15 %: "
+              f"Fréchet {_f(m['fd_baseline'], '.2f')} → {_f(m['fd_full'], '.2f')} ({m['fd_change']:+.0%}; "
+              f"bar +15 %: "
               f"{'met' if a['fd_change_at_most_0.15'] else 'not met'}).",
               f"- Below the baseline's frontier (probe scores of every baseline checkpoint): "
               + ", ".join(f"`{n}` {'yes' if v['below'] else 'no'} ({_f(v['probe_mem_score'])} against "
                           f"{_f(v['frontier_mem_score'])})" for n, v in m["frontier_test"].items()) + "."]
+    if "iet_vs_bigbatch" in m:
+        ctl = m["iet_vs_bigbatch"]
+        lines.append(f"- Control for IET itself (one model on all rows with K× the batch for 1/K of the steps, as many "
+                     f"sequential steps as a proxy): memorization score {_f(ctl['bigbatch_mem_score'])} at Fréchet "
+                     f"{_f(ctl['bigbatch_frechet'], '.2f')}, against IET's {_f(ctl['iet_mem_score'])} at "
+                     f"{_f(ctl['iet_frechet'], '.2f')}; below the baseline's frontier: "
+                     f"{'yes' if ctl['bigbatch_below_frontier'] else 'no'}.")
     for s in m["component_steps"]:
         lines.append(f"- `{s['from']}` → `{s['to']}`: memorization score {s['mem_score_change']:+.3f}, Fréchet "
                      f"{s['frechet_change']:+.2f}.")

@@ -6,7 +6,8 @@ Every run sees the same number of probe sample visits: the baseline trains one m
 K x rounds x steps_per_round = steps. TAA's extra augmented steps come on top (as in the authors' budgets), so a
 baseline trained twice as long (``long``) extends the frontier past them. Runs: the baseline (two seeds, with
 probes along training), IET, IET+AGC, IET+AGC+MSR, IET+AGC+MSR+TAA (the full method, two seeds), the long
-baseline. Folders are ``checkpoints/ietagc-<name>-<digest of the spec>``.
+baseline, and a control for IET itself (``bigbatch``): one model on all rows with K times the batch for 1/K of the
+steps, i.e. as many sequential optimizer steps as an IET proxy takes, at the same visits. Folders are ``checkpoints/ietagc-<name>-<digest of the spec>``.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class RunPlan(Config):
     max_images: int = 0
     probe_samples: int = 1000
     long_factor: int = 2         # the long baseline's visits, in baselines
+    bigbatch: bool = True        # the control: K x batch, steps / K
 
     def validate(self) -> None:
         check_range("shards", self.shards, 1, 256)
@@ -56,10 +58,10 @@ class RunPlan(Config):
                 "model": {"block_out_channels": list(self.block_out_channels)},
                 "probe": {"n_samples": self.probe_samples}}
 
-    def _baseline(self, seed: int, factor: int = 1) -> dict:
-        steps = self.steps * factor
+    def _baseline(self, seed: int, factor: int = 1, batch_factor: int = 1) -> dict:
+        steps = self.steps * factor // batch_factor
         every = max(1, steps // (self.frontier_points * factor))
-        return {"baseline": {"steps": steps, "batch_size": self.batch, "lr": 1e-3,
+        return {"baseline": {"steps": steps, "batch_size": self.batch * batch_factor, "lr": 1e-3,
                              "warmup_steps": max(1, min(100, steps // 30)),
                              "checkpoint_every": every, "seed": seed},
                 "frontier": list(range(every, steps + 1, every)), **self._common()}
@@ -82,6 +84,8 @@ class RunPlan(Config):
             out[f"full-s{s}"] = self._iet(s, COMPONENTS["full"])
         if self.long_factor > 1:
             out[f"long-s{s0}"] = self._baseline(s0, self.long_factor)
+        if self.bigbatch and self.shards > 1:
+            out[f"bigbatch-s{s0}"] = self._baseline(s0, batch_factor=self.shards)
         return out
 
 

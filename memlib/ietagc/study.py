@@ -1,7 +1,7 @@
 """Notebook 06: IET-AGC+ on the digits (Liu et al., ECCV 2024; Guan et al., arXiv 2502.09434).
 
 The runs (``runs.RunPlan``: baseline, IET, +AGC, +MSR, +TAA = the full method, two seeds for the baseline and the
-full method, a baseline trained twice as long) are trained once by ``launch`` (torchrun) and ship; this module
+full method, a baseline trained twice as long, a large-batch baseline with IET's number of sequential steps) are trained once by ``launch`` (torchrun) and ship; this module
 launches any that are missing, then evaluates every final model on the same test seeds: IET-AGC's memorization
 ratio (the share under 1/3 is the memorization score, counts at every threshold kept), Gu and planted
 replication, Fréchet distance of digit-classifier features against held-out real digits. The memorization-
@@ -42,6 +42,7 @@ class IETAGCStudyConfig(Config):
     block_out_channels: str = "16,32"
     frontier_points: int = 8
     long_factor: int = 2
+    bigbatch: bool = True             # the control: one model, shards x batch, steps / shards
     probe_samples: int = 1000
     n_duplicated: int = 20
     copies: int = 30
@@ -71,7 +72,8 @@ class IETAGCStudyConfig(Config):
                        block_out_channels=tuple(parse_number_list("block_out_channels", self.block_out_channels,
                                                                   lo=8)),
                        n_duplicated=self.n_duplicated, copies=self.copies, max_images=self.max_images,
-                       probe_samples=self.probe_samples, long_factor=self.long_factor)
+                       probe_samples=self.probe_samples, long_factor=self.long_factor,
+                       bigbatch=self.bigbatch)
 
 
 @dataclass
