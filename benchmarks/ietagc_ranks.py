@@ -33,11 +33,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "run.json").write_text(json.dumps(spec))
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
-                   "-m", "memlib.ietagc.launch", "--config", str(Path(tmp) / "run.json"), "--folder", str(Path(tmp) / "r")]
+                   "-m", "memlib.ietagc.launch", "--config", str(Path(tmp) / "run.json"),
+                   "--folder", str(Path(tmp) / "r")]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True)
             wall = time.perf_counter() - t0
-        visits = spec["iet"]["shards"] * spec["iet"]["rounds"] * spec["iet"]["steps_per_round"] * spec["iet"]["batch_size"]
+        i = spec["iet"]
+        visits = i["shards"] * i["rounds"] * i["steps_per_round"] * i["batch_size"]
         out["runs"][str(ranks)] = {"wall_s": round(wall, 2), "probe_visits": visits,
                                    "probe_visits_per_s": round(visits / wall, 1)}
         print(f"{ranks} rank(s): {wall:.1f} s for {visits} probe visits ({visits / wall:.0f} per s, TAA steps on top, "
