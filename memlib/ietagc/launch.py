@@ -64,9 +64,11 @@ def run(spec: dict, folder: str | Path, stop_after_round: int | None = None) -> 
     folder = Path(folder)
     data = make_digits_data(DigitsDataConfig(**spec.get("data", {})))
     model_cfg = model_config(spec)
-    n_probe = int(spec.get("probe", {}).get("n_samples", 256))
+    probe_spec = spec.get("probe", {})
+    n_probe = int(probe_spec.get("n_samples", 256))
     rank = dist.get_rank() if dist.is_initialized() else 0
-    probe = Probe(data, n_probe) if n_probe and rank == 0 else None
+    probe = Probe(data, n_probe, int(probe_spec.get("steps", 50)), n_noise=int(probe_spec.get("n_noise", 4))) \
+        if n_probe and rank == 0 else None
     if "baseline" in spec:
         if dist.is_initialized() and dist.get_world_size() > 1:
             raise ValueError("the baseline is one model: run it without torchrun (python -m memlib.ietagc.launch)")

@@ -43,8 +43,8 @@ def sample_unconditional(unet, seeds, steps: int = 50, batch: int = 500) -> torc
 
 
 class Probe:
-    def __init__(self, data, n_samples: int = 256, steps: int = 50, seed: int = 0):
-        self.data, self.n, self.steps = data, int(n_samples), int(steps)
+    def __init__(self, data, n_samples: int = 256, steps: int = 50, seed: int = 0, n_noise: int = 4):
+        self.data, self.n, self.steps, self.n_noise = data, int(n_samples), int(steps), int(n_noise)
         key = (json.dumps(data.config.to_dict(), sort_keys=True), seed)
         if key not in _SCORERS:                 # one classifier per data set in a process (runs in turn)
             _SCORERS[key] = DigitsScorer(data, seed=seed)
@@ -56,7 +56,7 @@ class Probe:
         s = self.scorer.score(x)
         out = {k: s[k] for k in ("gu_replication", "planted_replication", "frechet")}
         out.update(self.scorer.memorization(x))
-        prem = loss_premise(unet, self.data, PROBE_TIMESTEPS, n_ordinary=128, n_noise=4)["per_timestep"]
+        prem = loss_premise(unet, self.data, PROBE_TIMESTEPS, n_ordinary=128, n_noise=self.n_noise)["per_timestep"]
         out["premise"] = {t: {"ratio": round(v["ratio"], 4), "auc": round(v["auc_planted_lower"], 4)}
                           for t, v in prem.items()}
         return out

@@ -40,6 +40,8 @@ class RunPlan(Config):
     copies: int = 30
     max_images: int = 0
     probe_samples: int = 1000
+    probe_steps: int = 50        # DDIM steps of the probes' samples
+    probe_noises: int = 4        # noises per row of the probes' premise check
     long_factor: int = 2         # the long baseline's visits, in baselines
     bigbatch: bool = True        # the control: K x batch, steps / K
 
@@ -56,7 +58,16 @@ class RunPlan(Config):
     def _common(self) -> dict:
         return {"data": {"n_duplicated": self.n_duplicated, "copies": self.copies, "max_images": self.max_images},
                 "model": {"block_out_channels": list(self.block_out_channels)},
-                "probe": {"n_samples": self.probe_samples}}
+                "probe": self._probe()}
+
+    def _probe(self) -> dict:
+        # the defaults stay out of the spec, so the shipped runs keep their folders (named by the spec's digest)
+        out = {"n_samples": self.probe_samples}
+        if self.probe_steps != 50:
+            out["steps"] = self.probe_steps
+        if self.probe_noises != 4:
+            out["n_noise"] = self.probe_noises
+        return out
 
     def _baseline(self, seed: int, factor: int = 1, batch_factor: int = 1) -> dict:
         steps = self.steps * factor // batch_factor

@@ -72,7 +72,8 @@ class IETAGCStudyConfig(Config):
                        block_out_channels=tuple(parse_number_list("block_out_channels", self.block_out_channels,
                                                                   lo=8)),
                        n_duplicated=self.n_duplicated, copies=self.copies, max_images=self.max_images,
-                       probe_samples=self.probe_samples, long_factor=self.long_factor,
+                       probe_samples=self.probe_samples, probe_steps=self.sample_steps,
+                       probe_noises=self.loss_noises, long_factor=self.long_factor,
                        bigbatch=self.bigbatch)
 
 
