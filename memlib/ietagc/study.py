@@ -57,7 +57,7 @@ class IETAGCStudyConfig(Config):
 
     def validate(self) -> None:
         check_range("ranks", self.ranks, 1, 64)
-        check_range("eval_samples", self.eval_samples, 10)
+        check_range("eval_samples", self.eval_samples, 16)     # the sample grid shows 16
         check_range("sample_steps", self.sample_steps, 1, 1000)
         check_range("mem_heldout_share", self.mem_heldout_share, 0.0, 1.0)
         if self.mem_threshold and not any(abs(self.mem_threshold - t) < 1e-9 for t in MQ_THRESHOLDS):
