@@ -118,9 +118,9 @@ def metrics(res) -> dict:
     m["skips"] = {n: {k: _final(res.progress[n])[k] for k in ("skips_total", "skips_per_planted_row",
                                                                "skips_per_ordinary_row", "skips_share_planted")}
                   for n in kinds["agc"] + kinds["msr"] + kinds["full"]}
-    m["taa"] = {n: {"extra_steps": int(sum(_final(res.progress[n])["taa_steps"])),
-                    "extra_visits": _final(res.progress[n])["taa_visits"],
-                    "mean_magnitude": _final(res.progress[n])["taa_mean_magnitude"]} for n in kinds["full"]}
+    finals = {n: _final(res.progress[n]) for n in kinds["full"]}
+    m["taa"] = {n: {"extra_steps": int(sum(f["taa_steps"])), "extra_visits": f["taa_visits"],
+                    "mean_magnitude": f["taa_mean_magnitude"]} for n, f in finals.items()}
     m["loss_vs_threshold"] = {}
     for t, thr in res.thresholds.items():
         full = res.losses[kinds["full"][0]][t]

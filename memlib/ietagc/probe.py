@@ -14,7 +14,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..backends.testbed import DigitsBackend
@@ -92,6 +91,3 @@ def read_progress(folder: str | Path) -> dict:
     path = Path(folder) / "progress.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
-
-def binned_mean(values: np.ndarray, bins: int = 20) -> list[float]:
-    return [float(v) for v in np.asarray(values, float).reshape(bins, -1).mean(1)]
