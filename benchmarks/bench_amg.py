@@ -30,7 +30,7 @@ def main() -> None:
     from memlib.amg.methods import AMGSetup, amg_method
     from memlib.amg.threshold import Threshold
     from memlib.backends import make_backend
-    from memlib.generate import GenerationConfig, generate
+    from memlib.generation import GenerationConfig, generate
     from memlib.harness.provenance import device_info
     from memlib.mitigate.evalset import evaluation_prompts
     from memlib.mitigate.method import Context

@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     from memlib.backends import make_backend
-    from memlib.generate import GenerationConfig, generate
+    from memlib.generation import GenerationConfig, generate
     from memlib.harness.provenance import device_info
     from memlib.metrics import ReplicationIndex
     from memlib.train import text_to_image_loss

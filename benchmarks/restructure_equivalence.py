@@ -19,7 +19,7 @@ def run(out: str) -> None:
     import torch
 
     torch.set_num_threads(1)   # one thread: the reduction order is fixed
-    from memlib.generate import GenerationConfig
+    from memlib.generation import GenerationConfig
     try:                       # the new layout
         from memlib.testbed.build import TestbedRef
         from memlib.testbed.evaluate import evaluate_testbed

@@ -2,6 +2,17 @@
 
 Wen et al. (ICLR 2024) detection/explanation, AMG (Chen, Liu, Xu, CVPR 2024), PRSS (Chen et al. 2025) and
 IET-AGC+ (Liu et al.). Notebooks in ``notebooks/`` call into this package; every number they report is
-computed here and written next to the figures (see ``memlib.provenance``).
+computed here and written next to the figures (see ``memlib.harness.provenance``).
+
+On your own model: ``memlib.detect``, ``memlib.explain``, ``memlib.generate`` and ``memlib.doctor``
+(``memlib.api``; loaded on first use, so ``import memlib`` stays light).
 """
 __version__ = "0.1.0"
+_API = ("detect", "explain", "generate", "doctor")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'memlib' has no attribute {name!r}")

@@ -6,7 +6,7 @@ import torch
 from memlib.metrics import roc
 from memlib.wen.scores import carlini_score, tiled_l2, wen_score
 from memlib.wen.attribution import drop_token, token_significance, trigger_positions
-from memlib.generate import GenerationConfig, generate, noise_seed
+from memlib.generation import GenerationConfig, generate, noise_seed
 from memlib.schedule import sd_scheduler
 from memlib.sampling import seeded_noise
 from memlib.tokenizer import ClipBPETokenizer

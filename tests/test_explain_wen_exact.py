@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from memlib.generate import GenerationConfig, noise_seed
+from memlib.generation import GenerationConfig, noise_seed
 from memlib.sampling import seeded_noise
 from memlib.schedule import sd_scheduler
 from memlib.wen.attribution import TokenSignificance, reference_update, token_significance

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from memlib.generate import GenerationConfig, generate, noise_seed
+from memlib.generation import GenerationConfig, generate, noise_seed
 from memlib.sampling import seeded_noise
 from memlib.schedule import sd_scheduler
 

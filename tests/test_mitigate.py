@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from memlib.backends.testbed import TestbedBackend
-from memlib.generate import GenerationConfig
+from memlib.generation import GenerationConfig
 from memlib.mitigate import run as run_module
 from memlib.mitigate.baselines import augment_prompts
 from memlib.mitigate.columns import Evaluator, MethodRow

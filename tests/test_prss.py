@@ -86,7 +86,7 @@ def test_jsonl_candidates_and_bad_input(tmp_path):
 
 def test_prss_methods_on_the_tiny_testbed(tiny_testbed):
     from memlib.backends.testbed import TestbedBackend
-    from memlib.generate import GenerationConfig, generate
+    from memlib.generation import GenerationConfig, generate
     from memlib.mitigate.method import Context
     from memlib.prss.calibrate import PRSSSetup
     from memlib.prss.methods import prss_method

@@ -175,7 +175,7 @@ def test_load_backend_kinds(sd_dir):
 def test_input_embedding_gradient_and_row_swaps_on_stable_diffusion(sd):
     from memlib.wen.rows import RowSwapBackend
     from memlib.wen.attribution import input_embedding_significance
-    from memlib.generate import GenerationConfig
+    from memlib.generation import GenerationConfig
 
     prompt = PROMPTS[2]
     a = input_embedding_significance(sd, prompt, GenerationConfig(num_steps=5, n_gens=1))

@@ -96,7 +96,7 @@ def tiny_sd():
 def test_detection_sweep_recomputes_for_new_code_or_new_weights(tiny_sd, tmp_path, monkeypatch):
     import memlib.wen.scores as scores
     from memlib.backends.stable_diffusion import StableDiffusionBackend
-    from memlib.generate import GenerationConfig
+    from memlib.generation import GenerationConfig
 
     runs = []
     real = scores.generate

@@ -51,7 +51,7 @@ def test_unknown_parameter_check_survives_a_nan_papermill_injects():
 
 @pytest.mark.parametrize("seed", [2**70, -1])
 def test_seed_out_of_range_names_the_parameter(seed):
-    from memlib.generate import GenerationConfig
+    from memlib.generation import GenerationConfig
     from memlib.wen.detect import DetectionConfig
 
     with pytest.raises(ConfigError, match="'seed'.*out of range"):

@@ -138,7 +138,7 @@ def test_scheduler_follows_stable_diffusion_spacing_without_clipping():
 
 def test_testbed_generation_runs_and_records_norms(tiny_testbed):
     from memlib.backends.testbed import TestbedBackend
-    from memlib.generate import GenerationConfig, generate
+    from memlib.generation import GenerationConfig, generate
 
     backend, prompts = TestbedBackend(tiny_testbed.model), ["a small red circle at the top left", "x"]
     states = {}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..generate import GenerationConfig, generate
+from ..generation import GenerationConfig, generate
 from ..mitigate.similarity import SimilarityIndex
 from .guidance import AMGGuidance, AMGSettings
 from .threshold import Threshold, constant_like, fit_exponential

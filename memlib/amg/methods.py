@@ -86,5 +86,5 @@ def _registry_build(ctx: Context, c3: float) -> Plan:
     return _build(testbed_setup(ctx.backend))(ctx, c3)
 
 
-register("amg", C3_KNOB, _registry_build, description="AMG: despecification, deduplication and dissimilarity "
-         "guidance, switched per step by similarity to the nearest training image (testbed)")
+register("amg", C3_KNOB, _registry_build, scope="testbed", description="AMG: despecification, deduplication and "
+         "dissimilarity guidance, switched per step by similarity to the nearest training image (testbed)")

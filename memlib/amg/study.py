@@ -17,7 +17,7 @@ import numpy as np
 
 from ..backends.testbed import TestbedBackend
 from ..config import Config, check_range, parse_number_list
-from ..generate import GenerationConfig
+from ..generation import GenerationConfig
 from ..harness.cache import cached_arrays, weights_fingerprint
 from ..metrics import auc_and_tpr
 from ..mitigate.columns import Evaluator

@@ -25,9 +25,12 @@ def make_backend(name: str, testbed=None, device="cpu", seed: int = 0, progress:
         from ..testbed.build import TestbedRef
         from .testbed import TestbedBackend
 
-        tb = (testbed or TestbedRef()).load(progress=progress)
+        ref = testbed or TestbedRef()
+        tb = ref.load(progress=progress)
         tb.model.to(device)
-        return TestbedBackend(tb.model, tb)
+        backend = TestbedBackend(tb.model, tb)
+        backend.ref = ref   # what training-time methods retrain from
+        return backend
     if name in ("digits", "digits-class"):
         from ..testbed.digits import load_digits_model
         from .testbed import DigitsBackend

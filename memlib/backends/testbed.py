@@ -24,6 +24,8 @@ class TestbedBackend(_PixelSDBackend):
 
     name = "testbed"
 
+    ref = None   # the TestbedRef it was loaded from (set by make_backend)
+
     def __init__(self, model: TextToImageModel, testbed=None):
         self.model = model.eval()
         self.testbed = testbed                   # memlib.testbed.build.Testbed (data, checkpoint), when loaded

@@ -17,7 +17,7 @@ import hashlib
 import numpy as np
 import torch
 
-from ..generate import noise_seed
+from ..generation import noise_seed
 from .method import Context, Knob, Plan
 from .registry import register
 

@@ -1,7 +1,7 @@
 """The interface every mitigation implements (Wen et al. 2024 Sec. 4, AMG, PRSS, IET-AGC+ all fit it).
 
 A ``Method`` has a name and one strength knob with its value. ``apply(ctx)`` receives the backend, the prompts
-and the generation settings, and returns a ``Plan``: what to pass to ``memlib.generate.generate`` (rewritten
+and the generation settings, and returns a ``Plan``: what to pass to ``memlib.generation.generate`` (rewritten
 prompts with the originals as noise keys, conditioning overrides, per-batch hooks, extra branches, another
 guidance scale, or another backend for training-time methods), plus what the method itself cost before
 sampling (seconds, model evaluations per image) and which prompts it acted on.
@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from ..generate import GenerationConfig
+from ..generation import GenerationConfig
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,22 @@ from typing import Any, Callable
 from .method import Context, Knob, Method, Plan
 
 _REGISTRY: dict[str, tuple[Knob, Callable[[Context, Any], Plan], str, str]] = {}
+_SCOPE: dict[str, str] = {}   # 'any' model, or 'testbed' (needs the embedded testbed's training set)
 # modules that register methods when imported (paper packages); loaded lazily, so no import cycle
 PROVIDERS = ("memlib.mitigate.baselines", "memlib.wen.mitigations", "memlib.amg.methods",
              "memlib.prss.methods")
 
 
 def register(name: str, knob: Knob, build: Callable[[Context, Any], Plan], kind: str = "inference",
-             description: str = "") -> None:
+             description: str = "", scope: str = "any") -> None:
+    """``scope``: 'any' text-to-image model, or 'testbed' when the method needs what only the embedded testbed
+    provides through the registry (its training set, a retrained checkpoint)."""
     if kind not in ("inference", "training"):
         raise ValueError(f"kind {kind!r}: choose 'inference' or 'training'")
+    if scope not in ("any", "testbed"):
+        raise ValueError(f"scope {scope!r}: choose 'any' or 'testbed'")
     _REGISTRY[name] = (knob, build, kind, description)
+    _SCOPE[name] = scope
 
 
 def _load_providers() -> None:
@@ -31,6 +37,13 @@ def available() -> dict[str, Knob]:
     """{method name: its knob}."""
     _load_providers()
     return {k: v[0] for k, v in sorted(_REGISTRY.items())}
+
+
+def describe(name: str) -> dict:
+    """A method's knob, kind ('inference'/'training'), scope ('any'/'testbed') and description."""
+    make_method(name)  # the unknown-name error
+    knob, _, kind, desc = _REGISTRY[name]
+    return {"knob": knob, "kind": kind, "scope": _SCOPE.get(name, "any"), "description": desc}
 
 
 def make_method(name: str, value=None) -> Method:

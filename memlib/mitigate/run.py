@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..generate import GenerationConfig, generate
+from ..generation import GenerationConfig, generate
 from ..harness.cache import cached_arrays, weights_fingerprint
 from .columns import Evaluator, MethodRow
 from .evalset import EvalPrompt

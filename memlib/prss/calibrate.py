@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..generate import GenerationConfig, generate
+from ..generation import GenerationConfig, generate
 
 
 @dataclass(frozen=True)

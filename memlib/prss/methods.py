@@ -78,4 +78,5 @@ def _registered(variant: str):
 
 
 for _v in VARIANTS:
-    register(_v, LAMBDA_KNOB, _registered(_v), description=f"PRSS ({_v}), tau and M calibrated on the testbed")
+    register(_v, LAMBDA_KNOB, _registered(_v), scope="testbed",
+             description=f"PRSS ({_v}), tau and M calibrated on the testbed")

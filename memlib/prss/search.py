@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..generate import GenerationConfig
+from ..generation import GenerationConfig
 from ..wen.mitigate_pe import first_step, initial_noises, joint_losses
 
 

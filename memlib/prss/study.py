@@ -20,7 +20,7 @@ import numpy as np
 
 from ..backends.testbed import TestbedBackend
 from ..config import Config, ConfigError, check_range
-from ..generate import GenerationConfig
+from ..generation import GenerationConfig
 from ..harness.cache import cached_arrays, weights_fingerprint
 from ..mitigate.columns import Evaluator
 from ..mitigate.evalset import cap_heldout, evaluation_prompts

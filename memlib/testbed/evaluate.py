@@ -14,7 +14,7 @@ import torch
 
 from ..backends.testbed import TestbedBackend
 from ..config import Config, check_range
-from ..generate import Generation, GenerationConfig, generate
+from ..generation import Generation, GenerationConfig, generate
 from ..metrics import COPY_COSINE_THRESHOLD, GU_RATIO_THRESHOLD, ReplicationIndex, frechet_distance
 from .build import Testbed, TestbedRef
 from .clip import ClipScorer

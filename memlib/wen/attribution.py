@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..generate import GenerationConfig, noise_seed
+from ..generation import GenerationConfig, noise_seed
 from ..sampling import StepState, sample, seeded_noise
 from .magnitude import model_magnitude
 

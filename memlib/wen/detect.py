@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..config import Config, ConfigError, check_range, parse_number_list
-from ..generate import GenerationConfig
+from ..generation import GenerationConfig
 from ..schedule import first_step_alpha_bar
 from ..testbed.build import TestbedRef
 from .detect_results import HEADLINES, DetectionReport, SeedDetection, build_table, dose_response  # noqa: F401

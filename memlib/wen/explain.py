@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..backends import make_backend
 from ..config import Config, check_range, parse_number_list
-from ..generate import GenerationConfig
+from ..generation import GenerationConfig
 from ..splits import split
 from ..testbed.build import TestbedRef
 from .attribution import (TokenSignificance, input_embedding_significance, integrated_significance,

@@ -13,7 +13,7 @@ def explorer(cfg):
     import ipywidgets as w
 
     from .attribution import token_significance
-    from ..generate import generate
+    from ..generation import generate
 
     backend = make_backend(cfg.backend, cfg.testbed, seed=cfg.seed)
     text = w.Text(value="large red circle at the top left", description="prompt", layout=w.Layout(width="60%"))

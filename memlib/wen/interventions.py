@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..generate import GenerationConfig, generate
+from ..generation import GenerationConfig, generate
 from .attribution import TokenSignificance, drop_token
 from .explain_results import ContentRouteStats, DropControlStats, EditStats, PaddingLinkStats, RouteStats
 from .rows import ROW_SETS, RowSwapBackend

@@ -6,7 +6,7 @@
 Detection averages m_j (``memlib.wen.scores``); attribution differentiates the mean of m_j, and Wen's reference
 notebook differentiates M (``batch_magnitude``); Wen's mitigations (Sec. 4) minimize it over the prompt
 embedding at inference, or screen out training samples where it is large. The per-image primitive ``magnitude``
-lives in ``memlib.sampling``, because core modules (``memlib.generate`` records it during sampling) may not
+lives in ``memlib.sampling``, because core modules (``memlib.generation`` records it during sampling) may not
 import a paper package; it is re-exported here.
 """
 from __future__ import annotations

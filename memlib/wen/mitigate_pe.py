@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..generate import GenerationConfig, noise_seed
+from ..generation import GenerationConfig, noise_seed
 from ..sampling import seeded_rows
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..generate import GenerationConfig
+from ..generation import GenerationConfig
 from ..mitigate.columns import MethodRow
 
 # The README's results table: (metric key, what it is, target)

@@ -2,7 +2,8 @@
 
 - ``wen_pe`` (knob l_target, the joint first-step magnitude over the n noises): ``mitigate_pe``.
 - ``filter_method(ref, tau)``: the testbed trained from scratch with the magnitude filter at tau
-  (``filter_train``); a training-time method, so it acts through another checkpoint.
+  (``filter_train``); a training-time method, so it acts through another checkpoint. Registered as
+  ``wen_filter`` for the embedded testbed (the shipped filtered checkpoints; another tau trains one first).
 """
 from __future__ import annotations
 
@@ -45,3 +46,23 @@ def filter_method(ref, tau: float, base=None, progress: bool = False) -> Method:
 
     return Method("wen_filter", TAU_KNOB, TAU_KNOB.check("wen_filter", tau), build, kind="training",
                   description="Wen et al.: training samples with magnitude >= tau dropped from the loss")
+
+
+_FILTERED: dict = {}
+
+
+def _filter_registry(ctx: Context, tau: float) -> Plan:
+    ref = getattr(ctx.backend, "ref", None)
+    if ref is None or getattr(ctx.backend, "testbed", None) is None:
+        raise ValueError("wen_filter acts at training time: through the registry it runs on the embedded testbed "
+                         "(its filtered checkpoints ship). For your model, retrain it with the filter "
+                         "(memlib.wen.filter_train shows how on the testbed)")
+    key = (repr(ref), float(tau), str(ctx.backend.device))
+    if key not in _FILTERED:
+        _FILTERED[key] = filter_method(ref, tau, base=ctx.backend.testbed, progress=ctx.progress)
+        _FILTERED[key].apply(Context(ctx.backend, ctx.prompts[:1], ctx.gen_cfg)).backend.model.to(ctx.backend.device)
+    return _FILTERED[key].apply(ctx)
+
+
+register("wen_filter", TAU_KNOB, _filter_registry, kind="training", scope="testbed",
+         description="Wen et al.: the testbed retrained with samples of magnitude >= tau dropped from the loss")

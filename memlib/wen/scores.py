@@ -4,7 +4,7 @@
 
 per generation j, over the whole sample tensor, without the guidance scale; averaged over the first n
 generations, then over the chosen steps S (the reference notebook's order). It is read off ordinary sampling
-(``memlib.generate`` records it), so the first-step score costs one batched model call per batch of prompts.
+(``memlib.generation`` records it), so the first-step score costs one batched model call per batch of prompts.
 
 Baseline: Carlini et al. (USENIX Security 2023, Sec. 4.2) tiled l2: images are cut into a grid of tiles, the
 distance of two images is the largest l2 over corresponding tiles, and memorized prompts give generations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..harness.cache import cached_arrays, weights_fingerprint
-from ..generate import GenerationConfig, generate
+from ..generation import GenerationConfig, generate
 
 STEP_SETTINGS = {"first": 1, "first10": 10, "all": None}   # steps S: the first k sampling steps
 

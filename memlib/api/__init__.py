@@ -1,0 +1,17 @@
+"""memlib on your own model: detection, explanation and every mitigation as plain functions (and the ``memlib``
+command line, ``memlib.api.cli``, which wraps them).
+
+    import memlib
+    res = memlib.detect("prompts.txt", model="path/to/sd-folder", calibrate="nemo:non_memorized", out="scores.csv")
+    exp = memlib.explain("a prompt", model="testbed", out="explain/")
+    imgs = memlib.generate("prompts.txt", model="testbed", method="wen_pe", knob=2.0, out="images/")
+
+``model``: ``testbed`` (shipped, nothing downloaded), a ``save_pretrained`` folder or a hub id (offline-first).
+"""
+from .detection import DetectResult, calibrated_threshold, detect
+from .checkup import doctor
+from .explanation import Explanation, explain
+from .images import ImagesResult, generate
+
+__all__ = ["detect", "explain", "generate", "doctor", "calibrated_threshold", "DetectResult", "Explanation",
+           "ImagesResult"]

@@ -1,0 +1,110 @@
+"""Opening a user's model for the command line and the API: device, dtype, batch size and guidance defaults, and
+an identity of the weights cheap enough to check on every resume.
+
+``model`` is ``testbed`` (the shipped embedded testbed), ``tiny-sd`` (random weights; plumbing checks), a folder
+written by ``save_pretrained`` (diffusers layout) or a hub id, loaded offline-first (``memlib.backends.hub``).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+TEXT_MODELS_HINT = "give --model testbed, a Stable Diffusion folder written by save_pretrained, or a hub id"
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device`` checked, or the best available: cuda, then mps, then cpu."""
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this torch build sees no CUDA GPU (run `memlib doctor`); use cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype in (None, "", "auto"):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: choose one of fp32, fp16, bf16")
+    if DTYPES[dtype] != torch.float32 and device.type == "cpu":
+        raise ValueError(f"dtype {dtype} on the CPU is refused (half-precision CPU kernels are slow or missing); "
+                         "use fp32 on the CPU, or --device cuda")
+    return DTYPES[dtype]
+
+
+_SHIPPED: dict = {}   # the testbed and tiny-sd, loaded once per process and device (their weights never change)
+
+
+def open_model(model: str, device: str | None = None, dtype: str | None = None, progress: bool = True):
+    """The backend for ``model`` on ``device`` (see the module docstring); it must be text-conditional."""
+    from ..backends import make_backend
+
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"model {model!r}: {TEXT_MODELS_HINT}")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if model in ("testbed", "tiny-sd"):
+        if dt != torch.float32:
+            raise ValueError(f"--model {model} runs in fp32 only; drop --dtype")
+        if (model, str(dev)) not in _SHIPPED:
+            _SHIPPED[model, str(dev)] = make_backend(model, device=dev, progress=progress)
+        backend = _SHIPPED[model, str(dev)]
+    elif model in ("digits", "digits-class", "tiny-ddpm"):
+        raise ValueError(f"model {model!r} has no text encoder, so there are no prompts to score; {TEXT_MODELS_HINT}")
+    else:
+        backend = make_backend(model, device=dev, dtype=dt)
+    if getattr(backend, "tokenizer", None) is None or not hasattr(backend, "encode_prompts"):
+        raise ValueError(f"model {model!r} is not text-conditional (no text encoder); {TEXT_MODELS_HINT}")
+    return backend
+
+
+def default_guidance(backend) -> float:
+    """Stable Diffusion's usual 7.5; the testbed was trained for 3."""
+    return 3.0 if getattr(backend, "testbed", None) is not None else 7.5
+
+
+def default_batch_size(backend) -> int:
+    """Images per model call: all of a small model's; on a GPU, what a quarter of the free memory holds at a
+    rough 4 KB of activations per latent element (SD at 512 px: ~0.27 GB per image with both CFG branches)."""
+    numel = 1
+    for s in backend.sample_shape:
+        numel *= s
+    if backend.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(backend.device)
+        return int(max(1, min(64, free // 4 // (numel * 4096))))
+    return 256 if numel <= 4096 else 4
+
+
+def model_identity(model: str, backend) -> str:
+    """What the weights are, cheaply: the testbed's checkpoint hash, a folder's weight files (names, sizes,
+    modification times), or the name (hub ids resolve to one cached snapshot; tiny models are seeded)."""
+    tb = getattr(backend, "testbed", None)
+    if tb is not None:
+        return f"testbed:{tb.meta.get('sha256', '')}"
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(folder.rglob("*")):
+            if f.suffix in (".safetensors", ".bin", ".json") and f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(folder)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return f"folder:{folder.resolve()}:{h.hexdigest()[:16]}"
+    return f"model:{model}"
+
+
+def weights_dtype(backend) -> str:
+    """The denoiser's parameter dtype, e.g. 'torch.float16' (part of what a resumed run must match)."""
+    net = getattr(backend, "unet", None) or getattr(backend, "model", None)
+    return str(next(net.parameters()).dtype) if net is not None else "unknown"

@@ -1,0 +1,81 @@
+"""Results written as they finish, so an interrupted run resumes where it stopped.
+
+``RowStore``: a CSV with one row per finished item and a sidecar ``<name>.settings.json`` holding what made the
+rows (model identity, sampling settings). Reopened with the same settings, the finished rows are read back and
+only the rest is computed; with other settings it refuses (the rows would mix two experiments) and says how
+to start over. ``finish`` rewrites the file in order, atomically.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+
+class ResumeError(ValueError):
+    """An output file holds results of other settings."""
+
+
+class RowStore:
+    def __init__(self, path: str | Path, settings: dict, columns: list[str], key: str, overwrite: bool = False):
+        self.path, self.columns, self.key = Path(path).expanduser(), list(columns), key
+        self.sidecar = self.path.with_name(self.path.name + ".settings.json")
+        self.settings = json.loads(json.dumps(settings, default=str))
+        if self.path.is_dir():
+            raise ValueError(f"output {self.path} is a folder; give a file name such as {self.path / 'scores.csv'}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows: dict[str, dict] = {}
+        if self.path.exists() and not overwrite:
+            self._resume()
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        self.sidecar.write_text(json.dumps(self.settings, indent=1, sort_keys=True))
+        with open(self.path, "w", newline="", encoding="utf-8") as f:
+            csv.DictWriter(f, self.columns).writeheader()
+
+    def _resume(self) -> None:
+        try:
+            old = json.loads(self.sidecar.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise ResumeError(f"{self.path} exists but {self.sidecar.name} (the settings that made it) is missing or "
+                              "unreadable, so it cannot be resumed safely; pass --overwrite or another --out") from None
+        diff = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
+        if diff:
+            what = ", ".join(f"{k}: {old.get(k)!r} there, {self.settings.get(k)!r} now" for k in diff)
+            raise ResumeError(f"{self.path} holds results of other settings ({what}); pass --overwrite to replace "
+                              "it, or another --out")
+        with open(self.path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != self.columns:
+                raise ResumeError(f"{self.path}: columns {reader.fieldnames}, expected {self.columns}; pass "
+                                  "--overwrite or another --out")
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    break   # a row cut short by the interruption: computed again
+                self.rows[row[self.key]] = row
+        self.finish(list(self.rows.values()))   # drops a torn last line, so appends start on a clean line
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def add(self, rows: list[dict]) -> None:
+        """Append finished rows and flush them to disk."""
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, self.columns)
+            for r in rows:
+                w.writerow(r)
+                self.rows[str(r[self.key])] = {k: str(v) for k, v in r.items()}
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finish(self, ordered: list[dict]) -> None:
+        """Write ``ordered`` (every row, final values) in place of the file, atomically."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, self.columns)
+            w.writeheader()
+            w.writerows(ordered)
+        os.replace(tmp, self.path)
