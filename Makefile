@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.memlib-installed-$(shell cat pyproject.toml | cksum | cut -d'
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: reproduce test install clean-build strip
+.PHONY: reproduce test install lab clean-build strip
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 MEMLIB_FIGURES=$(TESTBUILD)/figures MEMLIB_CHECKPOINTS=$(TESTBUILD)/checkpoints \
 	  MEMLIB_CACHE=$(TESTBUILD)/cache MEMLIB_NOTEBOOK_FIGURES=$(TESTBUILD)/figures \
 	  $(BIN)/python -m pytest --nbval-lax $(TESTBUILD)/notebooks tests $(PYTEST_ARGS)
+
+## make lab                  JupyterLab on the project's environment (its python3 kernel is .venv's), on notebooks/
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=$(CURDIR)/notebooks $(LAB_ARGS)
 
 clean-build:
 	rm -rf build

@@ -36,3 +36,18 @@ def test_write_table_writes_rounded_csv_and_refuses_an_empty_table(tmp_path, mon
                                                 {"prompt": "c", "replication": "1.0"}]
     with pytest.raises(ValueError, match="no rows"):
         write_table("nb", "empty", [])
+
+
+def test_cli_times_table_reads_the_benchmark_file(tmp_path):
+    from memlib.harness.report import cli_times_table
+
+    assert "not yet measured" in cli_times_table(tmp_path / "missing.json")
+    run = {"command": "generate --method amg", "argv": ["memlib", "generate"], "seconds": 48.04, "returncode": 0,
+           "images": 16, "acted": 8, "model_evals_per_image": 150.0, "plain_cfg_evals_per_image": 100,
+           "seconds_per_image": 2.06}
+    failed = {"command": "doctor", "argv": ["memlib", "doctor"], "seconds": 3.4, "returncode": 1}
+    (tmp_path / "t.json").write_text(json.dumps({"machine": {"cores": 2, "cpu": "X", "device": "cpu"},
+                                                 "runs": [run, failed]}))
+    table = cli_times_table(tmp_path / "t.json")
+    assert "| 48.0 | 150 model evaluations per image (plain CFG 100)" in table and "acted on 8 of 16" in table
+    assert "3.4 (exit 1)" in table and "2 cores, X" in table

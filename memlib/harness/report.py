@@ -288,6 +288,34 @@ def timings_table(figures: Path | None = None) -> str:
     return "\n".join(rows)
 
 
+CLI_BEGIN, CLI_END = "<!-- cli:begin -->", "<!-- cli:end -->"
+
+
+def cli_times_table(results: Path | None = None) -> str:
+    """The ``memlib`` commands' wall times on the testbed (``benchmarks/cli_times.py``), with each method's cost."""
+    path = results or repo_root() / "benchmarks" / "results" / "cli_times.json"
+    if not path.exists():
+        return "not yet measured: run `.venv/bin/python benchmarks/cli_times.py`"
+    b = json.loads(path.read_text())
+    rows = ["| command (shipped testbed, a fresh process each) | wall time (s) | cost |", "|---|---|---|"]
+    for r in b["runs"]:
+        cost = ""
+        if "model_evals_per_image" in r:
+            cost = (f"{r['model_evals_per_image']:.0f} model evaluations per image (plain CFG "
+                    f"{r['plain_cfg_evals_per_image']}), {r['seconds_per_image']:.2f} s per image; acted on "
+                    f"{r['acted']} of {r['images']} images")
+        elif "summary" in r and "auc" in r["summary"]:
+            s = r["summary"]
+            cost = (f"{s['n_memorized']} memorized vs {s['n_not_memorized']} not: AUC {s['auc']:.3f}; flagged "
+                    f"{s.get('n_flagged', 0)} of {s['n_prompts']}")
+        status = "" if r["returncode"] == 0 else f" (exit {r['returncode']})"
+        rows.append(f"| `{' '.join(r['argv'][:2])}` {r['command'].split(' ', 1)[1] if ' ' in r['command'] else ''}"
+                    f" | {r['seconds']:.1f}{status} | {cost} |")
+    m = b["machine"]
+    rows.append(f"\nMeasured on {m['cores']} cores, {m['cpu']} ({m['device']}).")
+    return "\n".join(rows)
+
+
 def _replace(text: str, begin: str, end: str, body: str, readme: Path) -> str:
     if begin not in text or end not in text:
         raise ValueError(f"{readme} lacks the markers {begin} ... {end}")
@@ -313,5 +341,7 @@ def update_readme(readme: Path | None = None) -> bool:
         new = _replace(new, IETAGC_BEGIN, IETAGC_END, ietagc_findings(), readme)
     if TIME_BEGIN in new:
         new = _replace(new, TIME_BEGIN, TIME_END, timings_table(), readme)
+    if CLI_BEGIN in new:
+        new = _replace(new, CLI_BEGIN, CLI_END, cli_times_table(), readme)
     readme.write_text(new)
     return new != text
