@@ -54,11 +54,17 @@ def main() -> None:
     _scratch(folder)
     port, token = _free_port(), "memlib-screenshot"
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(folder / "settings"), MEMLIB_ROOT=str(ROOT))
-    lab = subprocess.Popen([str(ROOT / ".venv" / "bin" / "jupyter"), "lab", "--no-browser", f"--port={port}",
+    lab = subprocess.Popen([str(ROOT / ".venv" / "bin" / "jupyter"), "lab", "--no-browser", "--allow-root", f"--port={port}",
                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}"],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           env=env, stdout=subprocess.DEVNULL, stderr=open(folder / "lab.log", "w"))
     try:
-        time.sleep(8)
+        for _ in range(120):   # until the server listens
+            if lab.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited; see {folder / 'lab.log'}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
                                         args=["--no-sandbox"])
@@ -68,7 +74,11 @@ def main() -> None:
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
             page.click(".jp-Cell .cm-content")
             page.keyboard.press("Shift+Enter")
-            page.wait_for_selector("button:has-text('explain')", timeout=180_000)
+            try:
+                page.wait_for_selector("button:has-text('explain')", timeout=120_000)
+            except Exception:
+                page.screenshot(path=str(folder / "failure.png"))
+                raise
             box = page.locator(".widget-text input")
             box.fill(args.prompt)
             page.click("button:has-text('explain')")
