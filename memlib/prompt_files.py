@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .prompts import PromptFileError, _read_prompt_file, load_nemo_prompts
+from .prompts import PromptFileError, _read_prompt_file, jsonl_objects, load_nemo_prompts
 
 TEXT_FIELDS = ("caption", "prompt", "text")
 LABEL_FIELDS = ("memorized", "label")
@@ -56,21 +55,8 @@ def _pick(names, wanted: tuple[str, ...]) -> str | None:
 
 def _read_jsonl(path: Path, data: bytes) -> list[PromptRecord]:
     out, field = [], None
-    for n, raw in enumerate(data.split(b"\n"), start=1):
+    for n, obj in jsonl_objects(path, data):
         where = f"{path}, line {n}"
-        try:
-            line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
-        except UnicodeDecodeError as e:
-            raise PromptFileError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PromptFileError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise PromptFileError(f"{where}: expected a JSON object like {{\"caption\": \"...\"}}, "
-                                  f"got a JSON {type(obj).__name__}")
         field = field or _pick(obj, TEXT_FIELDS)
         if field is None or field not in obj:
             raise PromptFileError(f"{where}: no {'/'.join(TEXT_FIELDS)} field (fields: "

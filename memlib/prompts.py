@@ -41,14 +41,9 @@ def _read_prompt_file(path: str | Path) -> bytes:
         raise PromptFileError(f"prompt file {path} cannot be read ({e.strerror or e})") from None
 
 
-def load_prompt_jsonl(path: str | Path, field: str = "caption", records: bool = False) -> list:
-    """Prompts from a jsonl file: the ``field`` strings, or (``records=True``) the whole JSON objects.
-
-    Blank lines are skipped; invalid JSON, a missing/non-string/empty ``field``, an empty file, or a path that is
-    empty, a folder or missing raise ``PromptFileError`` naming the file.
-    """
-    data = _read_prompt_file(path)  # before Path(): Path("") would read as the current folder
-    path, out = Path(path), []
+def jsonl_objects(path: Path, data: bytes, example: str = "caption"):
+    """(line number, JSON object) for every non-blank line of ``data``; a line that is not UTF-8, not JSON or not
+    an object raises PromptFileError naming ``path`` and the line."""
     for n, raw in enumerate(data.split(b"\n"), start=1):
         where = f"{path}, line {n}"
         try:
@@ -62,8 +57,21 @@ def load_prompt_jsonl(path: str | Path, field: str = "caption", records: bool = 
         except json.JSONDecodeError as e:
             raise PromptFileError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
-            raise PromptFileError(f"{where}: expected a JSON object like {{\"{field}\": \"...\"}}, "
+            raise PromptFileError(f"{where}: expected a JSON object like {{\"{example}\": \"...\"}}, "
                                   f"got a JSON {type(obj).__name__}")
+        yield n, obj
+
+
+def load_prompt_jsonl(path: str | Path, field: str = "caption", records: bool = False) -> list:
+    """Prompts from a jsonl file: the ``field`` strings, or (``records=True``) the whole JSON objects.
+
+    Blank lines are skipped; invalid JSON, a missing/non-string/empty ``field``, an empty file, or a path that is
+    empty, a folder or missing raise ``PromptFileError`` naming the file.
+    """
+    data = _read_prompt_file(path)  # before Path(): Path("") would read as the current folder
+    path, out = Path(path), []
+    for n, obj in jsonl_objects(path, data, field):
+        where = f"{path}, line {n}"
         if field not in obj:
             raise PromptFileError(f"{where}: no {field!r} field (fields: {', '.join(map(repr, obj)) or 'none'})")
         text = obj[field]

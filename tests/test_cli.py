@@ -124,6 +124,18 @@ def test_an_interrupted_generate_resumes(sd_folder, tmp_path, monkeypatch):
     assert [r["prompt"] for r in res.records] == prompts and (tmp_path / "img" / "00002-0.png").exists()
 
 
+def test_generate_on_a_user_folder_writes_an_image_and_its_record(sd_folder, tmp_path, capsys):
+    (tmp_path / "p.txt").write_text("a red door\n")
+    assert main(["generate", "--model", str(sd_folder), "--prompts", str(tmp_path / "p.txt"), "--method",
+                 "embedding_noise", "--knob", "sigma=0.5", "--gens", "2", "--num-steps", "3", "--out",
+                 str(tmp_path / "img"), "--quiet"]) == 0
+    rec = json.loads((tmp_path / "img" / "00000-1.json").read_text())
+    assert (rec["method"], rec["knob"], rec["value"], rec["acted"], rec["generation"]) == \
+        ("embedding_noise", "sigma", 0.5, True, 1)
+    assert rec["prompt"] == "a red door" and rec["plain_cfg_evals_per_image"] == 6 and rec["seconds_per_image"] > 0
+    assert (tmp_path / "img" / "00000-1.png").exists() and "2 images" in capsys.readouterr().out
+
+
 def test_every_registry_method_is_reachable_through_generate(tiny_testbed, tmp_path):
     from memlib.backends.testbed import TestbedBackend
     from memlib.testbed.build import TestbedRef

@@ -223,8 +223,9 @@ def detect(prompts=None, model: str = "testbed", *, steps: int = 1, gens: int = 
         records = _as_records(prompts, max_prompts)
         cal = _as_records(calibrate, 0) if calibrate is not None else None
     backend = backend or open_model(model, device, dtype, progress)
-    if demo:
+    if demo:   # a given threshold wins over the demo's calibration
         records, cal = demo_prompts(backend)
+        cal = cal if threshold is None else None
     gen_cfg = GenerationConfig(num_steps=num_steps, n_gens=gens, seed=seed,
                                guidance_scale=default_guidance(backend) if guidance_scale is None else guidance_scale,
                                batch_size=batch_size or default_batch_size(backend))

@@ -48,10 +48,12 @@ def filter_method(ref, tau: float, base=None, progress: bool = False) -> Method:
                   description="Wen et al.: training samples with magnitude >= tau dropped from the loss")
 
 
-_FILTERED: dict = {}
+_FILTERED: dict = {}   # (testbed ref, tau, device) -> the filtered model's backend, loaded once per process
 
 
 def _filter_registry(ctx: Context, tau: float) -> Plan:
+    from .filter_train import train_filtered
+
     ref = getattr(ctx.backend, "ref", None)
     if ref is None or getattr(ctx.backend, "testbed", None) is None:
         raise ValueError("wen_filter acts at training time: through the registry it runs on the embedded testbed "
@@ -59,9 +61,9 @@ def _filter_registry(ctx: Context, tau: float) -> Plan:
                          "(memlib.wen.filter_train shows how on the testbed)")
     key = (repr(ref), float(tau), str(ctx.backend.device))
     if key not in _FILTERED:
-        _FILTERED[key] = filter_method(ref, tau, base=ctx.backend.testbed, progress=ctx.progress)
-        _FILTERED[key].apply(Context(ctx.backend, ctx.prompts[:1], ctx.gen_cfg)).backend.model.to(ctx.backend.device)
-    return _FILTERED[key].apply(ctx)
+        tb = train_filtered(ref, tau, base=ctx.backend.testbed, progress=ctx.progress)
+        _FILTERED[key] = TestbedBackend(tb.model.to(ctx.backend.device), tb)
+    return Plan(list(ctx.prompts), backend=_FILTERED[key], acted=np.ones(len(ctx.prompts), bool))
 
 
 register("wen_filter", TAU_KNOB, _filter_registry, kind="training", scope="testbed",
