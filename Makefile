@@ -25,13 +25,16 @@ reproduce: $(STAMP)
 	$(BIN)/python -m memlib.harness.reproduce $(if $(QUICK),--quick) $(if $(NB),--only $(NB)) $(if $(FORCE),--force)
 	$(if $(QUICK),,$(BIN)/python -m memlib.harness.cli results)
 
-## make test                 every notebook run through nbval with tiny parameters, then the unit tests
+## make test                 every notebook through nbval with tiny parameters and the unit tests, on TEST_WORKERS
+##                           pytest-xdist workers (one per core, at most 4; a notebook's cells stay on one worker)
 TESTBUILD := $(CURDIR)/build/test
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: $(STAMP)
 	rm -rf $(TESTBUILD) && $(BIN)/python -m memlib.harness.quick_copies $(TESTBUILD)/notebooks
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 MEMLIB_FIGURES=$(TESTBUILD)/figures MEMLIB_CHECKPOINTS=$(TESTBUILD)/checkpoints \
 	  MEMLIB_CACHE=$(TESTBUILD)/cache MEMLIB_NOTEBOOK_FIGURES=$(TESTBUILD)/figures \
-	  $(BIN)/python -m pytest --nbval-lax $(TESTBUILD)/notebooks tests $(PYTEST_ARGS)
+	  $(BIN)/python -m pytest --nbval-lax $(TESTBUILD)/notebooks tests -n $(TEST_WORKERS) --dist loadscope \
+	  $(PYTEST_ARGS)
 
 ## make lab                  JupyterLab on the project's environment (its python3 kernel is .venv's), on notebooks/
 lab: $(STAMP)

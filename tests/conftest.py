@@ -6,7 +6,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
-torch.set_num_threads(2)
+# make test runs pytest-xdist workers: the cores are shared out among them, here and in the kernels they start
+_threads = max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ["OMP_NUM_THREADS"] = str(_threads)
+torch.set_num_threads(_threads)
 
 
 @pytest.fixture(autouse=True)
