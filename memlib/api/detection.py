@@ -49,8 +49,9 @@ class DetectResult:
         order = np.argsort(-self.scores, kind="stable")[:limit]
         lab = {True: "memorized", False: "not", None: "?"}
         lines = [f"{'score':>8}  {'flag':4}  {'label':9}  prompt"]
+        flagged = self.flagged
         for i in order:
-            flag = "" if self.threshold is None else ("YES" if self.flagged[i] else "-")
+            flag = "" if flagged is None else ("YES" if flagged[i] else "-")
             text = self.records[i].text
             lines.append(f"{self.scores[i]:8.3f}  {flag:4}  {lab[self.records[i].memorized]:9}  "
                          f"{text if len(text) <= 70 else text[:67] + '...'}")
@@ -135,7 +136,8 @@ def demo_prompts(backend) -> tuple[list[PromptRecord], list[PromptRecord]]:
     data = data.data
     n_mem, n_held, n_cal = DEMO_SIZES
     mem = [PromptRecord(p.text, True, "testbed:verbatim", "planted verbatim") for p in data.prompts_in("verbatim")]
-    held = heldout_prompts(data)[::len(heldout_prompts(data)) // n_held][:n_held]
+    held = heldout_prompts(data)
+    held = held[::len(held) // n_held][:n_held]
     held = [PromptRecord(p.text, False, "testbed:heldout", "held-out") for p in held]
     cal = [PromptRecord(p.text, False, "testbed:generic", "trained, not memorized")
            for p in generic_prompts(data, n_cal, seed=1)]

@@ -36,12 +36,17 @@ class Explanation:
 
     def table(self) -> str:
         sig = self.significance
-        share = sig / sig.sum() if sig.sum() > 0 else sig
-        rank = np.argsort(np.argsort(-sig, kind="stable"), kind="stable") + 1
+        share, rank = _share_and_rank(sig)
         lines = [f"magnitude L = {self.result.magnitude:.4f} (mean over the attributed steps)",
                  f"{'rank':>4}  {'significance':>12}  {'share':>6}  token"]
         lines += [f"{rank[i]:4d}  {sig[i]:12.5f}  {share[i]:6.1%}  {t}" for i, t in enumerate(self.tokens)]
         return "\n".join(lines)
+
+
+def _share_and_rank(sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's share of the total significance, and its rank (1 = most significant)."""
+    share = sig / sig.sum() if sig.sum() > 0 else sig
+    return share, np.argsort(np.argsort(-sig, kind="stable"), kind="stable") + 1
 
 
 def _write(res: TokenSignificance, out: Path, model: str) -> tuple[Path, Path]:
@@ -51,8 +56,7 @@ def _write(res: TokenSignificance, out: Path, model: str) -> tuple[Path, Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     sig = res.significance
-    share = sig / sig.sum() if sig.sum() > 0 else sig
-    rank = np.argsort(np.argsort(-sig, kind="stable"), kind="stable") + 1
+    share, rank = _share_and_rank(sig)
     table = out / "tokens.csv"
     with open(table, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)

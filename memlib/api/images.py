@@ -23,7 +23,7 @@ from ..mitigate.registry import available, describe, make_method
 from ..prompt_files import PromptRecord
 from .detection import _as_records
 from .model import default_batch_size, default_guidance, model_identity, open_model, weights_dtype
-from .store import ResumeError
+from .store import check_same_settings
 
 
 @dataclass
@@ -80,11 +80,7 @@ def _open_folder(out: Path, settings: dict, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     run = out / "run.json"
     if run.exists() and not overwrite:
-        old = json.loads(run.read_text())
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if diff:
-            what = ", ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now" for k in diff)
-            raise ResumeError(f"{out} holds images of other settings ({what}); pass --overwrite or another --out")
+        check_same_settings(out, json.loads(run.read_text()), json.loads(json.dumps(settings, default=str)))
     elif overwrite:
         for f in list(out.glob("[0-9]*-*.png")) + list(out.glob("[0-9]*-*.json")):
             f.unlink()

@@ -17,6 +17,15 @@ class ResumeError(ValueError):
     """An output file holds results of other settings."""
 
 
+def check_same_settings(where: Path, old: dict, new: dict) -> None:
+    """ResumeError naming every setting in which ``old`` (what made ``where``) differs from ``new``."""
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        what = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff)
+        raise ResumeError(f"{where} holds results of other settings ({what}); pass --overwrite to replace them, "
+                          "or another --out")
+
+
 class RowStore:
     def __init__(self, path: str | Path, settings: dict, columns: list[str], key: str, overwrite: bool = False):
         self.path, self.columns, self.key = Path(path).expanduser(), list(columns), key
@@ -42,11 +51,7 @@ class RowStore:
         except (OSError, json.JSONDecodeError):
             raise ResumeError(f"{self.path} exists but {self.sidecar.name} (the settings that made it) is missing or "
                               "unreadable, so it cannot be resumed safely; pass --overwrite or another --out") from None
-        diff = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
-        if diff:
-            what = ", ".join(f"{k}: {old.get(k)!r} there, {self.settings.get(k)!r} now" for k in diff)
-            raise ResumeError(f"{self.path} holds results of other settings ({what}); pass --overwrite to replace "
-                              "it, or another --out")
+        check_same_settings(self.path, old, self.settings)
         with open(self.path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames != self.columns:
