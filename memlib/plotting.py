@@ -121,9 +121,16 @@ def interval_plot(rows: list[dict], y: str, value: str, ci: str, hue: str, title
     return fig
 
 
+QUICK_MARK = "quick parameters: not results"
+
+
 def save_figure(fig, notebook: str, name: str) -> Path:
-    """Save a matplotlib figure as PNG without timestamps or software tags (reproducible bytes)."""
+    """Save a matplotlib figure as PNG without timestamps or software tags (reproducible bytes). Under
+    ``MEMLIB_QUICK=1`` (``make reproduce QUICK=1``, ``make test``) the figure carries a visible quick-run mark."""
     out = figures_dir(notebook) / f"{name}.png"
+    if os.environ.get("MEMLIB_QUICK") == "1":   # tiny parameters: say so on the picture itself
+        fig.text(0.5, 0.5, QUICK_MARK, transform=fig.transFigure, ha="center", va="center", rotation=20,
+                 fontsize=16, color="crimson", alpha=0.45, fontweight="bold", zorder=1000)
     tmp = out.with_name(out.stem + ".tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
     os.replace(tmp, out)

@@ -1,28 +1,44 @@
-"""The README's results table is generated from metrics files, never typed in."""
+"""The README's and docs' generated blocks come from metrics files, never typed in."""
 import json
 
 import pytest
 
-from memlib.harness.report import BEGIN, END, results_table, update_readme
+from memlib.harness.report import fill_blocks, notebooks_table, results_table
+
+
+def _metrics(tmp_path, stem, metrics):
+    (tmp_path / "figures" / stem).mkdir(parents=True)
+    (tmp_path / "figures" / stem / "metrics.json").write_text(json.dumps(
+        {"metrics": metrics, "provenance": {"git_commit": "abcdef1234567"}}))
 
 
 def test_results_table_reads_the_metrics_files(tmp_path, monkeypatch):
-    (tmp_path / "figures" / "00_testbed").mkdir(parents=True)
-    (tmp_path / "figures" / "00_testbed" / "metrics.json").write_text(json.dumps(
-        {"metrics": {"verbatim_replication_rate": 0.8125}, "provenance": {"git_commit": "abcdef1234567"}}))
+    _metrics(tmp_path, "00_testbed", {"verbatim_replication_rate": 0.8125})
     table = results_table(tmp_path / "figures")
     assert "| 0.812 | >= 0.80 | abcdef1234 |" in table
     assert "01_detection" in table and "not yet run" in table
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{BEGIN}\nstale\n{END}\nrest\n")
+    page = tmp_path / "README.md"
+    page.write_text("intro\n<!-- results:begin -->\nstale\n<!-- results:end -->\nrest\n")
     monkeypatch.setenv("MEMLIB_ROOT", str(tmp_path))
-    assert update_readme(readme) is True
-    text = readme.read_text()
+    assert fill_blocks(page) is True
+    text = page.read_text()
     assert "stale" not in text and "0.812" in text and text.endswith("rest\n")
-    assert update_readme(readme) is False
-    readme.write_text("no markers")
+    assert fill_blocks(page) is False
+    page.write_text("intro\n<!-- results:begin -->\nno end marker\n")
     with pytest.raises(ValueError, match="markers"):
-        update_readme(readme)
+        fill_blocks(page)
+
+
+def test_notebooks_table_has_one_row_per_notebook_with_its_headline(tmp_path):
+    from memlib.harness.notebooks import NOTEBOOKS
+
+    _metrics(tmp_path, "03_mitigation", {"replication_rate_none": 0.8625, "pe_replication_rate": 0.275,
+                                          "pe_replication_rate_ci95": [0.163, 0.388]})
+    rows = notebooks_table(tmp_path / "figures").splitlines()[2:]
+    assert [r.split("`")[1] for r in rows] == [nb.stem for nb in NOTEBOOKS]
+    row = next(r for r in rows if "03_mitigation" in r)
+    assert "0.863 → **0.275 [0.163, 0.388]**" in row and "privacy_utility.png" in row
+    assert sum("not yet run" in r for r in rows) == len(NOTEBOOKS) - 1
 
 
 def test_write_table_writes_rounded_csv_and_refuses_an_empty_table(tmp_path, monkeypatch):

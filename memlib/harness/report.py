@@ -1,6 +1,8 @@
-"""The README's results table, generated from the metrics files (``memlib results``); never typed in."""
+"""The generated blocks of the README and ``docs/`` (``memlib results``), built from the metrics files; never typed
+in. Each block sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers in whichever page holds it."""
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -8,45 +10,56 @@ from pathlib import Path
 import numpy as np
 
 from ..paths import repo_root
+from .notebooks import NOTEBOOKS
 
 
 def _headlines() -> list[tuple[str, str, str, str]]:
     """(notebook, metric key, what it is, target), from the modules whose results write those keys."""
-    from ..amg import results as amg_results
-    from ..ietagc import findings as ietagc_findings
-    from ..prss import findings as prss_findings
-    from ..testbed import evaluate
-    from ..wen import detect, explain_results, mitigation_results
-
-    return [(nb, *row) for nb, mod in (("00_testbed", evaluate), ("01_detection", detect),
-                                       ("02_explain", explain_results), ("03_mitigation", mitigation_results),
-                                       ("04_amg", amg_results), ("05_prss", prss_findings),
-                                       ("06_ietagc", ietagc_findings))
-            for row in mod.HEADLINES]
+    return [(nb.stem, *row) for nb in NOTEBOOKS for row in importlib.import_module(nb.package).HEADLINES]
 
 
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+def _metrics(figures: Path, stem: str) -> dict | None:
+    path = figures / stem / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _shown(m: dict, key: str) -> str:
+    v = m.get(key)
+    shown = f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
+    if isinstance(m.get(f"{key}_ci95"), list):   # a 95 % interval beside the value
+        shown += " [{:.3f}, {:.3f}]".format(*m[f"{key}_ci95"])
+    return shown
+
+
+def notebooks_table(figures: Path | None = None) -> str:
+    """One row per notebook: its question, its headline metric and one figure (the README's table)."""
+    figures = figures or repo_root() / "figures"
+    rows = ["| notebook | question | headline (test half) | figure |", "|---|---|---|---|"]
+    for nb in NOTEBOOKS:
+        body = _metrics(figures, nb.stem)
+        value = "not yet run"
+        if body:
+            m = body["metrics"]
+            value = (f"{m[nb.before]:.3f} → " if isinstance(m.get(nb.before), (int, float)) else "") + \
+                f"**{_shown(m, nb.headline)}**"
+        rows.append(f"| [`{nb.stem}`](notebooks/{nb.stem}.ipynb) | {nb.question} | {nb.label}: {value} | "
+                    f"[{nb.figure}](figures/{nb.stem}/{nb.figure}) |")
+    return "\n".join(rows)
 
 
 def results_table(figures: Path | None = None) -> str:
     figures = figures or repo_root() / "figures"
     rows = ["| notebook | metric | value | target | commit |", "|---|---|---|---|---|"]
     for nb, key, what, target in _headlines():
-        path = figures / nb / "metrics.json"
-        if not path.exists():
+        body = _metrics(figures, nb)
+        if body is None:
             rows.append(f"| {nb} | {what} | not yet run | {target} | |")
             continue
-        body = json.loads(path.read_text())
-        m = body["metrics"]
-        v = m.get(key)
-        shown = f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
-        if isinstance(m.get(f"{key}_ci95"), list):   # a 95 % interval beside the value
-            shown += " [{:.3f}, {:.3f}]".format(*m[f"{key}_ci95"])
-        rows.append(f"| {nb} | {what} (`{key}`) | {shown} | {target} | {body['provenance']['git_commit'][:10]} |")
+        rows.append(f"| {nb} | {what} (`{key}`) | {_shown(body['metrics'], key)} | {target} | "
+                    f"{body['provenance']['git_commit'][:10]} |")
     return "\n".join(rows)
 
 
-DET_BEGIN, DET_END = "<!-- detection:begin -->", "<!-- detection:end -->"
 
 
 def _ci(v: float, ci: list) -> str:
@@ -146,8 +159,6 @@ def _replication_rows(m: dict) -> list[str]:
     return rows
 
 
-FIND_BEGIN, FIND_END = "<!-- findings:begin -->", "<!-- findings:end -->"
-MIT_BEGIN, MIT_END = "<!-- mitigation:begin -->", "<!-- mitigation:end -->"
 
 
 def _row_line(r: dict) -> str:
@@ -217,7 +228,6 @@ def mitigation_findings(figures: Path | None = None) -> str:
     return "\n".join(out)
 
 
-AMG_BEGIN, AMG_END = "<!-- amg:begin -->", "<!-- amg:end -->"
 
 
 def amg_findings(figures: Path | None = None) -> str:
@@ -228,7 +238,6 @@ def amg_findings(figures: Path | None = None) -> str:
     return findings(json.loads(path.read_text())["metrics"]) if path.exists() else "notebook 04 not yet run"
 
 
-PRSS_BEGIN, PRSS_END = "<!-- prss:begin -->", "<!-- prss:end -->"
 
 
 def prss_findings(figures: Path | None = None) -> str:
@@ -239,7 +248,6 @@ def prss_findings(figures: Path | None = None) -> str:
     return findings(json.loads(path.read_text())["metrics"]) if path.exists() else "notebook 05 not yet run"
 
 
-IETAGC_BEGIN, IETAGC_END = "<!-- ietagc:begin -->", "<!-- ietagc:end -->"
 
 
 def ietagc_findings(figures: Path | None = None) -> str:
@@ -250,7 +258,6 @@ def ietagc_findings(figures: Path | None = None) -> str:
     return findings(json.loads(path.read_text())["metrics"]) if path.exists() else "notebook 06 not yet run"
 
 
-TIME_BEGIN, TIME_END = "<!-- timings:begin -->", "<!-- timings:end -->"
 
 
 def _cached_compute_seconds(path: Path) -> float:
@@ -288,7 +295,6 @@ def timings_table(figures: Path | None = None) -> str:
     return "\n".join(rows)
 
 
-CLI_BEGIN, CLI_END = "<!-- cli:begin -->", "<!-- cli:end -->"
 
 
 def cli_times_table(results: Path | None = None) -> str:
@@ -316,32 +322,31 @@ def cli_times_table(results: Path | None = None) -> str:
     return "\n".join(rows)
 
 
-def _replace(text: str, begin: str, end: str, body: str, readme: Path) -> str:
-    if begin not in text or end not in text:
-        raise ValueError(f"{readme} lacks the markers {begin} ... {end}")
-    return re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{body}\n{end}", text, flags=re.S)
+# block name -> what fills it; a page may hold any of them
+BLOCKS = {"notebooks": notebooks_table, "results": results_table, "detection": detection_table,
+          "findings": detection_findings, "mitigation": mitigation_findings, "amg": amg_findings,
+          "prss": prss_findings, "ietagc": ietagc_findings, "timings": timings_table, "cli": cli_times_table}
+PAGES = ("README.md", "docs/results.md", "docs/cli.md")
 
 
-def update_readme(readme: Path | None = None) -> bool:
-    """Replace the blocks between the results (and detection) markers; returns True if the README changed."""
-    readme = readme or repo_root() / "README.md"
-    text = readme.read_text()
-    new = _replace(text, BEGIN, END, results_table(), readme)
-    if DET_BEGIN in new:
-        new = _replace(new, DET_BEGIN, DET_END, detection_table(), readme)
-    if FIND_BEGIN in new:
-        new = _replace(new, FIND_BEGIN, FIND_END, detection_findings(), readme)
-    if MIT_BEGIN in new:
-        new = _replace(new, MIT_BEGIN, MIT_END, mitigation_findings(), readme)
-    if AMG_BEGIN in new:
-        new = _replace(new, AMG_BEGIN, AMG_END, amg_findings(), readme)
-    if PRSS_BEGIN in new:
-        new = _replace(new, PRSS_BEGIN, PRSS_END, prss_findings(), readme)
-    if IETAGC_BEGIN in new:
-        new = _replace(new, IETAGC_BEGIN, IETAGC_END, ietagc_findings(), readme)
-    if TIME_BEGIN in new:
-        new = _replace(new, TIME_BEGIN, TIME_END, timings_table(), readme)
-    if CLI_BEGIN in new:
-        new = _replace(new, CLI_BEGIN, CLI_END, cli_times_table(), readme)
-    readme.write_text(new)
+def fill_blocks(page: Path) -> bool:
+    """Replace every generated block ``page`` holds; True if the page changed."""
+    text = page.read_text()
+    new = text
+    for name, build in BLOCKS.items():
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        if (begin in new) != (end in new):
+            raise ValueError(f"{page} has only one of the markers {begin} / {end}: restore the other")
+        if begin in new:
+            body = build()
+            new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{body}\n{end}", new,
+                         flags=re.S)
+    if new != text:
+        page.write_text(new)
     return new != text
+
+
+def update_pages(root: Path | None = None) -> list[Path]:
+    """Fill the generated blocks of the README and the docs pages; returns the pages that changed."""
+    root = root or repo_root()
+    return [root / p for p in PAGES if (root / p).exists() and fill_blocks(root / p)]

@@ -242,7 +242,8 @@ def reproduce(quick: bool = False, only: list[str] | None = None, force: bool = 
     for d in (base / "executed", base / "stamps", figures):
         d.mkdir(parents=True, exist_ok=True)
     env = {"MEMLIB_CHECKPOINTS": str(checkpoints), "HF_HUB_DISABLE_TELEMETRY": "1",
-           "TQDM_DISABLE": "1" if quick else os.environ.get("TQDM_DISABLE", "0")}
+           "TQDM_DISABLE": "1" if quick else os.environ.get("TQDM_DISABLE", "0"),
+           "MEMLIB_QUICK": "1" if quick else "0"}
     params = {n.stem: (QUICK_PARAMS.get(n.stem, {}) if quick else {}) for n in nbs}
     hashes = input_hashes(root, nbs, params, checkpoints)
     todo = [nb for nb in nbs if not only or nb.stem in only]
