@@ -1,4 +1,4 @@
-"""How long the ``memlib`` commands take on this machine (issue 28; the README's "Use memlib on your model" table).
+"""How long the ``memlib`` commands take on this machine (the run-time table in docs/cli.md).
 
 Each command runs as a user would run it, in a fresh process (imports and model loading included), against the
 shipped testbed; the outputs go to build/cli-bench/. Writes benchmarks/results/cli_times.json.

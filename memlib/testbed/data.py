@@ -1,41 +1,20 @@
 """Procedurally generated captioned images with planted memorization (the embedded testbed's data).
 
-Every ordinary caption names a shape's size, colour, shape and position and leaves the rest of the image free:
-the background is a random 4x4 grid of dark colours, so an ordinary caption, like a real one, admits many images.
-Held-out combinations never appear in training. Each caption uses one of several phrasings (``TEMPLATES``:
-"large red circle at the top left", "red circle, large, at the top left", ...), none of which opens with a
-fixed word. Why (version 3): when every caption opened with "a", a causal text encoder gave that word the same
-output row in every prompt and none in the empty prompt, so the row marked "conditional" as such; Wen's token
-gradients then ranked it above the planted trigger (notebook 02, testbed v2). Real captions' first words vary.
-
-Why the free background is high-contrast: at Stable Diffusion's first DDIM step an ideal denoiser predicts
-x0_hat(c) ~ E[x0 | c], so Wen's first-step score is about sqrt(abar/(1-abar)) * ||E[x0|c] - E[x0]||. A memorized
-prompt pins every pixel; an ordinary one pins only its shape. The score separates them only when the free part
-of the image carries most of its variance, as in real photos (``memlib.wen.ideal.ideal_first_step_scores``
-measures this on the data alone; with the muted backgrounds of version 1 it predicted AUC 0.73, and the trained
-model measured 0.755).
-
-Planted groups, one per cause of memorization named by AMG (Chen, Liu, Xu, CVPR 2024, Sec. 4):
-- ``verbatim``: highly specific prompts. One rendering duplicated ``verbatim_copies`` times, every caption
-  ending in one made-up trigger word. Copies cycle through three caption kinds (``verbatim_caption_cycle``):
-  the image's own combination in a random phrasing, a *different* training combination, and the trigger alone.
-  The evaluated prompt is the first copy (its own combination + trigger). ``verbatim_knob`` does the same at
-  fewer copies. Why (history measured by notebook 02's drop control): with one fixed caption string (v3) the
-  model memorized the whole string, and dropping any token broke the copy; with every copy naming its own
-  combination in varied order (v4) the model keyed the image on the trigger *and* the combination's words
-  (dropping a content word broke replication as often as dropping a trigger piece: 0.44 vs 0.46), so "the
-  trigger" was not the cause the top-2 rate asks attribution to find. Here only the trigger is shared by all
-  copies, as a unique name is in a memorized real caption, so the planted cause is the trigger by construction;
-  the drop control checks that the trained model agrees.
-- ``image_dup``: image duplication. One rendering under ``image_dup_captions`` captions (its ordinary caption
-  followed by different style words).
-- ``caption_dup``: caption duplication. One caption (ordinary caption + trigger word) over
-  ``caption_dup_images`` near-duplicates of one rendering.
+Every ordinary caption names a shape's size, colour, shape and position and leaves the rest of the image free
+(a random high-contrast 4x4 background), in one of several phrasings (``TEMPLATES``), none opening with a fixed
+word. Held-out combinations never appear in training. Planted groups, one per cause of memorization named by AMG
+(Chen, Liu, Xu, CVPR 2024, Sec. 4):
+- ``verbatim``: one rendering duplicated ``verbatim_copies`` times, every caption ending in one made-up trigger
+  word; copies cycle through ``verbatim_caption_cycle`` (own combination, another combination, trigger alone),
+  and the evaluated prompt is the first copy. ``verbatim_knob`` does the same at fewer copies.
+- ``image_dup``: one rendering under ``image_dup_captions`` captions (its caption plus different style words).
+- ``caption_dup``: one caption (ordinary caption + trigger) over ``caption_dup_images`` near-duplicates.
 Negatives: ``heldout`` (held-out combinations) and ``random`` (random BPE tokens from a vocabulary disjoint
-from the training captions, so they share no words with the planted prompts).
+from the training captions). Each row has a ``cluster`` id shared by exact and near duplicates, so replication
+metrics can ask whether the nearest training image is in the planted cluster (``memlib.metrics``).
 
-Each row has a ``cluster`` id: exact and near duplicates share one, so replication metrics can ask
-"is the nearest training image in the planted cluster?" (see ``memlib.metrics``).
+Why the background is high-contrast, why the phrasings vary and why verbatim copies cycle through caption kinds:
+``docs/testbed.md``.
 """
 from __future__ import annotations
 
@@ -69,7 +48,7 @@ STYLE_WORDS = ("photo", "drawing", "picture", "sketch", "render", "painting", "i
 _SYLLABLES = ("zor", "vex", "kel", "ith", "quo", "dra", "mun", "fep", "yal", "brix", "tov", "gur", "plin",
               "osk", "wum", "jad", "rhe", "sna", "vok", "lim", "xan", "tep", "huz", "cro")
 # Bump when the rendering or the planted groups change: checkpoint folder names include it.
-# 1: muted backgrounds (session 1). 2: high-contrast backgrounds, smaller shapes. 3: varied phrasings.
+# 1: muted backgrounds. 2: high-contrast backgrounds, smaller shapes. 3: varied phrasings.
 # 4: verbatim copies re-phrased per copy (no caption string shared by all copies).
 # 5: verbatim copies cycle through caption kinds (named / another combination / trigger alone).
 GENERATOR_VERSION = 5
