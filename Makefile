@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.memlib-installed-$(shell cat pyproject.toml | cksum | cut -d'
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: reproduce test install lab clean-build strip
+.PHONY: reproduce test install lab clean-build strip wheel-check
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ install: $(STAMP)
 ## make reproduce NB=00_testbed FORCE=1
 reproduce: $(STAMP)
 	$(BIN)/python -m memlib.harness.reproduce $(if $(QUICK),--quick) $(if $(NB),--only $(NB)) $(if $(FORCE),--force)
-	$(if $(QUICK),,$(BIN)/python -m memlib.harness.cli results)
+	$(if $(QUICK),,$(BIN)/python -m memlib results)
 
 ## make test                 every notebook through nbval with tiny parameters and the unit tests, on TEST_WORKERS
 ##                           pytest-xdist workers (one per core, at most 4; a notebook's cells stay on one worker)
@@ -35,6 +35,11 @@ test: $(STAMP)
 	  MEMLIB_CACHE=$(TESTBUILD)/cache MEMLIB_NOTEBOOK_FIGURES=$(TESTBUILD)/figures \
 	  $(BIN)/python -m pytest --nbval-lax $(TESTBUILD)/notebooks tests -n $(TEST_WORKERS) --dist loadscope \
 	  $(PYTEST_ARGS)
+
+## make wheel-check          the wheel installed into a fresh venv outside the checkout (reusing $(VENV)'s packages)
+##                           works from an empty folder: doctor, methods, detect on tiny-sd; no training, no litter
+wheel-check: $(STAMP)
+	bash .ci/wheel-check $(BIN)/python
 
 ## make lab                  JupyterLab on the project's environment (its python3 kernel is .venv's), on notebooks/
 lab: $(STAMP)

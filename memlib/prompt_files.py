@@ -1,7 +1,7 @@
 """Reading a user's prompt files, labelled or not, for ``memlib detect`` / ``generate`` (and ``memlib.detect``).
 
 A spec is a path, optionally with ``@memorized`` or ``@non_memorized`` after it to label every prompt it holds,
-or ``nemo`` / ``nemo:memorized`` / ``nemo:non_memorized`` (the NeMo LAION sets vendored in ``data/nemo/``).
+or ``nemo`` / ``nemo:memorized`` / ``nemo:non_memorized`` (the NeMo LAION sets shipped in ``memlib/data/nemo/``).
 
 | file | prompts | labels |
 |---|---|---|

@@ -1,11 +1,12 @@
-"""Prompt sets: Wen et al.'s jsonl format and the NeMo prompt lists vendored in ``data/nemo/``.
+"""Prompt sets: Wen et al.'s jsonl format and the NeMo prompt lists vendored in ``memlib/data/nemo/``
+(package data: they ship in the wheel).
 
 - ``load_prompt_jsonl``: one JSON object per line with a ``caption`` (Wen's ``sdv1_500_memorized.jsonl`` also has
   ``index`` and ``url``); every malformed line is reported with the file and line number.
 - ``load_nemo_prompts``: Hintersdorf et al.'s (NeurIPS 2024) 500 memorized LAION prompts, labelled VM (verbatim)
   / TM (template) with mean/max SSCD, and their 500 non-memorized LAION prompts. The memorized list holds the
-  same 500 prompts, in the same order and with the same LAION indices, as Wen's jsonl (see data/nemo/README.md),
-  so it doubles as a licensed (MIT) copy of Wen's positives.
+  same 500 prompts, in the same order and with the same LAION indices, as Wen's jsonl (see
+  memlib/data/nemo/README.md), so it doubles as a licensed (MIT) copy of Wen's positives.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import csv
 import json
 from pathlib import Path
 
-from .paths import repo_root
+from .paths import package_data_dir
 
 NEMO_LABELS = {"VM": "verbatim", "TM": "template"}
 _NEMO_FILES = {"memorized": ("memorized_laion_prompts.csv", ["", "Caption", "URL", "type", "mean_sscd", "max_sscd",
@@ -89,6 +90,11 @@ def _float_or_none(s: str) -> float | None:
     return float(s) if s.strip() else None  # 13 TM rows have no SSCD values in the source
 
 
+def nemo_dir() -> Path:
+    """The vendored NeMo prompt lists (package data)."""
+    return package_data_dir() / "nemo"
+
+
 def load_nemo_prompts(kind: str = "memorized", folder: str | Path | None = None) -> list[dict]:
     """NeMo's LAION prompts as records.
 
@@ -100,11 +106,11 @@ def load_nemo_prompts(kind: str = "memorized", folder: str | Path | None = None)
     if kind not in _NEMO_FILES:
         raise ValueError(f"unknown kind {kind!r}; choose 'memorized' or 'non_memorized'")
     name, columns = _NEMO_FILES[kind]
-    path = Path(folder) if folder is not None else repo_root() / "data" / "nemo"
-    path = path / name
+    path = (Path(folder) if folder is not None else nemo_dir()) / name
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; it ships with the memlib repository in data/nemo/ "
-                                f"(pass folder= to read a copy elsewhere)")
+        where = ("reinstall memlib: it ships inside the package" if folder is None else
+                 "give the folder of a copy")
+        raise FileNotFoundError(f"{path} is missing; {where} (memlib/data/nemo/)")
     with open(path, newline="", encoding="utf-8") as f:  # semicolon-separated, written by pandas
         reader = csv.DictReader(f, delimiter=";")
         if reader.fieldnames != columns:

@@ -1,4 +1,4 @@
-"""Issue 28: the ``memlib`` command and ``memlib.detect/explain/generate`` on a user's model.
+"""The ``memlib`` command and ``memlib.detect/explain/generate`` on a user's model.
 
 The demo runs on a copy of the shipped testbed; a tiny random-weight Stable Diffusion saved with
 ``save_pretrained`` stands in for a user's folder; the registry test runs every method on the tiny testbed.

@@ -6,7 +6,9 @@ command line, ``memlib.api.cli``, which wraps them).
     exp = memlib.explain("a prompt", model="testbed", out="explain/")
     imgs = memlib.generate("prompts.txt", model="testbed", method="wen_pe", knob=2.0, out="images/")
 
-``model``: ``testbed`` (shipped, nothing downloaded), a ``save_pretrained`` folder or a hub id (offline-first).
+``model``: ``testbed`` (shipped with the repository, nothing downloaded, never trained here), ``tiny-sd`` (random
+weights, smoke tests), a ``save_pretrained`` folder or a hub id (offline-first). Without ``out``, ``detect`` and
+``explain`` write nothing and ``generate`` writes under ``memlib.paths.outputs_dir`` (docs/install.md).
 """
 from .detection import DetectResult, calibrated_threshold, detect
 from .checkup import doctor

@@ -1,6 +1,9 @@
-"""The ``memlib`` command: detect, explain, generate, methods and doctor on any model (``memlib.api``), plus the
-project's own ``results`` and ``reproduce``. Every bad input ends with one line naming the problem and exit
-status 2 (MEMLIB_DEBUG=1 shows the traceback); an interrupted run says how to resume (exit 130).
+"""The ``memlib`` command: detect, explain, generate, methods and doctor on any model (``memlib.api``),
+``train-testbed`` (the one command that trains the testbed), plus the project's own ``results`` and ``reproduce``
+(``memlib.harness``; they need a checkout). Every bad input ends with one line naming the problem and exit
+status 2 (MEMLIB_DEBUG=1 shows the traceback); an interrupted run says how to resume (exit 130). Outputs go
+where ``--out`` says, else under ``memlib.paths.outputs_dir`` (never the current folder), and the command
+prints where.
 """
 from __future__ import annotations
 
@@ -9,20 +12,27 @@ import os
 import sys
 from pathlib import Path
 
+from ..paths import CheckoutNotFoundError, outputs_dir, repo_root
+from .model import TRAIN_TESTBED_MINUTES
+from .store import default_out
+
 EXAMPLES = """examples:
   memlib detect --model testbed --demo
+  memlib detect --model tiny-sd --prompts nemo --max-prompts 2 --num-steps 2     (random weights: a smoke test)
   memlib detect --model path/to/sd --prompts nemo --max-prompts 50 --out scores.csv
   memlib detect --model CompVis/stable-diffusion-v1-4 --prompts mine.txt --calibrate nemo:non_memorized --out s.csv
   memlib explain --model testbed --prompt "a photo of zqx"
   memlib generate --model testbed --prompts mine.txt --method wen_pe --knob l_target=2 --out images/
   memlib methods
   memlib doctor
+  memlib train-testbed                         (only without the shipped weights: about 40 min on 2 cores)
+  memlib reproduce --quick                     (in a checkout: every notebook with tiny parameters)
 """
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="testbed", help="'testbed' (shipped), 'tiny-sd', a save_pretrained folder "
-                   "or a hub id (offline-first) [testbed]")
+    p.add_argument("--model", default="testbed", help="'testbed' (shipped with the repository), 'tiny-sd' (random "
+                   "weights, smoke tests), a save_pretrained folder or a hub id (offline-first) [testbed]")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps [best available]")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="[fp16 on a GPU, else fp32]")
     p.add_argument("--batch-size", type=int, default=None, help="images per model call [fits the free memory]")
@@ -50,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--fpr", type=float, default=0.01, help="false-positive rate of the calibrated threshold [0.01]")
     d.add_argument("--max-prompts", type=int, default=0, help="the first N of each prompt set [all]")
     d.add_argument("--out", default=None, help="CSV of scores (ROC PNG and summary JSON beside it) "
-                   "[memlib-detect/scores.csv]")
+                   "[OUTPUTS/detect/MODEL/scores.csv; OUTPUTS: build/outputs in a checkout, see docs/install.md]")
     d.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
     d.add_argument("--show", type=int, default=20, help="rows printed [20]")
     e = sub.add_parser("explain", help="per-token significance of one prompt (Wen et al. Sec. 3.2)")
@@ -58,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--prompt", required=True, help="the prompt to explain")
     e.add_argument("--gens", type=int, default=4, help="generations averaged [4, Wen's setting]")
     e.add_argument("--steps", type=int, default=None, help="average over the first N steps [all, Wen's setting]")
-    e.add_argument("--out", default="memlib-explain", help="folder for tokens.csv and tokens.png [memlib-explain]")
+    e.add_argument("--out", default=None, help="folder for tokens.csv and tokens.png [OUTPUTS/explain/MODEL]")
     n = sub.add_parser("generate", help="images under a mitigation method, with a JSON record per image")
     _model_options(n)
     n.add_argument("--prompts", action="append", required=True, help="prompt file(s), as for detect")
@@ -66,13 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--knob", default=None, help="the method's strength, VALUE or NAME=VALUE [its strongest default]")
     n.add_argument("--gens", type=int, default=1, help="images per prompt [1]")
     n.add_argument("--max-prompts", type=int, default=0, help="the first N of each prompt set [all]")
-    n.add_argument("--out", default="memlib-images", help="folder for the images [memlib-images]")
+    n.add_argument("--out", default=None, help="folder for the images [OUTPUTS/generate/MODEL-METHOD]")
     n.add_argument("--overwrite", action="store_true", help="replace the images in --out instead of resuming")
     sub.add_parser("methods", help="the mitigation methods, their knobs and where they run")
     sub.add_parser("doctor", help="check the install: versions, device, testbed, cached models, hub")
-    sub.add_parser("results", help="regenerate the README's results table from figures/*/metrics.json")
-    rep = sub.add_parser("reproduce", help="execute the notebooks (see memlib.harness.reproduce)")
-    rep.add_argument("args", nargs=argparse.REMAINDER)
+    t = sub.add_parser("train-testbed", help="train the testbed's weights into the checkpoints folder (about "
+                       f"{TRAIN_TESTBED_MINUTES} min on 2 cores; resumes; only needed without the shipped ones)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub.add_parser("results", help="regenerate the generated blocks of the README and docs/ from figures/*/metrics.json (checkout)")
+    sub.add_parser("reproduce", add_help=False, help="execute the notebooks (checkout; `memlib reproduce --help` "
+                   "for its options: --quick, --only, --force)")
     return ap
 
 
@@ -87,12 +100,22 @@ def _records(specs, max_prompts: int):
     return read_many(specs, max_prompts) if specs else None
 
 
+def _note(a) -> None:
+    """Say what the user must know about the model before its numbers (tiny-sd: random weights)."""
+    from .model import model_note
+    note = model_note(a.model)
+    if note:
+        print(f"note: {note}", flush=True)
+
+
 def _detect(a) -> int:
     from .detection import detect
-    out = a.out or ("memlib-demo/scores.csv" if a.demo else "memlib-detect/scores.csv")
+    a.out = a.out or str(outputs_dir("demo") / "scores.csv" if a.demo else
+                         default_out("detect", a.model) / "scores.csv")
+    _note(a)
     res = detect(_records(a.prompts, a.max_prompts), steps=a.steps, gens=a.gens, threshold=a.threshold,
-                 calibrate=_records([a.calibrate], 0) if a.calibrate else None, fpr=a.fpr, out=out, batch_size=a.batch_size, overwrite=a.overwrite, demo=a.demo,
-                 **_common(a))
+                 calibrate=_records([a.calibrate], 0) if a.calibrate else None, fpr=a.fpr, out=a.out,
+                 batch_size=a.batch_size, overwrite=a.overwrite, demo=a.demo, **_common(a))
     print(res.table(a.show))
     s = res.summary
     print(f"\nthreshold: {'-' if res.threshold is None else f'{res.threshold:.4g}'} ({res.threshold_note})")
@@ -110,6 +133,8 @@ def _detect(a) -> int:
 
 def _explain(a) -> int:
     from .explanation import explain
+    a.out = a.out or str(default_out("explain", a.model))
+    _note(a)
     res = explain(a.prompt, gens=a.gens, steps=a.steps, out=a.out, **_common(a))
     print(res.table())
     print(f"wrote {res.csv} and {res.png}")
@@ -118,6 +143,8 @@ def _explain(a) -> int:
 
 def _generate(a) -> int:
     from .images import generate
+    a.out = a.out or str(default_out("generate", a.model, a.method))
+    _note(a)
     res = generate(_records(a.prompts, a.max_prompts), method=a.method, knob=a.knob, out=a.out, gens=a.gens,
                    batch_size=a.batch_size, overwrite=a.overwrite, **_common(a))
     print(res.table())
@@ -144,6 +171,35 @@ def _doctor(_a) -> int:
     return 1 if failed else 0
 
 
+def _train_testbed(a) -> int:
+    from .model import train_testbed
+    tb = train_testbed(progress=not a.quiet)
+    print(f"the testbed is trained: {tb.folder} (`memlib detect --model testbed --demo` uses it)")
+    return 0
+
+
+def _results(_a) -> int:
+    from ..harness.report import PAGES, results_table, update_pages
+
+    root = repo_root()   # outside a checkout: one line saying so, before anything is read
+    changed = update_pages(root)
+    print(results_table())
+    print(f"updated: {', '.join(str(p.relative_to(root)) for p in changed)}" if changed else
+          f"{', '.join(PAGES)}: already up to date")
+    return 0
+
+
+def _reproduce(args: list[str]) -> int:
+    """``memlib reproduce ARGS``: ``memlib.harness.reproduce`` with ARGS as they are (it parses its own)."""
+    try:
+        repo_root()
+    except CheckoutNotFoundError as e:
+        print(f"memlib reproduce: error: {e}", file=sys.stderr)
+        return 2
+    from ..harness.reproduce import main as reproduce_main
+    return reproduce_main(args, prog="memlib reproduce")
+
+
 def _errors() -> tuple[type, ...]:
     from ..backends.hub import ModelUnavailableError
     from ..checkpoint import CheckpointError
@@ -154,12 +210,12 @@ def _errors() -> tuple[type, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["reproduce"]:
+        return _reproduce(argv[1:])
     a = _parser().parse_args(argv)
-    if a.cmd in ("results", "reproduce"):
-        from ..harness.cli import main as harness_main
-        return harness_main([a.cmd, *getattr(a, "args", [])])
     run = {"detect": _detect, "explain": _explain, "generate": _generate, "methods": _methods,
-           "doctor": _doctor}[a.cmd]
+           "doctor": _doctor, "train-testbed": _train_testbed, "results": _results}[a.cmd]
     if getattr(a, "batch_size", None) is not None and a.batch_size < 1:
         print(f"memlib {a.cmd}: error: --batch-size {a.batch_size}: give a positive number", file=sys.stderr)
         return 2

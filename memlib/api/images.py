@@ -23,7 +23,7 @@ from ..mitigate.registry import available, describe, make_method
 from ..prompt_files import PromptRecord
 from .detection import _as_records
 from .model import default_batch_size, default_guidance, model_identity, open_model, weights_dtype
-from .store import check_same_settings
+from .store import check_same_settings, default_out
 
 
 @dataclass
@@ -128,12 +128,13 @@ def _save_chunk(out: Path, idx: list[int], records: list[PromptRecord], plan, ge
             tmp.replace(out / f"{_name(i, g)}.json")   # the JSON last: it marks the image as finished
 
 
-def generate(prompts, model: str = "testbed", *, method: str = "none", knob=None, out: str | Path = "memlib-images",
+def generate(prompts, model: str = "testbed", *, method: str = "none", knob=None, out: str | Path | None = None,
              gens: int = 1, num_steps: int = 50, guidance_scale: float | None = None, seed: int = 0,
              batch_size: int | None = None, max_prompts: int = 0, device: str | None = None, dtype: str | None = None,
              overwrite: bool = False, progress: bool = True, backend=None) -> ImagesResult:
     """``gens`` images per prompt under ``method`` at ``knob`` (None: the strongest value of its default sweep)
-    into the folder ``out``. ``prompts``: a prompt file spec (``memlib.prompt_files``) or a list of strings."""
+    into the folder ``out`` (None: ``default_out('generate', model, method)``, never the current folder).
+    ``prompts``: a prompt file spec (``memlib.prompt_files``) or a list of strings."""
     from tqdm.auto import tqdm
 
     if not isinstance(method, str) or method not in available():
@@ -152,7 +153,7 @@ def generate(prompts, model: str = "testbed", *, method: str = "none", knob=None
     gen_cfg = GenerationConfig(num_steps=num_steps, n_gens=gens, seed=seed,
                                guidance_scale=default_guidance(backend) if guidance_scale is None else guidance_scale,
                                batch_size=batch_size or default_batch_size(backend))
-    out = Path(out).expanduser()
+    out = Path(out).expanduser() if out is not None else default_out("generate", model, method)
     settings = _settings(model_identity(model, backend), m, gen_cfg, weights_dtype(backend))
     _open_folder(out, settings, overwrite)
     todo = [i for i, r in enumerate(records) if not _finished(out, i, r.text, gens)]

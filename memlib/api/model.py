@@ -3,13 +3,18 @@ an identity of the weights cheap enough to check on every resume.
 
 ``model`` is ``testbed`` (the shipped embedded testbed), ``tiny-sd`` (random weights; plumbing checks), a folder
 written by ``save_pretrained`` (diffusers layout) or a hub id, loaded offline-first (``memlib.backends.hub``).
+The testbed is loaded, never trained, here: its weights ship with the repository, and training them is the
+explicit ``train_testbed`` (``memlib train-testbed``).
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
+
+from ..checkpoint import CheckpointError
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -45,6 +50,43 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 
 _SHIPPED: dict = {}   # the testbed and tiny-sd, loaded once per process and device (their weights never change)
+TRAIN_TESTBED_MINUTES = 40   # the default testbed's UNet and CLIP on 2 CPU cores
+
+
+class TestbedNotTrainedError(CheckpointError):
+    """The testbed's weights are not where memlib looks, and loading must not train them unasked."""
+    __test__ = False  # not a pytest test class
+
+
+def require_testbed(ref=None) -> None:
+    """TestbedNotTrainedError, one line saying what to do, when ``ref``'s weights (default: the shipped testbed)
+    are not in the checkpoints folder; checked from the files, before any model is built."""
+    from ..paths import checkout_root, checkpoints_dir
+    from ..testbed.build import TestbedRef
+
+    missing = (ref or TestbedRef()).missing_weights()
+    if not missing:
+        return
+    where = ("memlib is installed, not run from a checkout, and the weights ship with the repository" if
+             checkout_root() is None and not os.environ.get("MEMLIB_CHECKPOINTS") else "not found there")
+    raise TestbedNotTrainedError(
+        f"the testbed's weights {missing[0].name} are not in {checkpoints_dir()} ({where}): set MEMLIB_ROOT to a "
+        f"memlib checkout or MEMLIB_CHECKPOINTS to its checkpoints/ folder, or train them with `memlib "
+        f"train-testbed` (about {TRAIN_TESTBED_MINUTES} min on 2 CPU cores)")
+
+
+def train_testbed(progress: bool = True):
+    """Train (or resume, or just load) the shipped testbed's weights into the checkpoints folder; the Testbed."""
+    from ..testbed.build import TestbedRef
+    return TestbedRef().load(progress=progress)
+
+
+def model_note(model: str) -> str | None:
+    """A line the user must see about ``model`` before trusting its numbers, if any."""
+    if model == "tiny-sd":
+        return ("model tiny-sd: a miniature Stable Diffusion with RANDOM weights (no download), for smoke tests "
+                "of the install and the plumbing; its scores and images mean nothing")
+    return None
 
 
 def open_model(model: str, device: str | None = None, dtype: str | None = None, progress: bool = True):
@@ -59,6 +101,8 @@ def open_model(model: str, device: str | None = None, dtype: str | None = None, 
         if dt != torch.float32:
             raise ValueError(f"--model {model} runs in fp32 only; drop --dtype")
         if (model, str(dev)) not in _SHIPPED:
+            if model == "testbed":
+                require_testbed()
             _SHIPPED[model, str(dev)] = make_backend(model, device=dev, progress=progress)
         backend = _SHIPPED[model, str(dev)]
     elif model in ("digits", "digits-class", "tiny-ddpm"):

@@ -3,14 +3,26 @@
 ``RowStore``: a CSV with one row per finished item and a sidecar ``<name>.settings.json`` holding what made the
 rows (model identity, sampling settings). Reopened with the same settings, the finished rows are read back and
 only the rest is computed; with other settings it refuses (the rows would mix two experiments) and says how
-to start over. ``finish`` rewrites the file in order, atomically.
+to start over. ``finish`` rewrites the file in order, atomically. ``default_out``: where a command writes when
+the user names no output (``memlib.paths.outputs_dir``: never the current folder).
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 from pathlib import Path
+
+from ..paths import outputs_dir
+
+
+def default_out(command: str, model: str, *more: str) -> Path:
+    """``outputs_dir(command)/<model>[-<more>...]``, one folder per model (and method), so that runs of other
+    models resume into folders of their own instead of being refused."""
+    name = Path(model).expanduser().name if Path(model).expanduser().is_dir() else model.replace("/", "--")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join([name, *more])).strip("-.") or "model"
+    return outputs_dir(command) / slug
 
 
 class ResumeError(ValueError):

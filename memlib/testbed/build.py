@@ -113,6 +113,15 @@ def text_tower_clip_config(model_cfg: TextToImageConfig, seed: int):
                       context_length=model_cfg.context_length)
 
 
+def _finished_meta(folder: Path, steps: int) -> dict | None:
+    """The metadata of a checkpoint trained for ``steps`` steps whose weights file is there, else None."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if meta.get("step") == steps and (folder / "model.safetensors").is_file() else None
+
+
 PRESETS = {  # data presets: 'default' is the shipped testbed, 'tiny' runs the pipeline in seconds (tests)
     "default": {},
     "tiny": dict(renderings_per_combo=1, n_verbatim=4, verbatim_copies=4, knob_copies=(2,),
@@ -153,6 +162,20 @@ class TestbedRef(Config):
     def clip_config(self):
         from .clip import ClipConfig
         return ClipConfig(steps=self.clip_steps, seed=self.seed)
+
+    def missing_weights(self) -> list[Path]:
+        """The checkpoint folders ``load`` would have to train (no finished weights in them), read from their
+        files alone: nothing is loaded, trained or created. [] when the testbed is ready to load."""
+        from .clip import clip_folder
+
+        folder = checkpoint_folder(self.data_config(), self.model_config(), self.train_config())
+        meta = _finished_meta(folder, self.train_steps)
+        if meta is None:
+            return [folder]
+        if meta.get("part") != "unet":   # a full model holds its text encoder
+            return []
+        clip = clip_folder(text_tower_clip_config(self.model_config(), self.seed), self.data_config())
+        return [] if _finished_meta(clip, self.clip_steps) else [clip]
 
     def load(self, retrain: bool = False, progress: bool = True) -> Testbed:
         """The trained text-to-image testbed (shipped checkpoint, else trained and saved)."""

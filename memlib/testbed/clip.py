@@ -9,6 +9,7 @@ so the hundreds of copies of a planted image never appear as each other's negati
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +58,24 @@ class ClipConfig(Config):
 
 
 def make_clip(cfg: ClipConfig) -> torch.nn.Module:
-    """Register the custom config with open_clip and create it without pretrained weights."""
+    """Register the custom config with open_clip and create it without pretrained weights (open_clip's warning
+    that the model is "initialized randomly" is dropped: the caller loads memlib's checkpoint or trains it)."""
     import open_clip
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / f"{MODEL_NAME}.json"
         path.write_text(json.dumps(cfg.open_clip_config()))
         open_clip.add_model_config(path)
-    return open_clip.create_model(MODEL_NAME, pretrained=None)
+    root = logging.getLogger()
+    root.addFilter(_no_random_init_warning)
+    try:
+        return open_clip.create_model(MODEL_NAME, pretrained=None)
+    finally:
+        root.removeFilter(_no_random_init_warning)
+
+
+def _no_random_init_warning(record: logging.LogRecord) -> bool:
+    return "initialized randomly" not in record.getMessage()
 
 
 class ClipScorer:
@@ -116,12 +127,17 @@ def _clip_loss(model, data: TestbedData, ids: torch.Tensor):
     return loss_fn, len(clusters)
 
 
+def clip_folder(cfg: ClipConfig, data_cfg) -> Path:
+    """Where the testbed CLIP of ``cfg`` trained on the data of ``data_cfg`` is checkpointed."""
+    return checkpoints_dir() / f"clip-{run_digest(cfg, data_cfg)}"
+
+
 def load_or_train_clip(data: TestbedData, cfg: ClipConfig | None = None, data_fingerprint: str = "",
                        progress: bool = True) -> ClipScorer:
     """Load the testbed CLIP for ``data`` (by fingerprint) and ``cfg``, else train it (resumable)."""
     cfg = cfg or ClipConfig()
     model = make_clip(cfg)
-    folder = checkpoints_dir() / f"clip-{run_digest(cfg, data.config)}"
+    folder = clip_folder(cfg, data.config)
     meta = {"run": {"clip": cfg.to_dict(), "data": data.config.to_dict()}, "kind": "testbed-clip",
             "data_fingerprint": data_fingerprint}
     meta = json.loads(json.dumps(meta, default=list))
