@@ -19,7 +19,7 @@ def repo_root() -> Path:
 
 def figures_dir(notebook: str) -> Path:
     """``figures/<notebook>/``; $MEMLIB_FIGURES overrides the base (tests write to a temp folder). ``notebook`` may
-    also be a run folder from ``memlib.harness.provenance.figures_name`` (``runs/<notebook>-<backend>-<digest>``)."""
+    also be a run folder from ``memlib.provenance.figures_name`` (``runs/<notebook>-<backend>-<digest>``)."""
     parts = Path(notebook).parts
     if not parts or Path(notebook).is_absolute() or ".." in parts:
         raise ValueError(f"figures folder name {notebook!r} must be relative to figures/ (e.g. '01_detection')")
