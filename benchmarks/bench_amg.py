@@ -31,11 +31,11 @@ def main() -> None:
     from memlib.amg.threshold import Threshold
     from memlib.backends import make_backend
     from memlib.generation import GenerationConfig, generate
-    from memlib.harness.provenance import device_info
     from memlib.mitigate.evalset import evaluation_prompts
     from memlib.mitigate.method import Context
     from memlib.mitigate.similarity import SimilarityIndex
     from memlib.paths import repo_root
+    from memlib.provenance import device_info
 
     m = json.loads((repo_root() / "figures" / "04_amg" / "metrics.json").read_text())["metrics"]
     backend = make_backend("testbed", progress=False)

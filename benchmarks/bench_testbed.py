@@ -32,8 +32,8 @@ def main() -> None:
     a = ap.parse_args()
     from memlib.backends import make_backend
     from memlib.generation import GenerationConfig, generate
-    from memlib.harness.provenance import device_info
     from memlib.metrics import ReplicationIndex
+    from memlib.provenance import device_info
     from memlib.train import text_to_image_loss
 
     backend = make_backend("testbed", progress=False)   # the shipped testbed

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from memlib.harness.provenance import cpu_model, device_info
 from memlib.paths import repo_root
+from memlib.provenance import cpu_model, device_info
 
 N_EACH = 32   # planted verbatim and held-out prompts in the detection file
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
-from memlib.harness.provenance import device_info
 from memlib.ietagc.premise import loss_premise
 from memlib.paths import repo_root
+from memlib.provenance import device_info
 from memlib.testbed.digits import DigitsDataConfig, load_digits_model, make_digits_data
 
 

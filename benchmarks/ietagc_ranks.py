@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from memlib.harness.provenance import device_info
 from memlib.ietagc.runs import RunPlan
 from memlib.paths import repo_root
+from memlib.provenance import device_info
 
 
 def main() -> None:

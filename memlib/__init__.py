@@ -2,7 +2,7 @@
 
 Wen et al. (ICLR 2024) detection/explanation, AMG (Chen, Liu, Xu, CVPR 2024), PRSS (Chen et al. 2025) and
 IET-AGC+ (Liu et al.). Notebooks in ``notebooks/`` call into this package; every number they report is
-computed here and written next to the figures (see ``memlib.harness.provenance``).
+computed here and written next to the figures (see ``memlib.provenance``).
 
 On your own model: ``memlib.detect``, ``memlib.explain``, ``memlib.generate`` and ``memlib.doctor``
 (``memlib.api``; loaded on first use, so ``import memlib`` stays light).

@@ -141,7 +141,7 @@ class Config:
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any], parameter_names: typing.Iterable[str]):
         """Build from a notebook's globals: ``parameter_names`` are the names the parameters cell and any
-        papermill-injected cell assigned (see ``memlib.harness.notebook.parameters_of``)."""
+        papermill-injected cell assigned (see ``memlib.notebook_parameters.parameters_of``)."""
         return cls.from_params({k: namespace[k] for k in parameter_names})
 
     def to_dict(self) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def _base() -> Path:
 
 def figures_dir(notebook: str) -> Path:
     """``figures/<notebook>/`` (created); $MEMLIB_FIGURES overrides the base (tests write to a temp folder).
-    ``notebook`` may also be a run folder from ``memlib.harness.provenance.figures_name``
+    ``notebook`` may also be a run folder from ``memlib.provenance.figures_name``
     (``runs/<notebook>-<backend>-<digest>``)."""
     parts = Path(notebook).parts
     if not parts or Path(notebook).is_absolute() or ".." in parts:

@@ -169,7 +169,7 @@ def test_bad_settings_give_clear_errors(train):
 
 
 def test_amg_is_a_registered_harness_method():
-    from memlib.mitigate.registry import available, make_method
+    from memlib.api.methods import available, make_method
 
     assert "amg" in available()
     m = make_method("amg", 30.0)

@@ -4,7 +4,7 @@ import torch
 
 from memlib.checkpoint import CheckpointError, load_weights, save_checkpoint, verify_checkpoint
 from memlib.config import ConfigError
-from memlib.harness.notebook import config_from_notebook
+from memlib.notebook_parameters import config_from_notebook
 from memlib.testbed.model import TextToImageConfig, TextToImageModel
 from memlib.testbed.build import TestbedRef, load_or_train
 from memlib.testbed.evaluate import TestbedNotebookConfig
@@ -115,7 +115,7 @@ def test_notebook_config_rejects_unknown_and_mistyped_parameters():
 
 
 def test_parameters_are_the_literal_assignment_cells_under_ipython():
-    from memlib.harness.notebook import parameters_of
+    from memlib.notebook_parameters import parameters_of
 
     ns = {"In": ["", "seed = 1  # c\nsteps = -2", "# Parameters\nseed = 5\nbogus = 'x'\n",
                  "from memlib import x\ncfg = make(globals())", "NB = '00'\nt = time.time()"],

@@ -16,7 +16,7 @@ import memlib
 from memlib.api import detection as detect_module
 from memlib.api import images as images_module
 from memlib.api.cli import main
-from memlib.mitigate.registry import available
+from memlib.api.methods import available
 
 pytestmark = pytest.mark.slow
 

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
+from memlib.api.methods import make_method, sweep
 from memlib.backends.testbed import TestbedBackend
 from memlib.generation import GenerationConfig
 from memlib.mitigate import run as run_module
 from memlib.mitigate.baselines import augment_prompts
 from memlib.mitigate.columns import Evaluator, MethodRow
 from memlib.mitigate.evalset import content_caption, evaluation_prompts
-from memlib.mitigate.registry import make_method, sweep
 from memlib.mitigate.run import run_method
 from memlib.mitigate.similarity import SimilarityIndex, pixel_ncc
 from memlib.testbed.build import TestbedRef

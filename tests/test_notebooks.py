@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from memlib.api.methods import sweep
 from memlib.harness.reproduce import QUICK_PARAMS, notebooks, run_notebook
-from memlib.mitigate.registry import sweep
 from memlib.paths import repo_root
 
 NOTEBOOKS = {nb.stem: nb for nb in notebooks(repo_root())}

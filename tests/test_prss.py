@@ -117,7 +117,7 @@ def test_prss_methods_on_the_tiny_testbed(tiny_testbed):
 
 
 def test_pr_thresholds_and_the_registry():
-    from memlib.mitigate.registry import available, make_method
+    from memlib.api.methods import available, make_method
     from memlib.prss.calibrate import pr_thresholds
 
     a = np.linspace(0, 10, 1001)

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from memlib.harness.cache import cached_arrays
+from memlib.cache import cached_arrays
 
-WRITE = "from memlib.harness.provenance import write_metrics\nwrite_metrics('{stem}', {{'value': value}}, {{}})"
+WRITE = "from memlib.provenance import write_metrics\nwrite_metrics('{stem}', {{'value': value}}, {{}})"
 # writes several files a second apart (after saying it started), so a second run overlaps it
 SLOW = """import os, pathlib, time
-from memlib.harness.provenance import write_metrics, write_table
+from memlib.provenance import write_metrics, write_table
 pathlib.Path(os.environ["STARTED"]).touch()
 for i in range(8):
     write_table('{stem}', f'part{{i}}', [{{'i': i, 'value': value}}])
@@ -74,7 +74,7 @@ def test_cache_recomputes_when_the_code_changes(tmp_path, monkeypatch):
 
 def test_weights_fingerprint_follows_the_weights_not_the_name():
     from memlib.backends.ddpm import DDPMBackend
-    from memlib.harness.cache import weights_fingerprint
+    from memlib.cache import weights_fingerprint
 
     a, a_again, b = DDPMBackend.tiny_random(seed=0), DDPMBackend.tiny_random(seed=0), DDPMBackend.tiny_random(seed=1)
     assert weights_fingerprint(a) == weights_fingerprint(a_again)
@@ -123,7 +123,7 @@ def test_detection_sweep_recomputes_for_new_code_or_new_weights(tiny_sd, tmp_pat
 def test_other_backend_results_never_overwrite_the_reference_figures(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
-    from memlib.harness.provenance import figures_name, write_metrics, write_table
+    from memlib.provenance import figures_name, write_metrics, write_table
     from memlib.plotting import save_figure
 
     monkeypatch.setenv("MEMLIB_ROOT", str(tmp_path))

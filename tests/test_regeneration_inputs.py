@@ -32,7 +32,7 @@ def test_non_finite_numbers_are_rejected_by_name(bad):
 def test_unknown_parameter_check_survives_a_nan_papermill_injects():
     from papermill.translators import PythonTranslator
 
-    from memlib.harness.notebook import config_from_notebook, parameters_of
+    from memlib.notebook_parameters import config_from_notebook, parameters_of
 
     injected = PythonTranslator.codify({"steps": 4, "scale": math.nan, "stpes": 5})
     assert "float('nan')" in injected

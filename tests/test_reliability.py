@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from memlib.harness.cache import cached_arrays
+from memlib.cache import cached_arrays
 
 
 def _notebook(path, body):
@@ -23,7 +23,7 @@ def _notebook(path, body):
     nbformat.write(nb, path)
 
 
-WRITE = "from memlib.harness.provenance import write_metrics\nwrite_metrics('{stem}', {{'value': value}}, {{}})"
+WRITE = "from memlib.provenance import write_metrics\nwrite_metrics('{stem}', {{'value': value}}, {{}})"
 
 
 @pytest.fixture

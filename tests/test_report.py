@@ -44,7 +44,7 @@ def test_notebooks_table_has_one_row_per_notebook_with_its_headline(tmp_path):
 def test_write_table_writes_rounded_csv_and_refuses_an_empty_table(tmp_path, monkeypatch):
     import csv
 
-    from memlib.harness.provenance import write_table
+    from memlib.provenance import write_table
 
     monkeypatch.setenv("MEMLIB_FIGURES", str(tmp_path))
     path = write_table("nb", "rows", [dict(prompt="a, b", replication=1 / 3), dict(prompt="c", replication=1.0)])

@@ -65,7 +65,7 @@ def calibrate(sigma: np.ndarray, timesteps, percentile: float = 99.0) -> Calibra
 def calibrate_testbed(backend, gen_cfg: GenerationConfig | None = None, percentile: float = 99.0,
                       progress: bool = False) -> Calibration:
     """lambda_t for the embedded testbed from its held-out dev prompts (cached on the weights and settings)."""
-    from ..harness.cache import cached_arrays, weights_fingerprint
+    from ..cache import cached_arrays, weights_fingerprint
     from ..mitigate.evalset import evaluation_prompts
 
     gen_cfg = gen_cfg or GenerationConfig(num_steps=25)

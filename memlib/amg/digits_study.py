@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from ..backends.testbed import DigitsBackend
+from ..cache import cached_arrays, weights_fingerprint
 from ..config import parse_number_list
-from ..harness.cache import cached_arrays, weights_fingerprint
 from ..schedule import sd_scheduler
 from ..testbed.digits import load_digits_model, make_digits_data
 from ..train import TrainConfig

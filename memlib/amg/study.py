@@ -16,10 +16,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..backends.testbed import TestbedBackend
+from ..cache import cached_arrays, weights_fingerprint
 from ..config import Config, check_range, parse_number_list
 from ..generation import GenerationConfig
-from ..harness.cache import cached_arrays, weights_fingerprint
 from ..metrics import auc_and_tpr
+from ..mitigate import baselines as _baselines  # noqa: F401  (registers "none" and "lower_guidance")
 from ..mitigate.columns import Evaluator
 from ..mitigate.evalset import MEMORIZED_GROUPS, cap_heldout, evaluation_prompts
 from ..mitigate.registry import make_method

@@ -152,7 +152,7 @@ def _generate(a) -> int:
 
 
 def _methods(_a) -> int:
-    from ..mitigate.registry import available, describe
+    from .methods import available, describe
     for name in available():
         d = describe(name)
         k = d["knob"]

@@ -19,9 +19,9 @@ import numpy as np
 
 from ..generation import GenerationConfig, generate as sample_images, noise_seed
 from ..mitigate.method import Context, Method
-from ..mitigate.registry import available, describe, make_method
 from ..prompt_files import PromptRecord
 from .detection import _as_records
+from .methods import available, describe, make_method
 from .model import default_batch_size, default_guidance, model_identity, open_model, weights_dtype
 from .store import check_same_settings, default_out
 

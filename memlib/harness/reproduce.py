@@ -31,9 +31,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache import file_lock, tree_hash
 from ..checkpoint import file_sha256
 from ..paths import code_dir, repo_root
-from .cache import file_lock, tree_hash
 
 # Tiny parameters per notebook for --quick (and for the notebook tests): seconds, not minutes.
 _QUICK_TESTBED = dict(testbed_preset="tiny", testbed_train_steps=20, testbed_clip_steps=20)
@@ -180,7 +180,7 @@ def _is_interrupt(e: BaseException) -> bool:
 
 def record_wall_time(folder: Path, seconds: float) -> None:
     """Add the notebook's wall time and the machine to its ``timings.json`` (the README's time table)."""
-    from .provenance import cpu_model
+    from ..provenance import cpu_model
 
     path = folder / "timings.json"
     timings = json.loads(path.read_text()) if path.exists() else {}

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..cache import cached_arrays, weights_fingerprint
 from ..checkpoint import load_weights, set_aside
 from ..config import Config, check_range, parse_number_list
-from ..harness.cache import cached_arrays, weights_fingerprint
 from ..mitigate.digits import MQ_THRESHOLDS, DigitsScorer
 from ..testbed.digits import DigitsDataConfig, make_digits_data
 from ..testbed.model import make_unconditional_unet

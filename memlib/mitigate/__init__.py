@@ -6,5 +6,5 @@ one typed row with privacy, utility and cost columns (``columns``).
 Modules: ``method`` (the Method interface), ``registry`` (names -> methods, knob checks), ``baselines`` (Somepalli
 et al.'s prompt augmentations, embedding noise, lower guidance), ``similarity`` (a differentiable similarity
 index), ``evalset`` (the fixed dev/test evaluation prompts), ``columns`` and ``run``. This package imports no
-paper package at module level, so paper packages can build on ``method`` without a cycle.
+paper package (they register their methods from above), so paper packages build on ``method`` without a cycle.
 """

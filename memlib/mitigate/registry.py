@@ -1,19 +1,18 @@
 """Method names -> methods. ``make_method(name, value)`` checks the name and the knob value with errors that
-say what to do; ``sweep(name)`` gives a method at each of its default knob values. Paper packages register their
-methods with ``register`` when imported; ``make_method`` imports the known providers on first use.
+say what to do; ``sweep(name)`` gives a method at each of its default knob values.
+
+A methods module registers its methods with ``register`` when it is imported: ``mitigate.baselines`` and each paper
+package's ``methods`` module. The registry imports none of them (they sit above it); ``memlib.api.methods`` imports
+them all, and a paper's study imports the methods modules whose methods it runs.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 from .method import Context, Knob, Method, Plan
 
 _REGISTRY: dict[str, tuple[Knob, Callable[[Context, Any], Plan], str, str]] = {}
 _SCOPE: dict[str, str] = {}   # 'any' model, or 'testbed' (needs the embedded testbed's training set)
-# modules that register methods when imported (paper packages); loaded lazily, so no import cycle
-PROVIDERS = ("memlib.mitigate.baselines", "memlib.wen.mitigations", "memlib.amg.methods",
-             "memlib.prss.methods")
 
 
 def register(name: str, knob: Knob, build: Callable[[Context, Any], Plan], kind: str = "inference",
@@ -28,14 +27,8 @@ def register(name: str, knob: Knob, build: Callable[[Context, Any], Plan], kind:
     _SCOPE[name] = scope
 
 
-def _load_providers() -> None:
-    for mod in PROVIDERS:
-        importlib.import_module(mod)
-
-
 def available() -> dict[str, Knob]:
-    """{method name: its knob}."""
-    _load_providers()
+    """{method name: its knob}, for the methods registered so far."""
     return {k: v[0] for k, v in sorted(_REGISTRY.items())}
 
 
@@ -48,9 +41,11 @@ def describe(name: str) -> dict:
 
 def make_method(name: str, value=None) -> Method:
     """The method ``name`` at knob ``value`` (None: the strongest value of its default sweep)."""
-    _load_providers()
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown mitigation method {name!r}; choose one of {sorted(_REGISTRY)}")
+        known = ", ".join(sorted(_REGISTRY)) or "none yet"
+        raise ValueError(f"unknown mitigation method {name!r}; registered: {known}. A paper's methods register when "
+                         f"its methods module is imported (e.g. import memlib.amg.methods); memlib.api.methods "
+                         f"registers every method")
     knob, build, kind, desc = _REGISTRY[name]
     value = knob.sweep[-1] if value is None else value
     return Method(name, knob, knob.check(name, value), build, kind, desc)

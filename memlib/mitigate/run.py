@@ -1,6 +1,6 @@
 """``run_method``: one method at one knob value on the evaluation prompts, with fixed seeds, cached and resumable.
 
-Generations are computed in chunks of prompts; each chunk is cached on disk (``memlib.harness.cache``) under the
+Generations are computed in chunks of prompts; each chunk is cached on disk (``memlib.cache``) under the
 method, its knob value, the weights' content hash (of the checkpoint a training-time method brings), the prompts,
 the generation settings and the memlib code, so an interrupted sweep resumes at the last finished chunk and a
 changed checkpoint or code recomputes. Scoring (``columns.Evaluator``) runs on the cached images.
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..cache import cached_arrays, weights_fingerprint
 from ..generation import GenerationConfig, generate
-from ..harness.cache import cached_arrays, weights_fingerprint
 from .columns import Evaluator, MethodRow
 from .evalset import EvalPrompt
 from .method import Context, Method

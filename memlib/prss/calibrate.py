@@ -8,7 +8,7 @@ Stable Diffusion, whose magnitudes are norms over 16,384 latent values, the test
   percentile would leave PR idle except at the last steps; tau_t and M_t are therefore taken per step by default
   (``per_step=False``: the code's constants).
 - lambda (the search's threshold and the trigger) is the knob; its sweep spans the held-out to the memorized
-  first-step magnitudes on the dev half (``memlib.wen.mitigate_pe.l_target_sweep``, PE's units).
+  first-step magnitudes on the dev half (``memlib.first_step_magnitude.l_target_sweep``, PE's units).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def pr_thresholds(heldout_norms: np.ndarray, tau_percentile: float = 95.0, m_per
 
 def heldout_norms(backend, gen_cfg: GenerationConfig | None = None) -> np.ndarray:
     """Per-step magnitudes (P, G, steps) of plain-CFG generations of the testbed's held-out dev prompts (cached)."""
-    from ..harness.cache import cached_arrays, weights_fingerprint
+    from ..cache import cached_arrays, weights_fingerprint
     from ..mitigate.evalset import evaluation_prompts
 
     tb = getattr(backend, "testbed", None)

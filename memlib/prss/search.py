@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..first_step_magnitude import first_step, initial_noises, joint_losses
 from ..generation import GenerationConfig
-from ..wen.mitigate_pe import first_step, initial_noises, joint_losses
 
 
 @dataclass

@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backends.testbed import TestbedBackend
+from ..cache import cached_arrays, weights_fingerprint
 from ..config import Config, ConfigError, check_range
+from ..first_step_magnitude import joint_first_step, l_target_sweep
 from ..generation import GenerationConfig
-from ..harness.cache import cached_arrays, weights_fingerprint
+from ..mitigate import baselines as _baselines  # noqa: F401  (registers "none")
 from ..mitigate.columns import Evaluator
 from ..mitigate.evalset import cap_heldout, evaluation_prompts
 from ..mitigate.registry import make_method
 from ..mitigate.run import run_method
 from ..testbed.build import TestbedRef
-from ..wen.mitigate_pe import joint_first_step, l_target_sweep
+from ..wen import methods as _wen_methods  # noqa: F401  (registers "wen_pe")
 from .calibrate import PRSSSetup, heldout_norms, pr_thresholds
 from .methods import prss_method
 from .paraphrase import TestbedParaphraser, split_testbed_prompt

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..cache import file_lock
 from ..checkpoint import CheckpointError, load_or_build
-from ..harness.cache import file_lock
 from ..metrics import roc
 from ..paths import checkpoints_dir
 from ..schedule import add_noise, eps_from_output

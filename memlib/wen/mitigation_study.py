@@ -1,8 +1,8 @@
 """Notebook 03: Wen et al.'s two mitigations (ICLR 2024, Sec. 4) against the baselines, on one harness.
 
 1. Calibration (dev half): the unmitigated joint first-step magnitude L_p of memorized and held-out prompts
-   places the l_target sweep between them (``mitigate_pe.l_target_sweep``); PE's operating point is the largest
-   l_target that halves pooled memorized replication on the dev half.
+   places the l_target sweep between them (``memlib.first_step_magnitude.l_target_sweep``); PE's operating point
+   is the largest l_target that halves pooled memorized replication on the dev half.
 2. Curves (test half): every inference-time method at each knob value on the same prompts and noises
    (``memlib.mitigate.run_method``): privacy (Gu replication, similarity to the planted image) against utility
    (content-caption CLIP), plus the per-step magnitude after PE (does it rebound once sampling leaves x_T?).
@@ -18,18 +18,19 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..backends.testbed import TestbedBackend
+from ..cache import cached_arrays, weights_fingerprint
 from ..config import Config, ConfigError, check_range, parse_number_list
+from ..first_step_magnitude import joint_first_step, l_target_sweep
 from ..generation import GenerationConfig
-from ..harness.cache import cached_arrays, weights_fingerprint
+from ..mitigate import baselines as _baselines  # noqa: F401  (registers "none" and the baselines)
 from ..mitigate.columns import Evaluator
 from ..mitigate.evalset import cap_heldout, evaluation_prompts
 from ..mitigate.registry import available, make_method, sweep
 from ..mitigate.run import run_method
 from ..testbed.build import TestbedRef
 from .filter_train import ProbeResult, magnitude_probe, round_to_float16, tau_from_percentiles, train_filtered
-from .mitigate_pe import joint_first_step, l_target_sweep
+from .methods import filter_method
 from .mitigation_results import MitigationResult, matched_comparison, pe_operating_point
-from .mitigations import filter_method
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..harness.cache import cached_arrays, weights_fingerprint
+from ..cache import cached_arrays, weights_fingerprint
 from ..generation import GenerationConfig, generate
 
 STEP_SETTINGS = {"first": 1, "first10": 10, "all": None}   # steps S: the first k sampling steps

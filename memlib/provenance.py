@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..paths import figures_dir, repo_root
+from . import __version__
+from .paths import figures_dir, repo_root
 
 LIBRARIES = ("torch", "diffusers", "transformers", "open_clip_torch", "numpy", "scikit-learn", "safetensors")
 

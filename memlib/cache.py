@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..checkpoint import file_sha256
-from ..paths import cache_dir, code_dir
+from .checkpoint import file_sha256
+from .paths import cache_dir, code_dir
 
 
 def key_digest(key: Any) -> str:
