@@ -30,7 +30,7 @@ reproduce: $(STAMP)
 TESTBUILD := $(CURDIR)/build/test
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: $(STAMP)
-	rm -rf $(TESTBUILD) && $(BIN)/python -m memlib.harness.quick_copies $(TESTBUILD)/notebooks
+	rm -rf $(TESTBUILD) && $(BIN)/python -m memlib.harness.quick_notebooks $(TESTBUILD)/notebooks
 	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 MEMLIB_FIGURES=$(TESTBUILD)/figures MEMLIB_CHECKPOINTS=$(TESTBUILD)/checkpoints \
 	  MEMLIB_CACHE=$(TESTBUILD)/cache MEMLIB_NOTEBOOK_FIGURES=$(TESTBUILD)/figures \
 	  $(BIN)/python -m pytest --nbval-lax $(TESTBUILD)/notebooks tests -n $(TEST_WORKERS) --dist loadscope \

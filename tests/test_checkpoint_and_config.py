@@ -124,10 +124,10 @@ def test_parameters_are_the_literal_assignment_cells_under_ipython():
 
 
 @pytest.mark.parametrize("cls_path, bad, pattern", [
-    ("memlib.wen.detect:DetectionConfig", {"max_gens": 1}, "'max_gens'.*out of range"),
-    ("memlib.wen.detect:DetectionConfig", {"num_steps": 5}, "'num_steps'.*out of range"),
-    ("memlib.wen.detect:DetectionConfig", {"memorized_threshold": "high"}, "'memorized_threshold'.*number"),
-    ("memlib.wen.detect:DetectionConfig", {"backend_id": "x"}, r"unknown parameter\(s\) \['backend_id'\]"),
+    ("memlib.wen.detection_study:DetectionConfig", {"max_gens": 1}, "'max_gens'.*out of range"),
+    ("memlib.wen.detection_study:DetectionConfig", {"num_steps": 5}, "'num_steps'.*out of range"),
+    ("memlib.wen.detection_study:DetectionConfig", {"memorized_threshold": "high"}, "'memorized_threshold'.*number"),
+    ("memlib.wen.detection_study:DetectionConfig", {"backend_id": "x"}, r"unknown parameter\(s\) \['backend_id'\]"),
     ("memlib.wen.explain:ExplainConfig", {"attribution_steps": 80}, "'attribution_steps'.*out of range"),
     ("memlib.wen.explain:ExplainConfig", {"interactive": 1}, "'interactive'.*must be bool"),
     ("memlib.wen.explain:ExplainConfig", {"n_gen": 4}, r"unknown parameter\(s\) \['n_gen'\]"),
@@ -147,7 +147,7 @@ def test_detection_positive_groups_are_validated():
 
     import numpy as np
 
-    from memlib.wen.detect import DetectionConfig, PromptSet, _choose_positives
+    from memlib.wen.detection_study import DetectionConfig, PromptSet, _choose_positives
 
     with pytest.raises(ConfigError, match="positive_groups"):
         DetectionConfig(positive_groups="verbatim,bogus")

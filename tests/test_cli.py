@@ -14,7 +14,7 @@ import pytest
 
 import memlib
 from memlib.api import detection as detect_module
-from memlib.api import images as images_module
+from memlib.api import image_generation
 from memlib.api.cli import main
 from memlib.api.methods import available
 
@@ -105,7 +105,7 @@ def test_an_interrupted_detect_resumes_without_recomputing(sd_folder, tmp_path, 
 
 
 def test_an_interrupted_generate_resumes(sd_folder, tmp_path, monkeypatch):
-    real, calls = images_module.sample_images, []
+    real, calls = image_generation.sample_images, []
 
     def dies_on_the_second_batch(backend, prompts, *a, **k):
         calls.append(list(prompts))
@@ -113,12 +113,12 @@ def test_an_interrupted_generate_resumes(sd_folder, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(backend, prompts, *a, **k)
 
-    monkeypatch.setattr(images_module, "sample_images", dies_on_the_second_batch)
+    monkeypatch.setattr(image_generation, "sample_images", dies_on_the_second_batch)
     prompts = ["a red door", "a blue car", "a green tree"]
     with pytest.raises(KeyboardInterrupt):
         memlib.generate(prompts, str(sd_folder), out=tmp_path / "img", num_steps=3, batch_size=1, progress=False)
     calls.clear()
-    monkeypatch.setattr(images_module, "sample_images", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    monkeypatch.setattr(image_generation, "sample_images", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     res = memlib.generate(prompts, str(sd_folder), out=tmp_path / "img", num_steps=3, batch_size=1, progress=False)
     assert calls == [["a blue car"], ["a green tree"]] and res.computed == 2
     assert [r["prompt"] for r in res.records] == prompts and (tmp_path / "img" / "00002-0.png").exists()

@@ -57,18 +57,18 @@ def test_an_install_writes_under_memlib_home_and_creates_nothing_until_asked(tmp
 
 def test_the_api_refuses_to_train_a_missing_testbed(tmp_path, monkeypatch):
     import memlib.testbed.build as build
-    from memlib.api import model
+    from memlib.api import model_setup
     from memlib.checkpoint import CheckpointError
 
     monkeypatch.setattr(build, "load_or_train", lambda *a, **k: pytest.fail("the testbed was loaded or trained"))
-    monkeypatch.setattr(model, "_SHIPPED", {})
+    monkeypatch.setattr(model_setup, "_SHIPPED", {})
     monkeypatch.setenv("MEMLIB_CHECKPOINTS", str(tmp_path / "empty"))
     with pytest.raises(CheckpointError) as e:
         memlib.detect(demo=True, out=tmp_path / "s.csv", progress=False)
     msg = str(e.value)
-    assert isinstance(e.value, model.TestbedNotTrainedError) and "\n" not in msg
+    assert isinstance(e.value, model_setup.TestbedNotTrainedError) and "\n" not in msg
     assert "MEMLIB_ROOT" in msg and "MEMLIB_CHECKPOINTS" in msg and "memlib train-testbed" in msg
-    assert not (tmp_path / "empty").exists() and not (tmp_path / "s.csv").exists() and not model._SHIPPED
+    assert not (tmp_path / "empty").exists() and not (tmp_path / "s.csv").exists() and not model_setup._SHIPPED
 
 
 def test_training_the_testbed_is_its_own_command(monkeypatch, capsys, tmp_path):

@@ -52,7 +52,7 @@ def test_unknown_parameter_check_survives_a_nan_papermill_injects():
 @pytest.mark.parametrize("seed", [2**70, -1])
 def test_seed_out_of_range_names_the_parameter(seed):
     from memlib.generation import GenerationConfig
-    from memlib.wen.detect import DetectionConfig
+    from memlib.wen.detection_study import DetectionConfig
 
     with pytest.raises(ConfigError, match="'seed'.*out of range"):
         GenerationConfig(seed=seed)
@@ -106,7 +106,7 @@ def test_local_folder_errors_do_not_suggest_hf_download(sd_dir, tmp_path):
 
 def test_missing_prompt_file_fails_before_the_model_is_built(monkeypatch, tmp_path):
     from memlib.prompts import PromptFileError
-    from memlib.wen.detect import DetectionConfig, setup_detection
+    from memlib.wen.detection_study import DetectionConfig, setup_detection
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was built before the prompt files were read")

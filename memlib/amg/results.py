@@ -86,7 +86,7 @@ def matched_to_notebook_03(result, cfg, path=None) -> dict:
     """Notebook 03's methods at AMG Main's content CLIP (memorized prompts), each curve (its knob values plus no
     mitigation) linearly interpolated; None outside a curve's range. Only when both notebooks used the same
     prompts, seeds and generation settings."""
-    from ..mitigate.committed import committed_metrics
+    from ..mitigate.reference_runs import committed_metrics
 
     m, out = committed_metrics("03_mitigation", cfg, path)
     out["available"] = m is not None

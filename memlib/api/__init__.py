@@ -13,7 +13,7 @@ weights, smoke tests), a ``save_pretrained`` folder or a hub id (offline-first).
 from .detection import DetectResult, calibrated_threshold, detect
 from .checkup import doctor
 from .explanation import Explanation, explain
-from .images import ImagesResult, generate
+from .image_generation import ImagesResult, generate
 
 __all__ = ["detect", "explain", "generate", "doctor", "calibrated_threshold", "DetectResult", "Explanation",
            "ImagesResult"]

@@ -64,7 +64,7 @@ def _testbed() -> list[Check]:
     from ..checkpoint import file_sha256
     from ..paths import checkout_root
     from ..testbed.build import TestbedRef, checkpoint_folder
-    from .model import TestbedNotTrainedError, require_testbed
+    from .model_setup import TestbedNotTrainedError, require_testbed
 
     ref = TestbedRef()
     folder = checkpoint_folder(ref.data_config(), ref.model_config(), ref.train_config())

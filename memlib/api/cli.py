@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..paths import CheckoutNotFoundError, outputs_dir, repo_root
-from .model import TRAIN_TESTBED_MINUTES
+from .model_setup import TRAIN_TESTBED_MINUTES
 from .store import default_out
 
 EXAMPLES = """examples:
@@ -102,7 +102,7 @@ def _records(specs, max_prompts: int):
 
 def _note(a) -> None:
     """Say what the user must know about the model before its numbers (tiny-sd: random weights)."""
-    from .model import model_note
+    from .model_setup import model_note
     note = model_note(a.model)
     if note:
         print(f"note: {note}", flush=True)
@@ -142,7 +142,7 @@ def _explain(a) -> int:
 
 
 def _generate(a) -> int:
-    from .images import generate
+    from .image_generation import generate
     a.out = a.out or str(default_out("generate", a.model, a.method))
     _note(a)
     res = generate(_records(a.prompts, a.max_prompts), method=a.method, knob=a.knob, out=a.out, gens=a.gens,
@@ -172,7 +172,7 @@ def _doctor(_a) -> int:
 
 
 def _train_testbed(a) -> int:
-    from .model import train_testbed
+    from .model_setup import train_testbed
     tb = train_testbed(progress=not a.quiet)
     print(f"the testbed is trained: {tb.folder} (`memlib detect --model testbed --demo` uses it)")
     return 0

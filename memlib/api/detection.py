@@ -22,7 +22,7 @@ from ..generation import GenerationConfig, generate
 from ..metrics import bootstrap_roc, roc, tpr_statistic_name
 from ..prompt_files import PromptRecord, read_many
 from ..wen.scores import wen_score
-from .model import default_batch_size, default_guidance, model_identity, open_model, weights_dtype
+from .model_setup import default_batch_size, default_guidance, model_identity, open_model, weights_dtype
 from .store import RowStore
 
 COLUMNS = ["index", "prompt", "memorized", "kind", "source", "score", "flagged"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..generation import GenerationConfig
 from ..wen.attribution import TokenSignificance, token_significance
-from .model import default_guidance, open_model
+from .model_setup import default_guidance, open_model
 
 
 @dataclass

@@ -31,7 +31,7 @@ def choose_operating_lambda(dev_rows: list[MethodRow], verbatim_bar: float) -> f
 def committed_references(cfg) -> dict:
     """AMG (notebook 04: none, Main, Strong) and the augmentation baselines (notebook 03) as curves of metric rows
     from the committed runs, when those ran the same prompts, noises and settings."""
-    from ..mitigate.committed import committed_metrics
+    from ..mitigate.reference_runs import committed_metrics
 
     out = {"curves": {}, "sources": {}}
     m3, info3 = committed_metrics("03_mitigation", cfg)

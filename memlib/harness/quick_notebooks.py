@@ -1,7 +1,7 @@
 """Write the notebooks with their quick parameters injected (papermill's parameterization, no execution), for
 ``make test`` to run through nbval: a cell that raises fails the test run with that cell shown.
 
-Usage: ``python -m memlib.harness.quick_copies OUT_DIR``.
+Usage: ``python -m memlib.harness.quick_notebooks OUT_DIR``.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from ..paths import repo_root
 
 
-def write_quick_copies(out_dir: str | Path) -> list[Path]:
+def write_quick_notebooks(out_dir: str | Path) -> list[Path]:
     import nbformat
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
@@ -31,6 +31,6 @@ def write_quick_copies(out_dir: str | Path) -> list[Path]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m memlib.harness.quick_copies OUT_DIR")
-    for path in write_quick_copies(sys.argv[1]):
+        sys.exit("usage: python -m memlib.harness.quick_notebooks OUT_DIR")
+    for path in write_quick_notebooks(sys.argv[1]):
         print("wrote", path)

@@ -22,7 +22,7 @@ from ..mitigate.method import Context, Method
 from ..prompt_files import PromptRecord
 from .detection import _as_records
 from .methods import available, describe, make_method
-from .model import default_batch_size, default_guidance, model_identity, open_model, weights_dtype
+from .model_setup import default_batch_size, default_guidance, model_identity, open_model, weights_dtype
 from .store import check_same_settings, default_out
 
 
