@@ -20,6 +20,7 @@ class Notebook:
     figure: str               # the one figure the README shows (figures/<stem>/<figure>)
     quick: dict = field(default_factory=dict)   # tiny parameters: make reproduce QUICK=1 and make test
     before: str = ""          # a metric key shown before the headline ("before -> after"), when there is one
+    block: str = ""           # the name of its generated block in docs/results.md
 
 
 NOTEBOOKS: tuple[Notebook, ...] = (
@@ -47,7 +48,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
              dict(_QUICK_TESTBED, n_gens=2, num_steps=4, max_prompts_per_group=4, pe_points=3,
                   baselines="random_token,lower_guidance", filter_percentiles="50,90", probe_rows=16,
                   grid_prompts=3, progress=False),
-             before="replication_rate_none"),
+             before="replication_rate_none", block="mitigation"),
     Notebook("04_amg", "memlib.amg.results",
              "Does AMG's detection-switched guidance remove copies, and what does each term add?",
              "replication_rate_amg", "memorized prompts that copy (pixel Gu ratio), none → AMG Main",
@@ -55,20 +56,22 @@ NOTEBOOKS: tuple[Notebook, ...] = (
              dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts_per_group=3, heldout_prompts=3,
                   calib_gens=4, dev_gens=1, c3_sweep="10,100", digits_train_steps=6, digits_samples=20,
                   digits_steps=3, digits_c3_sweep="1,10", grid_prompts=3, progress=False),
-             before="replication_rate_none"),
+             before="replication_rate_none", block="amg"),
     Notebook("05_prss", "memlib.prss.findings",
              "Do prompt re-anchoring and semantic search remove verbatim copies at held-out utility?",
              "prss_verbatim_replication", "verbatim prompts that copy under PRSS with meaning-preserving rewrites",
              "privacy_utility.png",
              dict(_QUICK_TESTBED, n_gens=1, num_steps=3, max_prompts_per_group=3, heldout_prompts=3,
-                  lambda_points=2, dev_gens=1, grid_prompts=3, progress=False)),
+                  lambda_points=2, dev_gens=1, grid_prompts=3, progress=False),
+             block="prss"),
     Notebook("06_ietagc", "memlib.ietagc.findings",
              "Does IET-AGC+ training lower memorization at equal sample visits and fidelity?",
              "mem_reduction", "relative drop of the memorization score, full IET-AGC+ against the baseline (digits)",
              "frontier.png",
              dict(steps=16, batch_size=16, shards=2, rounds=2, ranks=1, seeds="0", frontier_points=2,
                   probe_samples=32, max_images=200, n_duplicated=4, copies=4, eval_samples=32, sample_steps=5,
-                  loss_noises=1, mem_threshold=0.15)),
+                  loss_noises=1, mem_threshold=0.15),
+             block="ietagc"),
 )
 
 BY_STEM: dict[str, Notebook] = {nb.stem: nb for nb in NOTEBOOKS}

@@ -322,18 +322,48 @@ def cli_times_table(results: Path | None = None) -> str:
     return "\n".join(rows)
 
 
-# block name -> what fills it; a page may hold any of them
+# block name -> what fills it; a page may hold any of them. A notebook whose paper package has a report module
+# and a page template (docs/templates/<stem>.md) fills its block from them (``paper_block``).
 BLOCKS = {"notebooks": notebooks_table, "results": results_table, "detection": detection_table,
           "findings": detection_findings, "mitigation": mitigation_findings, "amg": amg_findings,
           "prss": prss_findings, "ietagc": ietagc_findings, "timings": timings_table, "cli": cli_times_table}
 PAGES = ("README.md", "docs/results.md", "docs/cli.md")
 
 
-def fill_blocks(page: Path) -> bool:
+def template_path(stem: str, root: Path | None = None) -> Path:
+    return (root or repo_root()) / "docs" / "templates" / f"{stem}.md"
+
+
+def paper_block(stem: str, figures: Path | None = None, root: Path | None = None) -> str:
+    """Notebook ``stem``'s block: its report module's values and claims, computed from its committed metrics,
+    rendered through its page template (the sentences live in the template, not in code)."""
+    from ..claims import render
+    from .notebooks import BY_STEM
+
+    body = _metrics(figures or repo_root() / "figures", stem)
+    if body is None:
+        return f"notebook {stem} not yet run"
+    report = importlib.import_module(BY_STEM[stem].package)
+    m = body["metrics"]
+    values = {**m, **report.values(m), "claims": {c.name: c for c in report.claims(m)}}
+    path = template_path(stem, root)
+    return render(path.read_text().strip(), values, where=str(path))
+
+
+def _builders(root: Path) -> dict:
+    builders = dict(BLOCKS)
+    for nb in NOTEBOOKS:
+        if nb.block and template_path(nb.stem, root).exists():
+            builders[nb.block] = lambda stem=nb.stem: paper_block(stem, root=root)
+    return builders
+
+
+def fill_blocks(page: Path, root: Path | None = None) -> bool:
     """Replace every generated block ``page`` holds; True if the page changed."""
+    builders = _builders(root or repo_root())
     text = page.read_text()
     new = text
-    for name, build in BLOCKS.items():
+    for name, build in builders.items():
         begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
         if (begin in new) != (end in new):
             raise ValueError(f"{page} has only one of the markers {begin} / {end}: restore the other")
@@ -349,4 +379,4 @@ def fill_blocks(page: Path) -> bool:
 def update_pages(root: Path | None = None) -> list[Path]:
     """Fill the generated blocks of the README and the docs pages; returns the pages that changed."""
     root = root or repo_root()
-    return [root / p for p in PAGES if (root / p).exists() and fill_blocks(root / p)]
+    return [root / p for p in PAGES if (root / p).exists() and fill_blocks(root / p, root)]
