@@ -21,8 +21,8 @@ EXAMPLES = """examples:
   memlib detect --model tiny-sd --prompts nemo --max-prompts 2 --num-steps 2     (random weights: a smoke test)
   memlib detect --model path/to/sd --prompts nemo --max-prompts 50 --out scores.csv
   memlib detect --model CompVis/stable-diffusion-v1-4 --prompts mine.txt --calibrate nemo:non_memorized --out s.csv
-  memlib explain --model testbed --prompt "a photo of zqx"
-  memlib generate --model testbed --prompts mine.txt --method wen_pe --knob l_target=2 --out images/
+  memlib explain --model testbed --prompt "small magenta square at the bottom right rhetov"
+  memlib generate --model testbed --prompts mine.txt --method wen_pe --gens 4 --knob l_target=2.26 --out images/
   memlib methods
   memlib doctor
   memlib train-testbed                         (only without the shipped weights: about 40 min on 2 cores)
@@ -73,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(n)
     n.add_argument("--prompts", action="append", required=True, help="prompt file(s), as for detect")
     n.add_argument("--method", default="none", help="see `memlib methods` [none: plain CFG]")
-    n.add_argument("--knob", default=None, help="the method's strength, VALUE or NAME=VALUE [its strongest default]")
+    n.add_argument("--knob", default=None, help="the method's strength, VALUE or NAME=VALUE [its strongest default]; "
+                   "wen_pe's l_target is the joint first-step magnitude over a prompt's --gens noises, so it "
+                   "grows about as sqrt(gens) (notebook 03's 2.26 is for 4)")
     n.add_argument("--gens", type=int, default=1, help="images per prompt [1]")
     n.add_argument("--max-prompts", type=int, default=0, help="the first N of each prompt set [all]")
     n.add_argument("--out", default=None, help="folder for the images [OUTPUTS/generate/MODEL-METHOD]")
