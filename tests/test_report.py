@@ -67,3 +67,17 @@ def test_cli_times_table_reads_the_benchmark_file(tmp_path):
     table = cli_times_table(tmp_path / "t.json")
     assert "| 48.0 | 150 model evaluations per image (plain CFG 100)" in table and "acted on 8 of 16" in table
     assert "3.4 (exit 1)" in table and "2 cores, X" in table
+
+
+def test_the_notebooks_table_lists_every_notebook_with_its_figure_and_headline_module():
+    import importlib
+
+    from memlib.harness.notebooks import NOTEBOOKS
+    from memlib.paths import repo_root
+
+    root = repo_root()
+    assert [nb.stem for nb in NOTEBOOKS] == sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    for nb in NOTEBOOKS:
+        assert (root / "figures" / nb.stem / nb.figure).exists(), nb
+        rows = {key for key, _, _ in importlib.import_module(nb.package).HEADLINES}
+        assert nb.headline in rows, (nb.stem, nb.headline)

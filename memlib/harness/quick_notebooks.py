@@ -16,7 +16,8 @@ def write_quick_notebooks(out_dir: str | Path) -> list[Path]:
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    from .reproduce import QUICK_PARAMS, notebooks
+    from .notebooks import QUICK_PARAMS
+    from .reproduce import notebooks
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

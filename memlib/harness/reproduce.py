@@ -34,29 +34,8 @@ from pathlib import Path
 from ..cache import file_lock, tree_hash
 from ..checkpoint import file_sha256
 from ..paths import code_dir, repo_root
+from .notebooks import QUICK_PARAMS
 
-# Tiny parameters per notebook for --quick (and for the notebook tests): seconds, not minutes.
-_QUICK_TESTBED = dict(testbed_preset="tiny", testbed_train_steps=20, testbed_clip_steps=20)
-QUICK_PARAMS: dict[str, dict] = {
-    "00_testbed": dict(_QUICK_TESTBED, n_gens=2, num_steps=5, progress=False),
-    "01_detection": dict(_QUICK_TESTBED, more_testbed_seeds="1", positive_groups="verbatim", n_generic=16,
-                         n_random=12, max_prompts=12, n_boot=50, max_gens=2, num_steps=10, batch_size=64, timing_prompts=2,
-                         progress=False),
-    "02_explain": dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts=2, illustrate_prompts=1, ig_points=4,
-                       control_prompts=2, more_testbed_seeds="1",
-                       progress=False),
-    "03_mitigation": dict(_QUICK_TESTBED, n_gens=2, num_steps=4, max_prompts_per_group=4, pe_points=3,
-                          baselines="random_token,lower_guidance",
-                          filter_percentiles="50,90", probe_rows=16, grid_prompts=3, progress=False),
-    "04_amg": dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts_per_group=3, heldout_prompts=3, calib_gens=4,
-                   dev_gens=1, c3_sweep="10,100", digits_train_steps=6, digits_samples=20, digits_steps=3,
-                   digits_c3_sweep="1,10", grid_prompts=3, progress=False),
-    "05_prss": dict(_QUICK_TESTBED, n_gens=1, num_steps=3, max_prompts_per_group=3, heldout_prompts=3,
-                    lambda_points=2, dev_gens=1, grid_prompts=3, progress=False),
-    "06_ietagc": dict(steps=16, batch_size=16, shards=2, rounds=2, ranks=1, seeds="0", frontier_points=2,
-                      probe_samples=32, max_images=200, n_duplicated=4, copies=4, eval_samples=32, sample_steps=5,
-                      loss_noises=1, mem_threshold=0.15),
-}
 # checkpoint folders that are not the real thing: set aside, half-written or being replaced
 _NOT_A_CHECKPOINT = re.compile(r"\.(corrupt|tmp|old)")
 
@@ -78,6 +57,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 def notebooks(root: Path) -> list[Path]:
+    """The project's notebooks in order (``memlib.harness.notebooks.NOTEBOOKS`` lists the real ones; a test checks
+    that the table and the folder agree)."""
     return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
