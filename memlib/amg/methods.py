@@ -1,4 +1,5 @@
-"""AMG (Chen, Liu, Xu, CVPR 2024) as a method of the mitigation harness (``memlib.mitigate``).
+"""AMG (Chen, Liu, Xu, CVPR 2024) as a method of the mitigation harness (``memlib.mitigate``), and what a user
+needs to run it on their own model.
 
 ``amg_method(setup, c3)`` wraps the guidance hook (``guidance.AMGGuidance``) for the harness: the knob is c3, the
 dissimilarity scale; the rest (terms, gating mode, y_N rule, threshold) comes from an ``AMGSetup`` and is part of
@@ -6,6 +7,16 @@ the cache key. The plan records, per prompt, generation and step, sigma_t, lambd
 each term's weight, and marks a prompt as acted on when any term acted in any of its generations.
 ``register``ed as ``amg`` for the embedded testbed: its training images and captions form the index, and the
 threshold is calibrated on the testbed's held-out dev prompts (``calibrate``), cached.
+
+On another model:
+
+- ``AMGSettings``: c1, c2, c3, the terms, the gating mode, the y_N rule and the similarity (Eqs. 13-17).
+- ``AMGGuidance``: the sampler hook that adds the switched terms at each step (Eqs. 10, 13-17); pass it through
+  ``extra_hooks`` of ``memlib.generation.generate``.
+- ``Threshold``: lambda_t, time-varying ``a + (b - a) exp(-c t)``, constant or always on.
+- ``sigma_traces``: sigma_t along plain-CFG trajectories of your prompts (what the calibration fits).
+- ``calibrate``: lambda_t fitted to a percentile of held-out sigma_t per step (returns a ``Calibration``).
+- ``AMGSetup`` + ``amg_method``: the same guidance as a harness method over your training images and captions.
 """
 from __future__ import annotations
 
@@ -17,8 +28,12 @@ import numpy as np
 from ..mitigate.method import Context, Knob, Method, Plan
 from ..mitigate.registry import register
 from ..mitigate.similarity import SimilarityIndex
+from .calibrate import Calibration, calibrate, sigma_traces
 from .guidance import TRACES, AMGGuidance, AMGSettings
 from .threshold import Threshold
+
+__all__ = ["AMGSettings", "AMGGuidance", "Threshold", "sigma_traces", "calibrate", "Calibration", "AMGSetup",
+           "amg_method", "testbed_setup", "C3_KNOB"]
 
 C3_KNOB = Knob("c3", (1.0, 3.0, 10.0, 30.0, 100.0), 0.0, 1e6, none_value=0.0)
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..backends.testbed import TestbedBackend
 from ..cache import cached_arrays, weights_fingerprint
+from ..claims import Claim
 from ..config import Config, check_range, parse_number_list
 from ..generation import GenerationConfig
 from ..metrics import auc_and_tpr
@@ -27,10 +28,12 @@ from ..mitigate.registry import make_method
 from ..mitigate.run import run_method
 from ..mitigate.similarity import SimilarityIndex
 from ..testbed.build import TestbedRef
+from .analysis import choose_c3, matched_to_notebook_03, memorized_replication, y_n_rules
 from .calibrate import calibrate, sigma_traces
 from .guidance import TERMS, AMGSettings
 from .methods import AMGSetup, amg_method
-from .results import AMGResult, choose_c3, matched_to_notebook_03, y_n_rules
+from .report import ablation_tests
+from .report import claims as report_claims
 
 ABLATIONS = [("spe",), ("dup",), ("sim",), ("spe", "dup"), ("spe", "sim"), ("dup", "sim")]
 
@@ -94,6 +97,91 @@ class AMGStudyConfig(Config):
                                 n_gens=n_gens or self.n_gens, batch_size=self.gen_batch_size, seed=self.seed)
 
 
+@dataclass
+class AMGResult:
+    """What ``run_study`` measured: the dev-half checks and choices, the test-half rows and the digits runs."""
+    config: dict
+    checkpoint: str
+    calibration: dict
+    sigma_auc_per_step: list
+    dev_sigma: np.ndarray = field(repr=False)      # (P, G, S) plain-CFG sigma_t on the dev half
+    dev_groups: list = field(repr=False)
+    guidance_1: dict = field(default_factory=dict)
+    y_n_rules: dict = field(default_factory=dict)
+    dev_none: dict = field(default_factory=dict)
+    dev_sweep: dict = field(default_factory=dict)
+    main_schedule: str = ""
+    main_c3: float = 0.0
+    strong_c3: float = 0.0
+    rows: dict = field(default_factory=dict)       # label -> MethodRow (test half)
+    traces: dict = field(default_factory=dict, repr=False)
+    groups: list = field(default_factory=list, repr=False)
+    digits: dict = field(default_factory=dict)
+    siblings: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict, repr=False)
+    matched: dict = field(default_factory=dict)
+
+    def fired_share(self, label: str = "AMG Main", group: str = "heldout") -> float:
+        """Share of the group's test generations where the switch fired at some step."""
+        fired = np.nan_to_num(self.traces[label]["fired"]).any(-1)          # (P, G)
+        sel = np.array([g == group for g in self.groups]) if group != "memorized" else \
+            np.isin(self.groups, MEMORIZED_GROUPS)
+        return float(fired[sel].mean())
+
+    def claims(self) -> list[Claim]:
+        """The paper's claims as this run measured them (``report.claims`` on ``to_metrics()``)."""
+        return report_claims(self.to_metrics())
+
+    def to_metrics(self) -> dict:
+        """What ``write_metrics`` stores; its ``claims`` entry holds the ablation tests on the rows
+        (``report.ablation_tests``)."""
+        none, amg = self.rows["none"], self.rows["AMG Main"]
+        rel = lambda a, b: (a - b) / b if b else float("nan")
+        fd_n, fd_a = none.frechet.get("heldout"), amg.frechet.get("heldout")
+        digits = {k: d.to_metrics() for k, d in self.digits.items()}
+        rows = {label: row.to_metrics() for label, row in self.rows.items()}
+        return {
+            "checkpoint": self.checkpoint, "calibration": self.calibration, "main_schedule": self.main_schedule,
+            "main_c3": self.main_c3, "strong_c3": self.strong_c3,
+            "replication_rate_none": memorized_replication(none), "replication_rate_amg": memorized_replication(amg),
+            "replication_rate_none_ci95": list(none.replication_ci["memorized"]),
+            "replication_rate_amg_ci95": list(amg.replication_ci["memorized"]),
+            "clip_score_none": none.clip_content["memorized"], "clip_score_amg": amg.clip_content["memorized"],
+            "clip_content_change_amg": rel(amg.clip_content["memorized"], none.clip_content["memorized"]),
+            "clip_heldout_none": none.clip_content["heldout"], "clip_heldout_amg": amg.clip_content["heldout"],
+            "fd_none": fd_n, "fd_amg": fd_a, "fd_floor": none.frechet_floor.get("heldout"),
+            "fd_heldout_change_amg": rel(fd_a, fd_n),
+            "fd_memorized_none": none.frechet.get("memorized"), "fd_memorized_amg": amg.frechet.get("memorized"),
+            "switch_fired_heldout": self.fired_share(), "switch_fired_memorized": self.fired_share(group="memorized"),
+            "evals_per_image_none": none.evals_per_image, "evals_per_image_amg": amg.evals_per_image,
+            "seconds_per_image_none": none.seconds_per_image, "seconds_per_image_amg": amg.seconds_per_image,
+            "evals_ratio_amg": amg.evals_per_image / none.evals_per_image,
+            "seconds_ratio_amg": amg.seconds_per_image / none.seconds_per_image,
+            "digits_uncond_reduction": self.digits["unconditional"].reduction(),
+            "digits_class_reduction": self.digits["class-conditional"].reduction(),
+            "digits": digits, "claims": ablation_tests(rows), "sigma_auc_per_step": list(self.sigma_auc_per_step),
+            "guidance_1": self.guidance_1, "y_n_rules": self.y_n_rules, "siblings": self.siblings,
+            "dev_none": self.dev_none, "dev_sweep": self.dev_sweep, "matched_to_03": self.matched,
+            "rows": rows,
+        }
+
+    def table(self):
+        """The test-half rows as a DataFrame (the notebook's table and ``amg_rows.csv``)."""
+        import pandas as pd
+
+        cols = []
+        for label, r in self.rows.items():
+            cols.append({"method": label, "replication": memorized_replication(r),
+                         **{f"rep {g}": r.replication.get(g) for g in MEMORIZED_GROUPS},
+                         "NN planted": r.nn_is_planted["memorized"], "NCC": r.similarity_mean["memorized"],
+                         "CLIP content (mem)": r.clip_content["memorized"],
+                         "CLIP content (held-out)": r.clip_content["heldout"],
+                         "retrieval": r.retrieval_top1["memorized"], "FD mem": r.frechet.get("memorized"),
+                         "FD held-out": r.frechet.get("heldout"), "evals/img": r.evals_per_image,
+                         "s/img": r.seconds_per_image})
+        return pd.DataFrame(cols).set_index("method")
+
+
 def _checks(cfg, backend, data, dev, index, run) -> dict:
     """sigma_t traces on the dev half (cached), the fitted lambda_t, guidance 1 and the y_N rules."""
     gen = cfg.generation_config(cfg.calib_gens)
@@ -118,7 +206,8 @@ def _checks(cfg, backend, data, dev, index, run) -> dict:
             "guidance_1": g1, "y_n_rules": rules}
 
 
-def run_amg_study(cfg: AMGStudyConfig) -> AMGResult:
+def run_study(cfg: AMGStudyConfig) -> AMGResult:
+    """Every experiment of notebook 04: the checks, the dev-half choices, the test-half tables and the digits."""
     tb = cfg.testbed.load(progress=cfg.progress)
     clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
     backend, data = TestbedBackend(tb.model, tb), tb.data

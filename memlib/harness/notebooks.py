@@ -49,7 +49,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
                   baselines="random_token,lower_guidance", filter_percentiles="50,90", probe_rows=16,
                   grid_prompts=3, progress=False),
              before="replication_rate_none", block="mitigation"),
-    Notebook("04_amg", "memlib.amg.results",
+    Notebook("04_amg", "memlib.amg.report",
              "Does AMG's detection-switched guidance remove copies, and what does each term add?",
              "replication_rate_amg", "memorized prompts that copy (pixel Gu ratio), none → AMG Main",
              "ablations.png",

@@ -230,16 +230,6 @@ def mitigation_findings(figures: Path | None = None) -> str:
 
 
 
-def amg_findings(figures: Path | None = None) -> str:
-    """Notebook 04's AMG tables and findings (``memlib.amg.results.amg_findings``)."""
-    from ..amg.results import amg_findings as findings
-
-    path = (figures or repo_root() / "figures") / "04_amg" / "metrics.json"
-    return findings(json.loads(path.read_text())["metrics"]) if path.exists() else "notebook 04 not yet run"
-
-
-
-
 def prss_findings(figures: Path | None = None) -> str:
     """Notebook 05's PRSS curves and findings (``memlib.prss.findings.prss_findings``)."""
     from ..prss.findings import prss_findings as findings
@@ -325,7 +315,7 @@ def cli_times_table(results: Path | None = None) -> str:
 # block name -> what fills it; a page may hold any of them. A notebook whose paper package has a report module
 # and a page template (docs/templates/<stem>.md) fills its block from them (``paper_block``).
 BLOCKS = {"notebooks": notebooks_table, "results": results_table, "detection": detection_table,
-          "findings": detection_findings, "mitigation": mitigation_findings, "amg": amg_findings,
+          "findings": detection_findings, "mitigation": mitigation_findings,
           "prss": prss_findings, "ietagc": ietagc_findings, "timings": timings_table, "cli": cli_times_table}
 PAGES = ("README.md", "docs/results.md", "docs/cli.md")
 
