@@ -77,6 +77,11 @@ def test_a_digits_run_without_copies_to_remove_is_not_measured(metrics):
     assert _verdicts(metrics)["digits_removes_copies"] == "not measured"
 
 
+def test_no_verdict_on_removing_copies_where_nothing_copies_without_guidance(metrics):
+    metrics.update(replication_rate_none=0.0, replication_rate_amg=0.0)
+    assert _verdicts(metrics)["removes_copies"] == "not measured"
+
+
 def test_values_build_the_tables_from_the_metrics_alone(metrics):
     v = report.values(metrics)
     lines = v["testbed_table"].splitlines()

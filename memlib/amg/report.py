@@ -59,7 +59,9 @@ def claims(m: dict) -> list[Claim]:
     digits = {"unconditional": m["digits_uncond_reduction"], "class-conditional": m["digits_class_reduction"]}
     return [
         Claim("removes_copies", f"AMG Main leaves at most {REPLICATION_BAR:g} of memorized generations copying "
-              "(Table 1)", verdict(m["replication_rate_amg"] <= REPLICATION_BAR),
+              "(Table 1)", verdict(m["replication_rate_amg"] <= REPLICATION_BAR,
+                                   # no verdict at the floor: without guidance nothing copies above the bar
+                                   measured=m["replication_rate_none"] > REPLICATION_BAR),
               {"replication_none": m["replication_rate_none"], "replication_amg": m["replication_rate_amg"],
                "replication_amg_ci95": m["replication_rate_amg_ci95"]}),
         Claim("keeps_utility", f"AMG Main keeps content CLIP on memorized prompts within {-CLIP_BAR:.0%} of CFG "
