@@ -1,13 +1,13 @@
-"""Bad inputs a user can give (issue 27): non-finite numbers, huge seeds, misspelt names next to NaN, prompt-file
-paths, truncated model files, corrupt checkpoints, long prompts. Each error names the parameter or the file."""
+"""memlib.config and the notebooks' configs: unknown, mistyped, out-of-range and non-finite parameters (papermill's
+injected NaN included) stop a run naming the parameter."""
 import dataclasses
-import logging
 import math
-import shutil
 
 import pytest
 
 from memlib.config import Config, ConfigError, check_range
+from memlib.harness.notebook import config_from_notebook
+from memlib.testbed.evaluate import TestbedNotebookConfig
 
 
 @dataclasses.dataclass
@@ -16,8 +16,6 @@ class Params(Config):
     steps: int = 10
     seed: int = 0
 
-
-# 4. / 5. non-finite numbers
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_numbers_are_rejected_by_name(bad):
@@ -47,8 +45,6 @@ def test_unknown_parameter_check_survives_a_nan_papermill_injects():
         config_from_notebook(Params, ns)
 
 
-# 7. seeds, prompt files, truncated model files
-
 @pytest.mark.parametrize("seed", [2**70, -1])
 def test_seed_out_of_range_names_the_parameter(seed):
     from memlib.generation import GenerationConfig
@@ -61,99 +57,68 @@ def test_seed_out_of_range_names_the_parameter(seed):
     GenerationConfig(seed=2**63 - 1)  # the largest accepted: torch and numpy both take it
 
 
-@pytest.mark.parametrize("spec", ["", "   ", "FOLDER", "FOLDER/missing.jsonl"])
-def test_bad_prompt_file_path_names_it(spec, tmp_path):
-    from memlib.prompts import PromptFileError, load_prompt_file
-
-    spec = spec.replace("FOLDER", str(tmp_path))
-    with pytest.raises(PromptFileError, match="prompt file") as err:
-        load_prompt_file(spec)
-    assert (spec.strip() and spec in str(err.value)) or "name is empty" in str(err.value)
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    from memlib.backends.stable_diffusion import StableDiffusionBackend
-    return StableDiffusionBackend.tiny_random(seed=0).save_pretrained(tmp_path_factory.mktemp("tiny_sd"))
-
-
-def test_truncated_text_encoder_weights_name_the_file(sd_dir, tmp_path):
-    from memlib.backends.hub import ModelUnavailableError
-    from memlib.backends.stable_diffusion import StableDiffusionBackend
-
-    broken = shutil.copytree(sd_dir, tmp_path / "broken")
-    weights = broken / "text_encoder" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(ModelUnavailableError, match="text_encoder/model.safetensors") as err:
-        StableDiffusionBackend.from_pretrained(str(broken))
-    assert "hf download" not in str(err.value)   # 9: no hub advice for a local folder
+def test_notebook_config_rejects_unknown_and_mistyped_parameters():
+    ok = config_from_notebook(TestbedNotebookConfig, {"seed": 1, "In": [], "np": __import__("numpy")})
+    assert ok.seed == 1
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['num_step'\]"):
+        config_from_notebook(TestbedNotebookConfig, {"num_step": 5})
+    with pytest.raises(ConfigError, match="'n_gens'.*must be an integer"):
+        TestbedNotebookConfig(n_gens="4")
+    with pytest.raises(ConfigError, match="'guidance_scale'.*out of range"):
+        TestbedNotebookConfig(guidance_scale=-1.0)
+    with pytest.raises(ConfigError, match="'testbed_preset'.*choose one of"):
+        TestbedNotebookConfig.from_params({"testbed_preset": "huge"})
+    with pytest.raises(ConfigError, match="'retrain'.*must be bool"):
+        TestbedNotebookConfig(retrain="yes")
 
 
-def test_local_folder_errors_do_not_suggest_hf_download(sd_dir, tmp_path):
-    from memlib.backends.hub import ModelUnavailableError
-    from memlib.backends.stable_diffusion import StableDiffusionBackend
+def test_parameters_are_the_literal_assignment_cells_under_ipython():
+    from memlib.harness.notebook import parameters_of
 
-    broken = shutil.copytree(sd_dir, tmp_path / "incomplete")
-    shutil.rmtree(broken / "unet")
-    for where in (broken, tmp_path / "no" / "such" / "folder"):
-        with pytest.raises(ModelUnavailableError) as err:
-            StableDiffusionBackend.from_pretrained(str(where))
-        assert "hf download" not in str(err.value) and "save_pretrained" in str(err.value)
-    assert "hf download org/model" in str(ModelUnavailableError("org/model", "not cached"))
+    ns = {"In": ["", "seed = 1  # c\nsteps = -2", "# Parameters\nseed = 5\nbogus = 'x'\n",
+                 "from memlib import x\ncfg = make(globals())", "NB = '00'\nt = time.time()"],
+          "seed": 5, "steps": -2, "bogus": "x", "cfg": object(), "NB": "00", "t": 1.0}
+    assert parameters_of(ns) == {"seed": 5, "steps": -2, "bogus": "x"}
 
 
-# 8. prompt files are read before any model is built
+@pytest.mark.parametrize("cls_path, bad, pattern", [
+    ("memlib.wen.detect:DetectionConfig", {"max_gens": 1}, "'max_gens'.*out of range"),
+    ("memlib.wen.detect:DetectionConfig", {"num_steps": 5}, "'num_steps'.*out of range"),
+    ("memlib.wen.detect:DetectionConfig", {"memorized_threshold": "high"}, "'memorized_threshold'.*number"),
+    ("memlib.wen.detect:DetectionConfig", {"backend_id": "x"}, r"unknown parameter\(s\) \['backend_id'\]"),
+    ("memlib.wen.explain:ExplainConfig", {"attribution_steps": 80}, "'attribution_steps'.*out of range"),
+    ("memlib.wen.explain:ExplainConfig", {"interactive": 1}, "'interactive'.*must be bool"),
+    ("memlib.wen.explain:ExplainConfig", {"n_gen": 4}, r"unknown parameter\(s\) \['n_gen'\]"),
+    ("memlib.testbed.evaluate:TestbedNotebookConfig", {"testbed_train_steps": 0},
+     "'testbed_train_steps'.*out of range"),
+])
+def test_every_notebook_config_rejects_bad_values(cls_path, bad, pattern):
+    import importlib
 
-def test_missing_prompt_file_fails_before_the_model_is_built(monkeypatch, tmp_path):
-    from memlib.prompts import PromptFileError
-    from memlib.wen.detect import DetectionConfig, setup_detection
-
-    def no_model(*args, **kwargs):
-        raise AssertionError("the model was built before the prompt files were read")
-
-    monkeypatch.setattr("memlib.backends.make_backend", no_model)
-    cfg = DetectionConfig(backend="tiny-sd", positives_file=str(tmp_path / "missing.jsonl"))
-    with pytest.raises(PromptFileError, match="missing.jsonl"):
-        setup_detection(cfg)
-
-
-# 6. a corrupt testbed CLIP checkpoint is kept, every time
-
-def test_corrupt_testbed_clip_checkpoint_is_kept_and_rebuilt(tmp_path, monkeypatch):
-    from memlib.testbed.build import PRESETS
-    from memlib.testbed.clip import ClipConfig, load_or_train_clip
-    from memlib.testbed.data import TestbedDataConfig, make_testbed_data
-
-    monkeypatch.setenv("MEMLIB_CHECKPOINTS", str(tmp_path))
-    data = make_testbed_data(TestbedDataConfig(seed=0, **PRESETS["tiny"]))
-    cfg = ClipConfig(steps=2, batch_size=4)
-    load_or_train_clip(data, cfg, "fp", progress=False)
-    (folder,) = [p for p in tmp_path.iterdir() if p.name.startswith("clip-")]
-    for n in (1, 2):
-        weights = folder / "model.safetensors"
-        weights.write_bytes(weights.read_bytes()[:100])
-        with pytest.warns(UserWarning, match="kept it as"):
-            load_or_train_clip(data, cfg, "fp", progress=False)
-        kept = sorted(tmp_path.glob(f"{folder.name}.corrupt*"))
-        assert len(kept) == n, kept   # the earlier copy is still there
-        assert all(len((k / "model.safetensors").read_bytes()) == 100 for k in kept)
-    load_or_train_clip(data, cfg, "fp", progress=False)   # the rebuilt one loads
+    mod, name = cls_path.split(":")
+    cls = getattr(importlib.import_module(mod), name)
+    with pytest.raises(ConfigError, match=pattern):
+        cls.from_params(bad)
 
 
-# 9. long prompts: memlib's own warning, not transformers' "indexing errors"
+def test_detection_positive_groups_are_validated():
+    from types import SimpleNamespace
 
-def test_long_prompts_warn_once_with_the_number_of_tokens_cut(sd_dir, caplog, capfd):
-    from memlib.backends.stable_diffusion import StableDiffusionBackend
-    from memlib.tokenizer import ClipBPETokenizer
+    import numpy as np
 
-    long = "a photo of " + "word " * 90   # 93 tokens: 18 cut at 75
-    prompts = ["a dog", long, long]
-    sd = StableDiffusionBackend.from_pretrained(str(sd_dir))
-    for tok in (ClipBPETokenizer(77), sd.tokenizer):
-        with caplog.at_level(logging.WARNING), pytest.warns(UserWarning) as rec:
-            ids = tok(prompts)
-            assert tok.n_tokens(long) == 75 and len(tok.token_ids(long)) == 93
-        assert ids.shape == (3, 77)
-        msgs = [str(w.message) for w in rec]
-        assert len(msgs) == 1 and "2 of 3 prompt(s)" in msgs[0] and "36 token(s) cut" in msgs[0], msgs
-    assert "indexing errors" not in caplog.text + "".join(capfd.readouterr())
+    from memlib.wen.detect import DetectionConfig, PromptSet, _choose_positives
+
+    with pytest.raises(ConfigError, match="positive_groups"):
+        DetectionConfig(positive_groups="verbatim,bogus")
+    with pytest.raises(ConfigError, match="positive_groups"):
+        DetectionConfig(positive_groups="verbatim_knob")   # a dose group, not a planted positive
+    sets = {g: PromptSet(g, "positive", ["p"], ["text:p"]) for g in ("verbatim", "image_dup", "caption_dup")}
+    setup = SimpleNamespace(names=lambda role: list(sets), notes=[], seed=3)
+    cfg = DetectionConfig(positive_groups="verbatim, caption_dup")
+    assert _choose_positives(cfg, setup, {}) == ["verbatim", "caption_dup"]
+    measured = DetectionConfig()
+    rep = {"verbatim": np.array([1.0, 1.0]), "image_dup": np.array([0.4, 0.4]), "caption_dup": np.array([0.5, 0.5])}
+    assert _choose_positives(measured, setup, rep) == ["verbatim", "caption_dup"]
+    assert any("seed 3, image_dup: replication 40%" in n and "NOT memorized" in n for n in setup.notes)
+    with pytest.raises(RuntimeError, match="no planted group"):
+        _choose_positives(measured, setup, {g: np.zeros(2) for g in sets})

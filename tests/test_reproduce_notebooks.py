@@ -1,7 +1,9 @@
-"""Issue 27's acceptance checks on the real notebooks (quick parameters; minutes on 2 cores).
+"""memlib.harness.reproduce on the real notebooks (quick parameters; a minute or two on 2 cores).
 
 Each test runs in a copy of the repository's notebooks and memlib source (the kernel imports the copy through
-PYTHONPATH), so a test can change the code and nothing touches the checkout's figures/ or build/.
+PYTHONPATH), so a test can change the code and nothing touches the checkout's figures/ or build/. The testbeds
+come from the session's quick runs (``quick_runs``), so no test trains one again; ``test_NN_*`` tests run on the
+xdist worker that runs notebook NN, after it (tests/conftest.py).
 """
 import json
 import os
@@ -9,10 +11,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from memlib.harness.reproduce import QUICK_PARAMS, folder_files, reproduce
+from memlib.harness.cache import file_lock
+from memlib.harness.reproduce import folder_files, reproduce, stale_reason
 from memlib.paths import repo_root
 
 pytestmark = pytest.mark.slow
@@ -30,58 +35,65 @@ def real_project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _pngs(folder):
-    return {k: v for k, v in folder_files(folder).items() if k.endswith(".png")}
+def _share_checkpoints(project, checkpoints):
+    """The quick runs' checkpoints folder as the project's (reproduce --quick uses build/quick/checkpoints)."""
+    (project / "build" / "quick").mkdir(parents=True)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (project / "build" / "quick" / "checkpoints").symlink_to(checkpoints)
 
 
-def test_a_change_to_the_magnitude_formula_changes_notebook_01s_figures(real_project):
-    figures = real_project / "build" / "quick" / "figures" / "01_detection"
-    assert {o.status for o in reproduce(quick=True, only=["01_detection"])} == {"ran"}
-    before = _pngs(figures)
+def test_05_prss_figures_follow_a_change_to_the_magnitude_formula(real_project, quick_runs, monkeypatch):
+    before = quick_runs.get("05_prss")   # run with the same code, its sweeps cached in before.cache
+    _share_checkpoints(real_project, before.checkpoints)
+    monkeypatch.setenv("MEMLIB_CACHE", str(before.cache))   # no cache clearing
     source = real_project / "code" / "memlib" / "sampling.py"
     text, n = re.subn(r"(def magnitude\(.*?\n(?:.*\n)*?\s+return )(.+)\n", r"\g<1>2 * (\g<2>)\n",
                       source.read_text(), count=1)
     assert n == 1, "memlib.sampling.magnitude not found: update this test to where the magnitude is computed"
     source.write_text(text)
-    outcomes = reproduce(quick=True, only=["01_detection"])  # no cache clearing
-    assert {o.status for o in outcomes} == {"ran"}
-    after = _pngs(figures)
-    assert after["per_step_magnitude.png"] != before["per_step_magnitude.png"]
+    assert {o.status for o in reproduce(quick=True, only=["05_prss"])} == {"ran"}
+    old, new = before.figures / "05_prss", real_project / "build" / "quick" / "figures" / "05_prss"
+    m_old, m_new = (json.loads((f / "metrics.json").read_text())["metrics"] for f in (old, new))
+    # PRSS's per-step threshold tau is a percentile of held-out magnitudes: twice the magnitude, twice tau
+    assert m_new["tau"] == pytest.approx([2 * t for t in m_old["tau"]], rel=1e-5, abs=2e-6)
+    assert (new / "magnitude_per_step.png").read_bytes() != (old / "magnitude_per_step.png").read_bytes()
 
 
-def test_notebook_01_by_hand_on_another_backend_leaves_the_reference_figures_byte_identical(real_project,
-                                                                                         monkeypatch, tmp_path):
-    import papermill as pm
-
-    reference = real_project / "figures" / "01_detection"
-    reference.mkdir(parents=True)
-    (reference / "metrics.json").write_text('{"metrics": {"auc_first_step_1gen": 0.99}}\n')
-    (reference / "roc.png").write_bytes(b"the reference ROC")
-    before = folder_files(reference)
-    monkeypatch.delenv("MEMLIB_FIGURES")   # by hand: the README's papermill command, figures/ of the checkout
-    params = dict(QUICK_PARAMS["01_detection"], backend="tiny-sd", max_prompts=3)
-    pm.execute_notebook(str(real_project / "notebooks" / "01_detection.ipynb"), str(tmp_path / "out.ipynb"),
-                        parameters=params, kernel_name="python3", cwd=str(real_project), progress_bar=False)
-    assert folder_files(reference) == before
-    runs = list((real_project / "figures" / "runs").glob("01_detection-tiny-sd-*/metrics.json"))
-    assert len(runs) == 1 and json.loads(runs[0].read_text())["metrics"]["n_prompts"]["memorized"] == 3
+RUN = "from memlib.harness.reproduce import reproduce; reproduce(quick=True, only=['02_explain'], force=True)"
 
 
-RUN = "from memlib.harness.reproduce import reproduce; reproduce(quick=True, only=['00_testbed'], force=True)"
+@pytest.mark.makes_quick_run
+def test_02_explain_run_twice_at_once_leaves_a_complete_correct_figures_folder(real_project, quick_runs):
+    """Notebook 02's quick run under make test (nbval leaves it to this test): the second run starts once the
+    first writes its figures, so the first installs its folder while the second runs, and the second replaces it."""
+    stem, base = "02_explain", real_project / "build" / "quick"
+    folder, executed = base / "figures" / stem, base / "executed"
+    _share_checkpoints(real_project, quick_runs.checkpoints)   # testbed seeds 0 and 1 of notebooks 00 and 01
 
+    def start():
+        return subprocess.Popen([sys.executable, "-c", RUN], env=dict(os.environ), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
 
-def test_two_concurrent_runs_of_a_real_notebook_leave_a_complete_correct_figures_folder(real_project):
-    base = real_project / "build" / "quick"
-    folder = base / "figures" / "00_testbed"
-    assert {o.status for o in reproduce(quick=True, only=["00_testbed"])} == {"ran"}   # trains the checkpoints
-    expected = folder_files(folder)
-    procs = [subprocess.Popen([sys.executable, "-c", RUN], env=dict(os.environ), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-    logs = [p.communicate(timeout=1200)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), logs
+    first = start()
+    deadline = time.time() + 600
+    while first.poll() is None and time.time() < deadline and \
+            not any(executed.glob(f"staging-{stem}-*/figures/{stem}/*.png")):
+        time.sleep(0.1)
+    second = start()
+    logs = [first.communicate(timeout=1200)[0]]
+    with file_lock(executed / f".lock-{stem}"):   # the first run's folder, as it installed it
+        installed = {k: (folder / k).read_bytes() for k in folder_files(folder)}
+        installed_nb = (executed / f"{stem}.ipynb").read_bytes()
+    logs.append(second.communicate(timeout=1200)[0])
+    assert first.returncode == second.returncode == 0, logs
+    quick_runs.record(stem, base / "figures", quick_runs.checkpoints, Path(os.environ["MEMLIB_CACHE"]))
     now = folder_files(folder)
-    assert set(now) == set(expected), logs
-    assert {k: v for k, v in now.items() if k != "timings.json"} == \
-        {k: v for k, v in expected.items() if k != "timings.json"}   # the same results, byte for byte
-    assert json.loads((base / "stamps" / "00_testbed.json").read_text())["files"] == now
-    assert {o.status for o in reproduce(quick=True, only=["00_testbed"])} == {"skipped"}
+    assert (executed / f"{stem}.ipynb").read_bytes() != installed_nb, "the second run did not install after the first"
+    assert set(now) == set(installed) and "metrics.json" in now, logs
+    assert {k: (folder / k).read_bytes() for k in now if k != "timings.json"} == \
+        {k: v for k, v in installed.items() if k != "timings.json"}   # the same results, byte for byte
+    stamp = json.loads((base / "stamps" / f"{stem}.json").read_text())
+    assert stamp["files"] == now and stale_reason(base / "stamps" / f"{stem}.json", stamp["inputs"], folder) is None
+    assert not list(executed.glob("staging-*"))
+    assert json.loads((executed / f"{stem}.ipynb").read_text())["cells"]  # a whole notebook
+    assert {o.status for o in reproduce(quick=True, only=[stem])} == {"skipped"}
