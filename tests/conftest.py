@@ -44,7 +44,7 @@ def group_of(nodeid: str) -> str:
     return "testbed-notebooks" if number in _TESTBED_NOTEBOOKS else f"notebook-{number}"
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)   # optional: pytest without pytest-xdist runs the tests too
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadgroup":
         return None
