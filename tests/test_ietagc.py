@@ -93,6 +93,7 @@ def _proxy_mean(folder, k):
     return average(flats), make_model()
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_aggregate_to_the_mean_of_the_proxies(tmp_path):
     import json
     import socket
@@ -124,6 +125,7 @@ def test_two_gloo_ranks_aggregate_to_the_mean_of_the_proxies(tmp_path):
     assert record["own_weights"] and sorted(torch.cat(record["shards"]).tolist()) == list(range(n))   # MSR moved
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_a_round_resumes_to_the_same_weights(tmp_path):
     from memlib.ietagc.launch import run
 

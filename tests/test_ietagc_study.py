@@ -1,5 +1,4 @@
 """IET-AGC+'s TAA step, the digits memorization ratio, the frontier test and the run plan of notebook 06."""
-import numpy as np
 import pytest
 import torch
 
@@ -36,6 +35,7 @@ def test_taa_queues_kept_samples_until_a_batch_then_drops_the_rest():
         TAAStep(agc, images, loss_on, batch_size=0)
 
 
+@pytest.mark.slow
 def test_memorization_ratio_calls_a_copy_memorized_and_calibrates_on_real_unseen_digits():
     from memlib.mitigate.digits import MQ_THRESHOLDS, DigitsScorer, mq_ratio
     from memlib.testbed.digits import DigitsDataConfig, make_digits_data

@@ -1,5 +1,4 @@
 """The mitigation harness (memlib.mitigate) and Wen et al.'s two mitigations on tiny models."""
-import numpy as np
 import pytest
 import torch
 

@@ -1,26 +1,21 @@
 """Every notebook executed headlessly with tiny parameters (the same ones `make reproduce QUICK=1` uses).
 
-``make test`` first runs the quick copies through nbval (a failing cell fails the run, shown); the checks here
-read what those runs wrote ($MEMLIB_NOTEBOOK_FIGURES) and run a notebook themselves only when it is absent.
+Each check reads its notebook's one quick run of the session (the ``quick_runs`` fixture): under ``make test``
+nbval's run of the quick copy (a failing cell fails the run, shown) or, for notebook 02, the harness's two
+overlapping runs in test_reproduce_notebooks.py; run alone, the notebook runs here once. ``test_NN_*`` tests run
+on the xdist worker that runs notebook NN, after it (tests/conftest.py).
 """
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from memlib.harness.reproduce import QUICK_PARAMS, folder_files, notebooks, run_notebook
 from memlib.api.methods import sweep
-from memlib.harness.reproduce import QUICK_PARAMS, notebooks, run_notebook
 from memlib.paths import repo_root
 
 NOTEBOOKS = {nb.stem: nb for nb in notebooks(repo_root())}
-
-
-@pytest.fixture(scope="module")
-def figures(tmp_path_factory):
-    return tmp_path_factory.mktemp("nb-figures")
 
 
 def _run(stem, figures, tmp_path, **override):
@@ -30,12 +25,10 @@ def _run(stem, figures, tmp_path, **override):
     return json.loads((figures / stem / "metrics.json").read_text())
 
 
-def _quick(stem, figures, tmp_path):
-    """(metrics, folder) of the quick run: nbval's under `make test`, else run here."""
-    nbval = Path(os.environ.get("MEMLIB_NOTEBOOK_FIGURES", "/nonexistent"))
-    if (nbval / stem / "metrics.json").exists():
-        return json.loads((nbval / stem / "metrics.json").read_text()), nbval
-    return _run(stem, figures, tmp_path), figures
+def _quick(stem, quick_runs):
+    """(metrics, folder) of the notebook's quick run."""
+    folder = quick_runs.get(stem).figures
+    return json.loads((folder / stem / "metrics.json").read_text()), folder
 
 
 def test_every_notebook_has_quick_parameters_and_a_parameters_cell():
@@ -57,17 +50,11 @@ def test_papermill_parses_every_parameter_line():
         assert parsed == assigned, f"{nb.name}: papermill cannot read {sorted(set(assigned) - set(parsed))}"
 
 
-def _tiny_data():
-    from memlib.testbed.build import PRESETS
-    from memlib.testbed.data import TestbedDataConfig, make_testbed_data
-
-    return make_testbed_data(TestbedDataConfig(seed=0, **PRESETS["tiny"]))
-
-
-def test_00_testbed_runs_and_reruns_byte_identically(figures, tmp_path):
-    body, folder = _quick("00_testbed", figures, tmp_path)
+@pytest.mark.slow
+def test_00_testbed_runs_and_reruns_byte_identically(quick_runs, tiny_data, tmp_path, monkeypatch):
+    body, folder = _quick("00_testbed", quick_runs)
     m, n_gens = body["metrics"], QUICK_PARAMS["00_testbed"]["n_gens"]
-    data = _tiny_data()
+    data = tiny_data
     for g in ("verbatim", "heldout", "random", "image_dup", "caption_dup"):
         n = len(data.prompts_in(g))
         assert m[f"{g}_n_prompts"] == n
@@ -78,14 +65,16 @@ def test_00_testbed_runs_and_reruns_byte_identically(figures, tmp_path):
     prov = body["provenance"]
     assert prov["parameters"]["testbed_preset"] == "tiny" and prov["checkpoints"]["testbed"]
     first = (folder / "00_testbed" / "metrics.json").read_bytes()
-    _run("00_testbed", figures, tmp_path)   # papermill, another folder: the same bytes
-    assert (figures / "00_testbed" / "metrics.json").read_bytes() == first
+    monkeypatch.setenv("MEMLIB_CHECKPOINTS", str(tmp_path / "checkpoints"))   # the testbed trained again
+    _run("00_testbed", tmp_path / "figures", tmp_path)   # papermill, other folders: the same bytes
+    assert (tmp_path / "figures" / "00_testbed" / "metrics.json").read_bytes() == first
 
 
-def test_01_detection_runs_on_the_testbed(figures, tmp_path):
-    body, folder = _quick("01_detection", figures, tmp_path)
+@pytest.mark.slow
+def test_01_detection_runs_on_the_testbed(quick_runs, tiny_data):
+    body, folder = _quick("01_detection", quick_runs)
     m, q = body["metrics"], QUICK_PARAMS["01_detection"]
-    data = _tiny_data()
+    data = tiny_data
     cap = q["max_prompts"]
     assert m["n_prompts"]["verbatim"] == min(cap, len(data.prompts_in("verbatim")))
     assert m["n_prompts"]["generic"] == min(cap, q["n_generic"]) and m["n_prompts"]["heldout"] == cap
@@ -117,19 +106,39 @@ def test_01_detection_runs_on_the_testbed(figures, tmp_path):
     assert "| 1 |" in detection_table(folder).split("\n\n")[1]   # the per-seed replication table
 
 
-def test_01_detection_runs_on_tiny_stable_diffusion(figures, tmp_path):
-    m = _run("01_detection", figures, tmp_path, backend="tiny-sd", max_prompts=6, num_steps=10)["metrics"]
+@pytest.mark.slow
+def test_detection_notebook_by_hand_on_tiny_stable_diffusion_leaves_the_reference_figures_alone(tmp_path,
+                                                                                                monkeypatch):
+    import papermill as pm
+
+    root = tmp_path / "checkout"   # a checkout with reference figures, where a user runs the notebook by hand
+    reference = root / "figures" / "01_detection"
+    reference.mkdir(parents=True)
+    (reference / "metrics.json").write_text('{"metrics": {"auc_first_step_1gen": 0.99}}\n')
+    (reference / "roc.png").write_bytes(b"the reference ROC")
+    (root / "data").symlink_to(repo_root() / "data")
+    before = folder_files(reference)
+    monkeypatch.setenv("MEMLIB_ROOT", str(root))
+    monkeypatch.delenv("MEMLIB_FIGURES")   # by hand: the README's papermill command, figures/ of the checkout
+    params = dict(QUICK_PARAMS["01_detection"], backend="tiny-sd", max_prompts=6, num_steps=10)
+    pm.execute_notebook(str(NOTEBOOKS["01_detection"]), str(tmp_path / "out.ipynb"), parameters=params,
+                        kernel_name="python3", cwd=str(root), progress_bar=False)
+    assert folder_files(reference) == before
+    runs = list((root / "figures" / "runs").glob("01_detection-tiny-sd-*/metrics.json"))
+    assert len(runs) == 1
+    m = json.loads(runs[0].read_text())["metrics"]
     assert m["n_prompts"] == {"memorized": 6, "non_memorized": 6} and m["n_testbed_seeds"] == 1
 
 
-def test_02_explain_runs(figures, tmp_path):
+@pytest.mark.slow
+def test_02_explain_runs(quick_runs, tiny_data):
     from memlib.tokenizer import ClipBPETokenizer
     from memlib.wen.attribution import trigger_positions
     from memlib.wen.explain import top2_chance
 
-    body, folder = _quick("02_explain", figures, tmp_path)
+    body, folder = _quick("02_explain", quick_runs)
     m = body["metrics"]
-    verbatim = _tiny_data().prompts_in("verbatim")[: QUICK_PARAMS["02_explain"]["max_prompts"]]
+    verbatim = tiny_data.prompts_in("verbatim")[: QUICK_PARAMS["02_explain"]["max_prompts"]]
     tok = ClipBPETokenizer(20)
     chance = np.mean([top2_chance(tok.n_tokens(p.text), len(trigger_positions(tok, p.text, p.trigger)))
                       for p in verbatim])
@@ -171,12 +180,13 @@ def test_02_explain_runs(figures, tmp_path):
     assert rows[0] == "prompt,token,kind,dropped,replication" and len(rows) == 1 + sum(n.values())
 
 
-def test_03_mitigation_runs(figures, tmp_path):
+@pytest.mark.slow
+def test_03_mitigation_runs(quick_runs, tiny_data):
     from memlib.mitigate.evalset import evaluation_prompts
 
-    body, folder = _quick("03_mitigation", figures, tmp_path)
+    body, folder = _quick("03_mitigation", quick_runs)
     m, q = body["metrics"], QUICK_PARAMS["03_mitigation"]
-    test = evaluation_prompts(_tiny_data(), "test", max_per_group=q["max_prompts_per_group"])
+    test = evaluation_prompts(tiny_data, "test", max_per_group=q["max_prompts_per_group"])
     rows = m["rows"]
     by_method = {}
     for r in rows:
@@ -210,16 +220,18 @@ def test_03_mitigation_runs(figures, tmp_path):
     assert len(table) == 1 + len(rows)
 
 
-def test_04_amg_runs(figures, tmp_path):
+@pytest.mark.slow
+def test_04_amg_runs(quick_runs, tiny_data):
     from memlib.mitigate.evalset import evaluation_prompts
 
-    body, folder = _quick("04_amg", figures, tmp_path)
+    body, folder = _quick("04_amg", quick_runs)
     m, q = body["metrics"], QUICK_PARAMS["04_amg"]
-    test = evaluation_prompts(_tiny_data(), "test", max_per_group=q["max_prompts_per_group"])
+    test = evaluation_prompts(tiny_data, "test", max_per_group=q["max_prompts_per_group"])
     n_test = len([p for p in test if p.group != "heldout"]) + min(q["heldout_prompts"],
                                                                    sum(p.group == "heldout" for p in test))
     rows = m["rows"]
-    for label in ("none", "AMG Main", "AMG Strong", "AMG, released-code gating", "spe", "dup", "sim", "spe+dup", "spe+sim", "dup+sim", "switch always on", "constant threshold"):
+    for label in ("none", "AMG Main", "AMG Strong", "AMG, released-code gating", "spe", "dup", "sim", "spe+dup",
+                  "spe+sim", "dup+sim", "switch always on", "constant threshold"):
         assert label in rows, label                          # Table 4 and 5 rows
     for r in rows.values():
         assert r["n_gens"] == q["n_gens"] and r["half"] == "test"
@@ -241,8 +253,9 @@ def test_04_amg_runs(figures, tmp_path):
     assert len((folder / "04_amg" / "amg_rows.csv").read_text().splitlines()) == 1 + len(rows)
 
 
-def test_05_prss_runs(figures, tmp_path):
-    body, folder = _quick("05_prss", figures, tmp_path)
+@pytest.mark.slow
+def test_05_prss_runs(quick_runs):
+    body, folder = _quick("05_prss", quick_runs)
     m, q = body["metrics"], QUICK_PARAMS["05_prss"]
     assert len(m["lambdas"]) == q["lambda_points"]
     assert set(m["operating"]) == {"PR alone", "PRSS", "PRSS, may drop trigger"}
@@ -273,8 +286,9 @@ def test_05_prss_runs(figures, tmp_path):
     assert len((folder / "05_prss" / "prss_rows.csv").read_text().splitlines()) == 1 + len(rows)
 
 
-def test_06_ietagc_runs(figures, tmp_path):
-    body, folder = _quick("06_ietagc", figures, tmp_path)
+@pytest.mark.slow
+def test_06_ietagc_runs(quick_runs):
+    body, folder = _quick("06_ietagc", quick_runs)
     m, q = body["metrics"], QUICK_PARAMS["06_ietagc"]
     runs = set(m["components"])
     assert runs == {"baseline-s0", "iet-s0", "agc-s0", "msr-s0", "full-s0", "long-s0", "bigbatch-s0"}
@@ -295,10 +309,14 @@ def test_06_ietagc_runs(figures, tmp_path):
         assert (folder / "06_ietagc" / f"{name}.png").exists(), name
 
 
-def test_unknown_parameter_stops_the_notebook_and_keeps_earlier_figures(figures, tmp_path):
+@pytest.mark.slow
+def test_unknown_parameter_stops_the_notebook_and_keeps_earlier_figures(tmp_path):
     import papermill
 
-    before = (figures / "00_testbed" / "metrics.json").read_bytes()
+    earlier = tmp_path / "figures" / "06_ietagc"
+    earlier.mkdir(parents=True)
+    (earlier / "metrics.json").write_text('{"metrics": {"mem_score": 0.5}}')
+    before = folder_files(earlier)
     with pytest.raises(papermill.PapermillExecutionError, match="unknown parameter"):
-        _run("00_testbed", figures, tmp_path, n_gen=3)
-    assert (figures / "00_testbed" / "metrics.json").read_bytes() == before
+        _run("06_ietagc", tmp_path / "figures", tmp_path, stepz=3)   # stops at its config cell
+    assert folder_files(earlier) == before

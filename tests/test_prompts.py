@@ -1,4 +1,4 @@
-"""Prompt files: Wen's jsonl format and the vendored NeMo lists."""
+"""memlib.prompts: Wen's jsonl format, the vendored NeMo lists, bad paths, and files read before any model."""
 import json
 
 import pytest
@@ -62,3 +62,25 @@ def test_nemo_non_memorized(tmp_path):
         load_nemo_prompts("lexica")
     with pytest.raises(FileNotFoundError, match="data/nemo"):
         load_nemo_prompts("memorized", folder=tmp_path)
+
+
+@pytest.mark.parametrize("spec", ["", "   ", "FOLDER", "FOLDER/missing.jsonl"])
+def test_bad_prompt_file_path_names_it(spec, tmp_path):
+    from memlib.prompts import load_prompt_file
+
+    spec = spec.replace("FOLDER", str(tmp_path))
+    with pytest.raises(PromptFileError, match="prompt file") as err:
+        load_prompt_file(spec)
+    assert (spec.strip() and spec in str(err.value)) or "name is empty" in str(err.value)
+
+
+def test_missing_prompt_file_fails_before_the_model_is_built(monkeypatch, tmp_path):
+    from memlib.wen.detection_study import DetectionConfig, setup_detection
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the prompt files were read")
+
+    monkeypatch.setattr("memlib.backends.make_backend", no_model)
+    cfg = DetectionConfig(backend="tiny-sd", positives_file=str(tmp_path / "missing.jsonl"))
+    with pytest.raises(PromptFileError, match="missing.jsonl"):
+        setup_detection(cfg)

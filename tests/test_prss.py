@@ -8,7 +8,7 @@ import torch
 from memlib.prss.paraphrase import JsonlCandidates, TestbedParaphraser, candidate_source, split_testbed_prompt
 from memlib.prss.reanchor import BRANCH, ReanchorHook, reanchor_weight
 from memlib.prss.search import select
-from memlib.sampling import StepState, magnitude
+from memlib.sampling import StepState
 
 
 def _state(scale_cond: float, w: float = 3.0):

@@ -1,9 +1,11 @@
-"""The README's and docs' generated blocks come from metrics files, never typed in."""
+"""memlib.harness.report: the README's and docs' generated blocks (results, notebooks, time tables) come from
+metrics and timings files, never typed in."""
 import json
 
 import pytest
 
-from memlib.harness.report import fill_blocks, notebooks_table, results_table
+from memlib.harness.report import fill_blocks, notebooks_table, results_table, timings_table
+from memlib.harness.reproduce import record_wall_time
 
 
 def _metrics(tmp_path, stem, metrics):
@@ -41,19 +43,6 @@ def test_notebooks_table_has_one_row_per_notebook_with_its_headline(tmp_path):
     assert sum("not yet run" in r for r in rows) == len(NOTEBOOKS) - 1
 
 
-def test_write_table_writes_rounded_csv_and_refuses_an_empty_table(tmp_path, monkeypatch):
-    import csv
-
-    from memlib.provenance import write_table
-
-    monkeypatch.setenv("MEMLIB_FIGURES", str(tmp_path))
-    path = write_table("nb", "rows", [dict(prompt="a, b", replication=1 / 3), dict(prompt="c", replication=1.0)])
-    assert list(csv.DictReader(path.open())) == [{"prompt": "a, b", "replication": "0.333333"},
-                                                {"prompt": "c", "replication": "1.0"}]
-    with pytest.raises(ValueError, match="no rows"):
-        write_table("nb", "empty", [])
-
-
 def test_cli_times_table_reads_the_benchmark_file(tmp_path):
     from memlib.harness.report import cli_times_table
 
@@ -67,6 +56,20 @@ def test_cli_times_table_reads_the_benchmark_file(tmp_path):
     table = cli_times_table(tmp_path / "t.json")
     assert "| 48.0 | 150 model evaluations per image (plain CFG 100)" in table and "acted on 8 of 16" in table
     assert "3.4 (exit 1)" in table and "2 cores, X" in table
+
+
+def test_wall_time_is_recorded_beside_the_notebooks_own_timings_and_tabled(tmp_path):
+    (tmp_path / "01_x").mkdir()
+    (tmp_path / "01_x" / "timings.json").write_text(json.dumps({"sweep_s": 3.0}))
+    record_wall_time(tmp_path / "01_x", 90.04)
+    record_wall_time(tmp_path / "02_y", 30.0)          # a notebook that writes no timings of its own
+    (tmp_path / "03_z").mkdir()
+    (tmp_path / "03_z" / "timings.json").write_text("{}")
+    t = json.loads((tmp_path / "01_x" / "timings.json").read_text())
+    assert t["sweep_s"] == 3.0 and t["notebook_wall_s"] == 90.0 and t["notebook_cores"] >= 1
+    table = timings_table(tmp_path)
+    assert "| 01_x | 1.5 |" in table and "| 02_y | 0.5 |" in table
+    assert "03_z | not recorded" in table and "**2.0**" in table
 
 
 def test_the_notebooks_table_lists_every_notebook_with_its_figure_and_headline_module():

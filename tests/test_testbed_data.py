@@ -8,9 +8,9 @@ from memlib.testbed.data import TestbedDataConfig, make_testbed_data, render_cap
 from memlib.tokenizer import ClipBPETokenizer
 
 
-@pytest.fixture(scope="module")
-def data():
-    return make_testbed_data(TestbedDataConfig(**PRESETS["tiny"]))
+@pytest.fixture
+def data(tiny_data):
+    return tiny_data
 
 
 def test_same_seed_same_data_other_seed_other_data(data):

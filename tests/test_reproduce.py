@@ -1,6 +1,5 @@
-"""Regeneration you can trust (issue 27): caches keyed by code and weights, figures checked against their stamps,
-concurrent and interrupted runs, corrupt files kept. Notebooks here are tiny fakes; the real ones are exercised in
-test_regeneration_notebooks.py."""
+"""memlib.harness.reproduce on tiny fake notebooks: incremental regeneration, figures checked against their
+stamps, failed, concurrent and interrupted runs. The real notebooks are run in test_reproduce_notebooks.py."""
 import json
 import os
 import signal
@@ -9,11 +8,7 @@ import sys
 import time
 
 import nbformat
-import numpy as np
 import pytest
-import torch
-
-from memlib.cache import cached_arrays
 
 WRITE = "from memlib.provenance import write_metrics\nwrite_metrics('{stem}', {{'value': value}}, {{}})"
 # writes several files a second apart (after saying it started), so a second run overlaps it
@@ -51,101 +46,36 @@ def _statuses(outcomes):
     return {o.notebook: o.status for o in outcomes}
 
 
-# 1. cache keys cover the code and the weights
+@pytest.mark.slow
+def test_reproduce_skips_unchanged_and_reruns_downstream(project):
+    from memlib.harness.reproduce import reproduce
 
-def test_cache_recomputes_when_the_code_changes(tmp_path, monkeypatch):
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return {"a": np.arange(3)}
-
-    for name in ("v1", "v2"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "generate.py").write_text(f"magnitude = '{name}'\n")
-    monkeypatch.setenv("MEMLIB_CODE_DIR", str(tmp_path / "v1"))
-    cached_arrays("sweep", {"k": 1}, compute, tmp_path / "cache")
-    cached_arrays("sweep", {"k": 1}, compute, tmp_path / "cache")
-    assert len(calls) == 1
-    monkeypatch.setenv("MEMLIB_CODE_DIR", str(tmp_path / "v2"))  # the same key, computed by other code
-    cached_arrays("sweep", {"k": 1}, compute, tmp_path / "cache")
-    assert len(calls) == 2
+    assert _statuses(reproduce()) == {"00_a": "ran", "01_b": "ran"}
+    assert _statuses(reproduce()) == {"00_a": "skipped", "01_b": "skipped"}
+    _notebook(project / "notebooks" / "01_b.ipynb", WRITE.format(stem="01_b") + "\n# changed")
+    assert _statuses(reproduce()) == {"00_a": "skipped", "01_b": "ran"}
+    (project / "code" / "code.py").write_text("x = 2\n")  # a code change reruns everything
+    assert _statuses(reproduce()) == {"00_a": "ran", "01_b": "ran"}
+    _notebook(project / "notebooks" / "00_a.ipynb", WRITE.format(stem="00_a") + "\n# upstream change")
+    assert _statuses(reproduce()) == {"00_a": "ran", "01_b": "ran"}
 
 
-def test_weights_fingerprint_follows_the_weights_not_the_name():
-    from memlib.backends.ddpm import DDPMBackend
-    from memlib.cache import weights_fingerprint
+@pytest.mark.slow
+def test_failed_notebook_reports_its_cell_and_keeps_earlier_figures(project):
+    from memlib.harness.reproduce import main, reproduce
 
-    a, a_again, b = DDPMBackend.tiny_random(seed=0), DDPMBackend.tiny_random(seed=0), DDPMBackend.tiny_random(seed=1)
-    assert weights_fingerprint(a) == weights_fingerprint(a_again)
-    assert weights_fingerprint(a.unet) == weights_fingerprint(a_again.unet) != weights_fingerprint(b.unet)
-    assert weights_fingerprint(a) != weights_fingerprint(b)
-    with torch.no_grad():
-        next(a_again.unet.parameters())[0].add_(1e-3)  # new weights under the same name
-    assert weights_fingerprint(a) != weights_fingerprint(a_again)
-    with pytest.raises(TypeError, match="no model weights"):
-        weights_fingerprint(object())
-
-
-@pytest.fixture(scope="module")
-def tiny_sd():
-    from memlib.backends.stable_diffusion import StableDiffusionBackend
-    return StableDiffusionBackend.tiny_random(seed=0)
+    reproduce()
+    metrics = project / "figures" / "01_b" / "metrics.json"
+    before = metrics.read_bytes()
+    _notebook(project / "notebooks" / "01_b.ipynb", "raise RuntimeError('boom')")
+    out = reproduce()
+    failed = [o for o in out if o.status == "failed"]
+    assert [o.notebook for o in failed] == ["01_b"] and "RuntimeError: boom" in failed[0].detail
+    assert metrics.read_bytes() == before
+    assert main([]) == 1  # the command exits non-zero
 
 
-def test_detection_sweep_recomputes_for_new_code_or_new_weights(tiny_sd, tmp_path, monkeypatch):
-    import memlib.wen.scores as scores
-    from memlib.backends.stable_diffusion import StableDiffusionBackend
-    from memlib.generation import GenerationConfig
-
-    runs = []
-    real = scores.generate
-    monkeypatch.setattr(scores, "generate", lambda *a, **k: runs.append(1) or real(*a, **k))
-    (tmp_path / "code").mkdir()
-    (tmp_path / "code" / "m.py").write_text("x = 1\n")
-    monkeypatch.setenv("MEMLIB_CODE_DIR", str(tmp_path / "code"))
-    cfg = GenerationConfig(num_steps=2, n_gens=1, guidance_scale=3.0)
-    first = scores.detection_sweep(tiny_sd, ["a dog"], cfg, "tiny-sd-0", progress=False)
-    scores.detection_sweep(tiny_sd, ["a dog"], cfg, "tiny-sd-0", progress=False)
-    assert len(runs) == 1
-    other = StableDiffusionBackend.tiny_random(seed=1)  # other weights, the same label
-    scores.detection_sweep(other, ["a dog"], cfg, "tiny-sd-0", progress=False)
-    assert len(runs) == 2
-    (tmp_path / "code2").mkdir()
-    (tmp_path / "code2" / "m.py").write_text("x = 2\n")
-    monkeypatch.setenv("MEMLIB_CODE_DIR", str(tmp_path / "code2"))
-    again = scores.detection_sweep(tiny_sd, ["a dog"], cfg, "tiny-sd-0", progress=False)
-    assert len(runs) == 3 and np.allclose(again["text_norm"], first["text_norm"])
-
-
-# 2. other backends get their own folder; figures are checked against their stamp
-
-def test_other_backend_results_never_overwrite_the_reference_figures(tmp_path, monkeypatch):
-    import matplotlib.pyplot as plt
-
-    from memlib.provenance import figures_name, write_metrics, write_table
-    from memlib.plotting import save_figure
-
-    monkeypatch.setenv("MEMLIB_ROOT", str(tmp_path))
-    monkeypatch.delenv("MEMLIB_FIGURES")  # as a user runs a notebook by hand: the repository's figures/
-    assert figures_name("01_detection", "testbed") == "01_detection"
-    write_metrics(figures_name("01_detection"), {"auc": 0.9}, {})
-    reference = tmp_path / "figures" / "01_detection"
-    before = {p.name: p.read_bytes() for p in reference.iterdir()}
-
-    name = figures_name("01_detection", "tiny-sd", max_prompts=3)
-    assert name.startswith("runs/01_detection-tiny-sd-") and "01_detection/" not in name
-    assert figures_name("01_detection", "/models/my-sd/", max_prompts=3).startswith("runs/01_detection-my-sd-")
-    assert name != figures_name("01_detection", "tiny-sd", max_prompts=4)
-    assert figures_name("01_detection", "testbed", max_gens=4) != "01_detection"  # other data or settings
-    write_metrics(name, {"auc": 0.5}, {"backend": "tiny-sd"})
-    write_table(name, "rows", [{"a": 1}])
-    save_figure(plt.figure(), name, "roc")
-    run = tmp_path / "figures" / name
-    assert {p.name for p in run.iterdir()} >= {"metrics.json", "rows.csv", "roc.png"}
-    assert {p.name: p.read_bytes() for p in reference.iterdir()} == before
-
-
+@pytest.mark.slow
 def test_reproduce_regenerates_figures_missing_changed_or_added_since_the_stamp(project):
     from memlib.harness.reproduce import reproduce
 
@@ -163,11 +93,10 @@ def test_reproduce_regenerates_figures_missing_changed_or_added_since_the_stamp(
     assert _statuses(reproduce()) == {"00_a": "skipped", "01_b": "skipped"}
 
 
-# 3. concurrent runs
-
 RUN = "from memlib.harness.reproduce import reproduce; reproduce(quick=True, only=['00_a'], force=True)"
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_leave_a_complete_figures_folder_and_a_true_stamp(project):
     _notebook(project / "notebooks" / "00_a.ipynb", SLOW.format(stem="00_a"))
     started = project / "started"
@@ -195,21 +124,6 @@ def test_two_concurrent_runs_leave_a_complete_figures_folder_and_a_true_stamp(pr
     assert stale_reason(base / "stamps" / "00_a.json", stamp["inputs"], folder) is None
 
 
-# 6. corrupt cache entries are kept; the input hash sees only real checkpoints
-
-def test_corrupt_cache_entry_is_kept_aside_not_deleted(tmp_path):
-    def compute():
-        return {"a": np.arange(5)}
-
-    cached_arrays("x", {"k": 1}, compute, tmp_path)
-    entry = next(tmp_path.glob("x-*.npz"))
-    entry.write_bytes(entry.read_bytes()[:20])
-    with pytest.warns(UserWarning, match="corrupt.*kept it as"):
-        assert cached_arrays("x", {"k": 1}, compute, tmp_path)["a"].tolist() == [0, 1, 2, 3, 4]
-    kept = list(tmp_path.glob(f"{entry.name}.corrupt*"))
-    assert len(kept) == 1 and len(kept[0].read_bytes()) == 20
-
-
 def test_input_hash_ignores_set_aside_and_half_written_checkpoints(project):
     from memlib.harness.reproduce import input_hashes, notebooks
 
@@ -226,8 +140,6 @@ def test_input_hash_ignores_set_aside_and_half_written_checkpoints(project):
     assert input_hashes(project, nbs, {}, ck) != before
 
 
-# 9. the command line: --only without names, Ctrl-C
-
 def test_only_without_names_is_an_error_listing_the_notebooks(project, capsys):
     from memlib.harness.reproduce import main
 
@@ -236,6 +148,7 @@ def test_only_without_names_is_an_error_listing_the_notebooks(project, capsys):
     assert not (project / "figures" / "00_a").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_the_summary_and_leaves_the_last_good_executed_copy(project):
     from memlib.harness.reproduce import reproduce
 

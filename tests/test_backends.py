@@ -1,5 +1,7 @@
-"""Real-model backends on tiny random-weight models: the real diffusers/transformers loading code, offline."""
+"""memlib.backends on tiny random-weight models: the real diffusers/transformers loading code, offline; a broken
+or missing model folder is named without hub advice; long prompts warn once."""
 import json
+import logging
 import shutil
 import socket
 import time
@@ -20,62 +22,53 @@ PROMPTS = ["", "a photo of a cute dog", "Emma Watson to play Belle in Disney's <
            "Café naïve 小红花 \"quoted\" 1985!! " + "word " * 100]  # the last one is truncated at 77 tokens
 
 
-@pytest.fixture(scope="module")
-def sd():
-    return StableDiffusionBackend.tiny_random(seed=0)
-
-
-@pytest.fixture(scope="module")
-def sd_dir(sd, tmp_path_factory):
-    return sd.save_pretrained(tmp_path_factory.mktemp("tiny_sd"))
-
-
-def test_tiny_sd_round_trip(sd, sd_dir):
-    index = json.loads((sd_dir / "model_index.json").read_text())
+def test_tiny_sd_round_trip(tiny_sd, tiny_sd_folder):
+    index = json.loads((tiny_sd_folder / "model_index.json").read_text())
     assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and index["tokenizer"][1] == "CLIPTokenizer"
-    loaded = StableDiffusionBackend.from_pretrained(str(sd_dir))
+    loaded = StableDiffusionBackend.from_pretrained(str(tiny_sd_folder))
     assert isinstance(loaded, Backend)
-    assert loaded.sample_shape == sd.sample_shape == (4, 8, 8) and loaded.image_shape == (3, 64, 64)
-    assert torch.equal(loaded.tokenizer(PROMPTS), sd.tokenizer(PROMPTS))
-    e1, e2 = sd.encode_prompts(PROMPTS[:2]), loaded.encode_prompts(PROMPTS[:2])
+    assert loaded.sample_shape == tiny_sd.sample_shape == (4, 8, 8) and loaded.image_shape == (3, 64, 64)
+    assert torch.equal(loaded.tokenizer(PROMPTS), tiny_sd.tokenizer(PROMPTS))
+    e1, e2 = tiny_sd.encode_prompts(PROMPTS[:2]), loaded.encode_prompts(PROMPTS[:2])
     assert e1.shape == (2, 77, 16) and torch.allclose(e1, e2)
-    x, t = torch.randn(2, *sd.sample_shape), torch.tensor(981)
+    x, t = torch.randn(2, *tiny_sd.sample_shape), torch.tensor(981)
     with torch.no_grad():
-        assert torch.allclose(sd.eps(x, t, e1), loaded.eps(x, t, e2), atol=1e-6)
-    assert loaded.device == torch.device("cpu") and loaded.name == str(sd_dir)
+        assert torch.allclose(tiny_sd.eps(x, t, e1), loaded.eps(x, t, e2), atol=1e-6)
+    assert loaded.device == torch.device("cpu") and loaded.name == str(tiny_sd_folder)
 
 
-def test_tokenizer_ids_match_clip_bpe(sd):
+def test_tokenizer_ids_match_clip_bpe(tiny_sd):
     ref = ClipBPETokenizer(77)
-    ids = sd.tokenizer(PROMPTS)
+    ids = tiny_sd.tokenizer(PROMPTS)
     assert torch.equal(ids, ref(PROMPTS))
     assert ids[0, 0] == BOS and (ids[0, 1:] == EOS).all()  # "" -> BOS, EOS, EOS, ...
     for p in PROMPTS:
-        assert sd.tokenizer.token_strings(p) == ref.token_strings(p)
-        assert sd.tokenizer.n_tokens(p) == ref.n_tokens(p)
-    assert sd.tokenizer.n_tokens(PROMPTS[-1]) == 75
-    assert sd.tokenizer([]).shape == ref([]).shape == (0, 77)
-    assert sd.tokenizer.decode(sd.tokenizer.token_ids("a cute dog")) == "a cute dog"
+        assert tiny_sd.tokenizer.token_strings(p) == ref.token_strings(p)
+        assert tiny_sd.tokenizer.n_tokens(p) == ref.n_tokens(p)
+    assert tiny_sd.tokenizer.n_tokens(PROMPTS[-1]) == 75
+    assert tiny_sd.tokenizer([]).shape == ref([]).shape == (0, 77)
+    assert tiny_sd.tokenizer.decode(tiny_sd.tokenizer.token_ids("a cute dog")) == "a cute dog"
 
 
-def test_sample_with_cfg_and_decode(sd):
-    cond, uncond = sd.encode_prompts(["a photo of a cute dog", "a cat"]), sd.encode_prompts([""])
-    x_T = seeded_noise(sd.sample_shape, [0, 1])
-    x0 = sample(sd.eps, x_T, sd.scheduler("ddim"), num_steps=2, cond=cond, uncond=uncond, guidance_scale=7.5)
-    img = sd.decode(x0)
+def test_sample_with_cfg_and_decode(tiny_sd):
+    cond, uncond = tiny_sd.encode_prompts(["a photo of a cute dog", "a cat"]), tiny_sd.encode_prompts([""])
+    x_T = seeded_noise(tiny_sd.sample_shape, [0, 1])
+    x0 = sample(tiny_sd.eps, x_T, tiny_sd.scheduler("ddim"), num_steps=2, cond=cond, uncond=uncond,
+                guidance_scale=7.5)
+    img = tiny_sd.decode(x0)
     assert img.shape == (2, 3, 64, 64) and img.dtype == torch.float32
     assert torch.isfinite(img).all() and img.min() >= 0 and img.max() <= 1
 
 
-def test_scheduler_is_forced_to_sd_settings(sd):
-    ddim = sd.scheduler("ddim")  # built from a PNDM config, as SD v1.4 ships it
+def test_scheduler_is_forced_to_sd_settings(tiny_sd):
+    ddim = tiny_sd.scheduler("ddim")  # built from a PNDM config, as SD v1.4 ships it
     assert type(ddim).__name__ == "DDIMScheduler"
     assert not ddim.config.clip_sample and not ddim.config.set_alpha_to_one
     ddim.set_timesteps(50)
     assert ddim.timesteps[0] == 981 and ddim.timesteps[-1] == 1
-    assert type(sd.scheduler("ddpm")).__name__ == "DDPMScheduler"
+    assert type(tiny_sd.scheduler("ddpm")).__name__ == "DDPMScheduler"
     with pytest.raises(ValueError, match="ddim"):
-        sd.scheduler("euler")
+        tiny_sd.scheduler("euler")
 
 
 def test_uncached_id_offline_fails_fast(monkeypatch):
@@ -110,19 +103,19 @@ def test_hub_probe_is_bounded(monkeypatch):
     assert time.monotonic() - start < 2
 
 
-def test_missing_folder_and_incomplete_folder(sd_dir, tmp_path):
+def test_missing_folder_and_incomplete_folder(tiny_sd_folder, tmp_path):
     with pytest.raises(ModelUnavailableError, match="neither an existing folder"):
         StableDiffusionBackend.from_pretrained(str(tmp_path / "no" / "such" / "model"))
     broken = tmp_path / "broken"
-    shutil.copytree(sd_dir, broken)
+    shutil.copytree(tiny_sd_folder, broken)
     shutil.rmtree(broken / "tokenizer")  # transformers 5 would silently build a 3-token tokenizer
     with pytest.raises(ModelUnavailableError, match="incomplete"):
         StableDiffusionBackend.from_pretrained(str(broken))
 
 
-def test_fp16_on_cpu_refused(sd_dir):
+def test_fp16_on_cpu_refused(tiny_sd_folder):
     with pytest.raises(ValueError, match="float16 on CPU"):
-        StableDiffusionBackend.from_pretrained(str(sd_dir), device="cpu", dtype=torch.float16)
+        StableDiffusionBackend.from_pretrained(str(tiny_sd_folder), device="cpu", dtype=torch.float16)
     with pytest.raises(ValueError, match="float16 on CPU"):
         DDPMBackend.from_pretrained(UNCACHED, dtype=torch.float16)
 
@@ -164,25 +157,58 @@ def test_v_prediction_is_converted_to_eps():
     assert v_model.scheduler().config.prediction_type == "epsilon"
 
 
-def test_load_backend_kinds(sd_dir):
-    assert isinstance(load_backend(str(sd_dir)), StableDiffusionBackend)
+def test_load_backend_kinds(tiny_sd_folder):
+    assert isinstance(load_backend(str(tiny_sd_folder)), StableDiffusionBackend)
     with pytest.raises(ValueError, match="testbed"):
         load_backend("testbed")
     with pytest.raises(ValueError, match="unknown model kind"):
-        load_backend(str(sd_dir), kind="gan")
+        load_backend(str(tiny_sd_folder), kind="gan")
 
 
-def test_input_embedding_gradient_and_row_swaps_on_stable_diffusion(sd):
+def test_input_embedding_gradient_and_row_swaps_on_stable_diffusion(tiny_sd):
     from memlib.wen.rows import RowSwapBackend
     from memlib.wen.attribution import input_embedding_significance
     from memlib.generation import GenerationConfig
 
     prompt = PROMPTS[2]
-    a = input_embedding_significance(sd, prompt, GenerationConfig(num_steps=5, n_gens=1))
-    assert len(a.tokens) == sd.tokenizer.n_tokens(prompt) == len(a.significance)
+    a = input_embedding_significance(tiny_sd, prompt, GenerationConfig(num_steps=5, n_gens=1))
+    assert len(a.tokens) == tiny_sd.tokenizer.n_tokens(prompt) == len(a.significance)
     assert (a.significance > 0).all() and a.magnitude > 0
     with torch.no_grad():
-        e, u = sd.encode_prompts([prompt]), sd.encode_prompts([""])
-        swapped = RowSwapBackend(sd, "padding").encode_prompts([prompt])
-    n = sd.tokenizer.n_tokens(prompt)
+        e, u = tiny_sd.encode_prompts([prompt]), tiny_sd.encode_prompts([""])
+        swapped = RowSwapBackend(tiny_sd, "padding").encode_prompts([prompt])
+    n = tiny_sd.tokenizer.n_tokens(prompt)
     assert torch.equal(swapped[0, :n + 1], e[0, :n + 1]) and torch.equal(swapped[0, n + 1:], u[0, n + 1:])
+
+
+def test_truncated_text_encoder_weights_name_the_file(tiny_sd_folder, tmp_path):
+    broken = shutil.copytree(tiny_sd_folder, tmp_path / "broken")
+    weights = broken / "text_encoder" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelUnavailableError, match="text_encoder/model.safetensors") as err:
+        StableDiffusionBackend.from_pretrained(str(broken))
+    assert "hf download" not in str(err.value)   # 9: no hub advice for a local folder
+
+
+def test_local_folder_errors_do_not_suggest_hf_download(tiny_sd_folder, tmp_path):
+    broken = shutil.copytree(tiny_sd_folder, tmp_path / "incomplete")
+    shutil.rmtree(broken / "unet")
+    for where in (broken, tmp_path / "no" / "such" / "folder"):
+        with pytest.raises(ModelUnavailableError) as err:
+            StableDiffusionBackend.from_pretrained(str(where))
+        assert "hf download" not in str(err.value) and "save_pretrained" in str(err.value)
+    assert "hf download org/model" in str(ModelUnavailableError("org/model", "not cached"))
+
+
+def test_long_prompts_warn_once_with_the_number_of_tokens_cut(tiny_sd_folder, caplog, capfd):
+    long = "a photo of " + "word " * 90   # 93 tokens: 18 cut at 75
+    prompts = ["a dog", long, long]
+    loaded = StableDiffusionBackend.from_pretrained(str(tiny_sd_folder))
+    for tok in (ClipBPETokenizer(77), loaded.tokenizer):
+        with caplog.at_level(logging.WARNING), pytest.warns(UserWarning) as rec:
+            ids = tok(prompts)
+            assert tok.n_tokens(long) == 75 and len(tok.token_ids(long)) == 93
+        assert ids.shape == (3, 77)
+        msgs = [str(w.message) for w in rec]
+        assert len(msgs) == 1 and "2 of 3 prompt(s)" in msgs[0] and "36 token(s) cut" in msgs[0], msgs
+    assert "indexing errors" not in caplog.text + "".join(capfd.readouterr())
