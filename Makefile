@@ -35,7 +35,7 @@ XDIST := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 # notebook 02's quick run is the harness's two overlapping runs in tests/test_reproduce_notebooks.py, not nbval's
 test: $(STAMP)
 	rm -rf $(TESTBUILD) && $(BIN)/python -m memlib.harness.quick_notebooks $(TESTBUILD)/notebooks
-	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 MEMLIB_FIGURES=$(TESTBUILD)/figures MEMLIB_CHECKPOINTS=$(TESTBUILD)/checkpoints \
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 MEMLIB_QUICK=1 MEMLIB_FIGURES=$(TESTBUILD)/figures MEMLIB_CHECKPOINTS=$(TESTBUILD)/checkpoints \
 	  MEMLIB_CACHE=$(TESTBUILD)/cache MEMLIB_NOTEBOOK_FIGURES=$(TESTBUILD)/figures \
 	  $(BIN)/python -m pytest --nbval-lax $(TESTBUILD)/notebooks --ignore=$(TESTBUILD)/notebooks/02_explain.ipynb \
 	  tests $(XDIST) $(PYTEST_ARGS)
