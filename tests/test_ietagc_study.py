@@ -52,7 +52,7 @@ def test_memorization_ratio_calls_a_copy_memorized_and_calibrates_on_real_unseen
 
 
 def test_frontier_is_the_pareto_set_and_interpolates_between_its_points():
-    from memlib.ietagc.findings import frontier_mem_at, pareto
+    from memlib.ietagc.frontier import frontier_mem_at, pareto
 
     pts = [{"frechet": 10, "mem_score": 0.0}, {"frechet": 5, "mem_score": 0.2}, {"frechet": 6, "mem_score": 0.3},
            {"frechet": 3, "mem_score": 0.4}]

@@ -64,7 +64,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
              dict(_QUICK_TESTBED, n_gens=1, num_steps=3, max_prompts_per_group=3, heldout_prompts=3,
                   lambda_points=2, dev_gens=1, grid_prompts=3, progress=False),
              block="prss"),
-    Notebook("06_ietagc", "memlib.ietagc.findings",
+    Notebook("06_ietagc", "memlib.ietagc.report",
              "Does IET-AGC+ training lower memorization at equal sample visits and fidelity?",
              "mem_reduction", "relative drop of the memorization score, full IET-AGC+ against the baseline (digits)",
              "frontier.png",

@@ -240,16 +240,6 @@ def prss_findings(figures: Path | None = None) -> str:
 
 
 
-def ietagc_findings(figures: Path | None = None) -> str:
-    """Notebook 06's runs and findings (``memlib.ietagc.findings.ietagc_findings``)."""
-    from ..ietagc.findings import ietagc_findings as findings
-
-    path = (figures or repo_root() / "figures") / "06_ietagc" / "metrics.json"
-    return findings(json.loads(path.read_text())["metrics"]) if path.exists() else "notebook 06 not yet run"
-
-
-
-
 def _cached_compute_seconds(path: Path) -> float:
     """Seconds a mitigation notebook's cached rows took to compute (seconds per image x images, every row)."""
     if not path.exists():
@@ -316,7 +306,7 @@ def cli_times_table(results: Path | None = None) -> str:
 # and a page template (docs/templates/<stem>.md) fills its block from them (``paper_block``).
 BLOCKS = {"notebooks": notebooks_table, "results": results_table, "detection": detection_table,
           "findings": detection_findings, "mitigation": mitigation_findings,
-          "prss": prss_findings, "ietagc": ietagc_findings, "timings": timings_table, "cli": cli_times_table}
+          "prss": prss_findings, "timings": timings_table, "cli": cli_times_table}
 PAGES = ("README.md", "docs/results.md", "docs/cli.md")
 
 

@@ -1,6 +1,8 @@
 """IET-AGC (Liu, Guan, Wu, Miao, ECCV 2024) and IET-AGC+ (Guan et al., arXiv 2502.09434): training-time
 mitigation through shard-trained proxy models.
 
-- ``agc``: anti-gradient control (the per-timestep loss bank and its skip rule), threshold-aware augmentation's
-  strength (TAA) and the memory-sample redistribution ring (MSR).
+- ``methods``: the public training entry points (AGC, IET, MSR, TAA, the run plan and its launcher).
+- ``study``: notebook 06's config and ``run_study`` (evaluates the shipped runs, trains missing ones).
+- ``plots``: notebook 06's figures; ``report``: its headline rows, tables and the papers' claims as measured.
+- ``agc``, ``iet``, ``taa``, ``launch``, ``runs``, ``probe``, ``premise``, ``frontier``: the implementation.
 """

@@ -1,0 +1,135 @@
+"""The figures of notebook 06 (IET-AGC, Liu et al., ECCV 2024; IET-AGC+, Guan et al., arXiv 2502.09434), each
+drawn from a study result (``study.IETAGCResult``); the notebook saves them with ``memlib.plotting.save_figure``."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def plot_premise(res):
+    """AGC's premise along each baseline's training: planted / ordinary loss and its AUC per probed timestep."""
+    metrics, kinds = res.to_metrics(), res.kinds()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    for n, per_step in metrics["premise_during_training"].items():
+        steps_ = [int(s) for s in per_step]
+        for j, t in enumerate(next(iter(per_step.values()))):
+            kw = dict(color=plt.get_cmap("viridis")(j / 3), ls="-" if n == kinds["baseline"][0] else "--",
+                      label=f"t={t}" if n == kinds["baseline"][0] else None)
+            axes[0].plot(steps_, [per_step[s][t]["ratio"] for s in per_step], marker="o", **kw)
+            axes[1].plot(steps_, [per_step[s][t]["auc"] for s in per_step], marker="o", **kw)
+    axes[0].axhline(1 / 2, color="k", lw=0.7, ls=":", label="1/r: skipped when the loss is below this share of M[t]")
+    axes[0].set(xlabel="baseline training step", ylabel="planted / ordinary loss",
+                title="Premise during training (lines: seeds)")
+    axes[1].set(xlabel="baseline training step", ylabel="AUC, lower loss = planted", ylim=(0.4, 1.02))
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_components(res):
+    """Every final model's memorization score (with its interval) and Fréchet distance, against the real floors."""
+    metrics = res.to_metrics()
+    tau = metrics["mem_threshold"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+    names = list(metrics["components"])
+    x = np.arange(len(names))
+    ms = [metrics["components"][n]["mem_score"] for n in names]
+    ci = np.array([metrics["components"][n]["mem_score_ci"] for n in names])
+    axes[0].bar(x, ms, yerr=[np.subtract(ms, ci[:, 0]), np.subtract(ci[:, 1], ms)], capsize=3, color="tab:red")
+    axes[0].axhline(metrics["mem_score_heldout_real"], color="k", ls=":", lw=0.8, label="real held-out digits")
+    axes[0].set(ylabel=f"memorization score (ratio < {tau:.3g})", title="Memorization (test seeds)")
+    axes[0].legend(fontsize=7)
+    axes[1].bar(x, [metrics["components"][n]["frechet"] for n in names], color="tab:blue")
+    axes[1].axhline(metrics["frechet_floor"], color="k", ls=":", lw=0.8, label="floor (real training digits)")
+    axes[1].set(ylabel="Fréchet distance (classifier features)", title="Fidelity (lower is better)")
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xticks(x, names, rotation=30, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_frontier(res):
+    """The baseline's checkpoints (memorization against Fréchet distance), their frontier, the control, and each IET
+    run's final round."""
+    metrics, kinds = res.to_metrics(), res.kinds()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for n in kinds["baseline"] + kinds["long"]:
+        pts = [p for p in metrics["frontier_points"] if p["run"] == n]
+        ax.plot([p["frechet"] for p in pts], [p["mem_score"] for p in pts], "o-", alpha=0.6, label=f"{n} checkpoints")
+        for p in pts[:: max(1, len(pts) // 4)]:
+            ax.annotate(str(p["step"]), (p["frechet"], p["mem_score"]), fontsize=6)
+    front = [p for p in metrics["frontier_points"] if f"{p['run']}@{p['step']}" in metrics["frontier"]]
+    front = sorted(front, key=lambda p: p["frechet"])
+    ax.plot([p["frechet"] for p in front], [p["mem_score"] for p in front], "k--", lw=1, label="frontier")
+    ctl = metrics["control_points"]
+    if ctl:
+        ax.plot([p["frechet"] for p in ctl], [p["mem_score"] for p in ctl], "s:", color="grey", alpha=0.8,
+                label=f"{ctl[0]['run']} checkpoints (control: K x batch)")
+    for n, v in metrics["frontier_test"].items():
+        ax.plot(v["probe_frechet"], v["probe_mem_score"], "*", ms=12, label=f"{n} (final round)")
+    ax.set_xscale("log")
+    ax.set(xlabel="Fréchet distance (probe, log scale)", ylabel="memorization score (probe)",
+           title="Memorization against fidelity")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rounds(res):
+    """Each IET run's averaged model after every round against the baseline's checkpoints, by probe visits."""
+    metrics, kinds = res.to_metrics(), res.kinds()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
+    for n in kinds["baseline"] + kinds["iet"] + kinds["agc"] + kinds["msr"] + kinds["full"]:
+        if n in metrics["rounds"]:
+            pts = metrics["rounds"][n]
+            style = dict(marker=".", lw=1.5)
+        else:
+            pts = [p for p in metrics["frontier_points"] if p["run"] == n]
+            style = dict(marker="o", ls="--", color="k", alpha=0.5)
+        for ax, key in zip(axes, ("mem_score", "gu_replication", "frechet")):
+            ax.plot([p["visits"] for p in pts], [p[key] for p in pts], label=n, **style)
+    for p_ in [metrics["control_points"]] if metrics["control_points"] else []:
+        for ax, key in zip(axes, ("mem_score", "gu_replication", "frechet")):
+            ax.plot([p["visits"] for p in p_], [p[key] for p in p_], "s:", color="grey", label=p_[0]["run"])
+    for ax, title in zip(axes, ("memorization score", "Gu replication", "Fréchet distance")):
+        ax.set(xlabel="probe sample visits", title=title)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_threshold(res):
+    """Per-row losses of ordinary and planted rows under the full method's final model, against AGC's skip
+    threshold M[t]/r of its proxies at the end of training."""
+    kinds = res.kinds()
+    full0 = kinds["full"][0]
+    fig, axes = plt.subplots(1, len(res.losses[full0]), figsize=(16, 3.2))
+    for ax, (t, L) in zip(axes, res.losses[full0].items()):
+        bins = np.linspace(0, max(max(L["ordinary"]), max(L["planted"])), 40)
+        ax.hist(L["ordinary"], bins=bins, alpha=0.6, density=True, label="ordinary rows")
+        ax.hist(L["planted"], bins=bins, alpha=0.6, density=True, label="planted digits")
+        thr = res.thresholds[t]
+        ax.axvline(thr["mean"], color="k", ls="--", label="M[t]/r (skip below)")
+        ax.axvspan(thr["min"], thr["max"], color="k", alpha=0.1)
+        ax.set(title=f"t = {t}", xlabel="per-row loss")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_samples(res):
+    """The first 16 test-seed samples of the baseline and of the full method (first seeds), each above its nearest
+    training digit."""
+    kinds = res.kinds()
+    b0, full0 = kinds["baseline"][0], kinds["full"][0]
+    show = [(b0, res.samples[b0]), ("nearest", res.nearest[b0]), (full0, res.samples[full0]),
+            ("nearest", res.nearest[full0])]
+    fig, axes = plt.subplots(len(show), 16, figsize=(12, 3.4))
+    for i, (name, imgs) in enumerate(show):
+        for j in range(16):
+            axes[i, j].imshow(imgs[j, 0], cmap="gray_r", vmin=-1, vmax=1)
+            axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
+        axes[i, 0].set_ylabel(name, fontsize=7)
+    fig.tight_layout()
+    return fig
