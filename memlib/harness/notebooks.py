@@ -57,7 +57,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
                   calib_gens=4, dev_gens=1, c3_sweep="10,100", digits_train_steps=6, digits_samples=20,
                   digits_steps=3, digits_c3_sweep="1,10", grid_prompts=3, progress=False),
              before="replication_rate_none", block="amg"),
-    Notebook("05_prss", "memlib.prss.findings",
+    Notebook("05_prss", "memlib.prss.report",
              "Do prompt re-anchoring and semantic search remove verbatim copies at held-out utility?",
              "prss_verbatim_replication", "verbatim prompts that copy under PRSS with meaning-preserving rewrites",
              "privacy_utility.png",

@@ -230,14 +230,6 @@ def mitigation_findings(figures: Path | None = None) -> str:
 
 
 
-def prss_findings(figures: Path | None = None) -> str:
-    """Notebook 05's PRSS curves and findings (``memlib.prss.findings.prss_findings``)."""
-    from ..prss.findings import prss_findings as findings
-
-    path = (figures or repo_root() / "figures") / "05_prss" / "metrics.json"
-    return findings(json.loads(path.read_text())["metrics"]) if path.exists() else "notebook 05 not yet run"
-
-
 
 
 def _cached_compute_seconds(path: Path) -> float:
@@ -306,7 +298,7 @@ def cli_times_table(results: Path | None = None) -> str:
 # and a page template (docs/templates/<stem>.md) fills its block from them (``paper_block``).
 BLOCKS = {"notebooks": notebooks_table, "results": results_table, "detection": detection_table,
           "findings": detection_findings, "mitigation": mitigation_findings,
-          "prss": prss_findings, "timings": timings_table, "cli": cli_times_table}
+          "timings": timings_table, "cli": cli_times_table}
 PAGES = ("README.md", "docs/results.md", "docs/cli.md")
 
 
