@@ -20,6 +20,7 @@ import numpy as np
 
 from ..backends.testbed import TestbedBackend
 from ..cache import cached_arrays, weights_fingerprint
+from ..claims import Claim
 from ..config import Config, ConfigError, check_range
 from ..first_step_magnitude import joint_first_step, l_target_sweep
 from ..generation import GenerationConfig
@@ -32,6 +33,7 @@ from ..testbed.build import TestbedRef
 from ..wen import methods as _wen_methods  # noqa: F401  (registers "wen_pe")
 from .calibrate import PRSSSetup, heldout_norms, pr_thresholds
 from .methods import prss_method
+from . import report
 from .paraphrase import TestbedParaphraser, split_testbed_prompt
 from .results import PRSSResult, choose_operating_lambda, committed_references
 from .search import candidate_magnitudes
@@ -39,6 +41,9 @@ from .search import candidate_magnitudes
 SOURCES = ("testbed", "testbed-drop-trigger")
 CURVES = [("PE", "wen_pe"), ("PR alone", "prss_pr"), ("SS alone", "prss_ss"), ("PRSS", "prss")]
 OPERATED = ("PR alone", "PRSS", "PRSS, may drop trigger")   # curves given an operating lambda on the dev half
+ROW_COLUMNS = ["replication_memorized", "replication_verbatim", "replication_image_dup", "replication_caption_dup",
+               "similarity_mean_memorized", "clip_content_memorized", "clip_content_heldout", "acted_heldout",
+               "evals_per_image"]
 
 
 @dataclass
@@ -90,6 +95,20 @@ class PRSSStudyConfig(Config):
                                 n_gens=n_gens or self.n_gens, batch_size=self.gen_batch_size, seed=self.seed)
 
 
+@dataclass
+class PRSSStudyResult(PRSSResult):
+    """Notebook 05's result: every curve point, the calibration and the per-step magnitudes (``PRSSResult``),
+    judged by ``memlib.prss.report``."""
+
+    def claims(self) -> list[Claim]:
+        return report.claims(self.to_metrics())
+
+    def rows_table(self) -> list[dict]:
+        """One record per test-half run (the notebook's ``prss_rows`` table)."""
+        return [{"label": label, **{c: r.to_metrics().get(c, float("nan")) for c in ROW_COLUMNS}}
+                for label, r in self.rows.items()]
+
+
 def candidate_check(backend, prompts, gen: GenerationConfig) -> dict:
     """Per group: the original's first-step magnitude, and the lowest among rewrites keeping / dropping the extra
     (trigger or style) word, each as median and 10th/90th percentiles over prompts (cached)."""
@@ -125,7 +144,8 @@ def _spread(x) -> dict:
             "p90": float(np.percentile(x, 90))}
 
 
-def run_prss_study(cfg: PRSSStudyConfig) -> PRSSResult:
+def run_study(cfg: PRSSStudyConfig) -> PRSSStudyResult:
+    """Everything notebook 05 reports: the cheap check and calibration (dev half), then every curve (test half)."""
     tb = cfg.testbed.load(progress=cfg.progress)
     clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
     backend, data = TestbedBackend(tb.model, tb), tb.data
@@ -173,6 +193,7 @@ def run_prss_study(cfg: PRSSStudyConfig) -> PRSSResult:
             runs[label] = run(method(curve, variant, lam), test)
             curves[curve].append(label)
     references = committed_references(cfg)
-    return PRSSResult.from_runs(cfg, tb.folder.name, test, runs, curves, lambdas, operating, dev_rows, tau, M,
-                                check, {g: dev_mag[np.array([p.group == g for p in dev])].tolist()
-                                        for g in dict.fromkeys(p.group for p in dev)}, references, data)
+    dev_magnitudes = {g: dev_mag[np.array([p.group == g for p in dev])].tolist()
+                      for g in dict.fromkeys(p.group for p in dev)}
+    return PRSSStudyResult.from_runs(cfg, tb.folder.name, test, runs, curves, lambdas, operating, dev_rows, tau, M,
+                                     check, dev_magnitudes, references, data)
