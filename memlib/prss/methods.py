@@ -6,6 +6,16 @@
 - ``prss``: the search, then re-anchoring on the original prompt for the prompts flagged at the first step.
 The same lambda is PE's target, SS's threshold and PR's trigger, as in the paper's curves. tau and M (PR) come
 from a ``PRSSSetup``; for the embedded testbed they are calibrated on its held-out dev prompts.
+
+On a model of your own:
+- ``ReanchorHook`` / ``reanchor_weight``: prompt re-anchoring, a sampler hook pushing CFG away from the original
+  prompt wherever the magnitude exceeds tau (weight rising from 1 at tau to the CFG scale at M);
+- ``candidate_magnitudes`` / ``select`` / ``SearchTable``: semantic prompt search, the joint first-step magnitude
+  of a prompt and its rewrites and the rewrite chosen at lambda;
+- ``candidate_source``, ``TestbedParaphraser``, ``JsonlCandidates``: rewrite sources (the testbed grammar, the
+  reference jsonl format ``caption1..captionK``, or any callable);
+- ``PRSSSetup``, ``pr_thresholds``, ``heldout_norms``, ``testbed_setup``: calibration of tau and M from held-out
+  magnitudes.
 """
 from __future__ import annotations
 
@@ -14,9 +24,10 @@ import torch
 
 from ..mitigate.method import Context, Knob, Method, Plan
 from ..mitigate.registry import register
-from .calibrate import PRSSSetup, testbed_setup
-from .reanchor import BRANCH, ReanchorHook
-from .search import candidate_magnitudes
+from .calibrate import PRSSSetup, heldout_norms, pr_thresholds, testbed_setup  # noqa: F401  (re-exported)
+from .paraphrase import JsonlCandidates, TestbedParaphraser, candidate_source  # noqa: F401  (re-exported)
+from .reanchor import BRANCH, ReanchorHook, reanchor_weight  # noqa: F401  (re-exported)
+from .search import SearchTable, candidate_magnitudes, select  # noqa: F401  (re-exported)
 
 LAMBDA_KNOB = Knob("lambda", (4.0, 3.0, 2.5, 2.0, 1.5), 0.0, 1000.0)
 VARIANTS = ("prss_ss", "prss_pr", "prss")
@@ -54,7 +65,6 @@ def prss_method(setup: PRSSSetup, lam: float, variant: str = "prss", name: str |
             override = {p: res.embeddings[p] for p in np.flatnonzero(res.iterations > 0)}
             return _pr_plan(ctx, setup, list(ctx.prompts), flagged, cond_override=override, acted=flagged,
                             prep_seconds=res.seconds, prep_evals_per_image=res.evals_per_image)
-        from .paraphrase import candidate_source
         table = candidate_magnitudes(ctx.backend, list(ctx.prompts), candidate_source(setup.source), ctx.gen_cfg)
         texts, flagged, chosen = table.select(value)
         info = {"ss_chosen": chosen, "ss_magnitude": np.array([m[i] for m, i in zip(table.magnitudes, chosen)]),
