@@ -80,8 +80,8 @@ def matched(curves: dict[str, list[dict]], none: dict, a: str, b: str, levels: i
 
 
 def claims(curves: dict[str, list[dict]], none: dict, levels: int, prss: str = "PRSS", ss: str = "SS alone") -> dict:
-    """The paper's comparisons as measured on the test half ("holds": True where the claim holds), for the PRSS and SS curves named
-    (one candidate source)."""
+    """The paper's comparisons as measured on the test half ("holds": True where the claim holds), for the PRSS
+    and SS curves named (one candidate source)."""
     priv = matched(curves, none, prss, "PE", levels, REP, CLIP, higher_is_better=True)
     out = {"prss_above_pe_at_matched_privacy": {
         "holds": priv["wins"] is not None and priv["wins"] >= min(3, levels), "wins": priv["wins"],
