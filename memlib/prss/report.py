@@ -104,7 +104,8 @@ def values(m: dict) -> dict:
         out.update({f"{key}_matched_wins": a["wins"], f"{key}_matched_of": a["of"],
                     f"{key}_matched_levels": ", ".join(f"{x:.2f}: {_f(u)} vs {_f(q)}" for x, u, q in
                                                        zip(a["levels"], a["prss"] or [], a["pe"] or [])),
-                    f"{key}_pe_best_lambda": h["pe_best_lambda"], f"{key}_pe_best_replication": h["pe_best_replication"],
+                    f"{key}_pe_best_lambda": h["pe_best_lambda"],
+                    f"{key}_pe_best_replication": h["pe_best_replication"],
                     f"{key}_pe_clip_drop": h["pe_clip_drop"],
                     f"{key}_prss_clip_drop": "— (never that private)" if h["prss_clip_drop"] is None
                     else f"{h['prss_clip_drop']:.3f}",
