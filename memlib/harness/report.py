@@ -60,8 +60,6 @@ def results_table(figures: Path | None = None) -> str:
     return "\n".join(rows)
 
 
-
-
 def _ci(v: float, ci: list) -> str:
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
@@ -159,8 +157,6 @@ def _replication_rows(m: dict) -> list[str]:
     return rows
 
 
-
-
 def _row_line(r: dict) -> str:
     name = "no mitigation" if r["method"] == "none" else f"{r['method']} ({r['knob']} = {r['value']:g})"
     return (f"| {name} | {_ci(r['replication_memorized'], r['replication_ci_memorized'])} | "
@@ -228,10 +224,6 @@ def mitigation_findings(figures: Path | None = None) -> str:
     return "\n".join(out)
 
 
-
-
-
-
 def _cached_compute_seconds(path: Path) -> float:
     """Seconds a mitigation notebook's cached rows took to compute (seconds per image x images, every row)."""
     if not path.exists():
@@ -265,8 +257,6 @@ def timings_table(figures: Path | None = None) -> str:
         rows.append(f"| {path.parent.name} | {shown} | {t['notebook_cores']} cores, {t['notebook_cpu']} |")
     rows.append(f"| **all** | **{total / 60:.1f}** | |")
     return "\n".join(rows)
-
-
 
 
 def cli_times_table(results: Path | None = None) -> str:
