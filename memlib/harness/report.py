@@ -34,7 +34,7 @@ def _shown(m: dict, key: str) -> str:
 def notebooks_table(figures: Path | None = None) -> str:
     """One row per notebook: its question, its headline metric and one figure (the README's table)."""
     figures = figures or repo_root() / "figures"
-    rows = ["| notebook | question | headline (test half) | figure |", "|---|---|---|---|"]
+    rows = ["| notebook | question | headline ([all results](docs/results.md)) | figure |", "|---|---|---|---|"]
     for nb in NOTEBOOKS:
         body = _metrics(figures, nb.stem)
         value = "not yet run"
