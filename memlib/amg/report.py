@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from ..claims import Claim, verdict
+from ..mitigate.columns import markdown_row
 from ..mitigate.evalset import MEMORIZED_GROUPS
 
 REPLICATION_BAR = 0.02   # Table 1: AMG leaves (almost) no memorized copies
@@ -81,12 +82,7 @@ def claims(m: dict) -> list[Claim]:
 
 
 def _row_line(label: str, r: dict) -> str:
-    ci = r["replication_ci_memorized"]
-    groups = " / ".join(f"{r.get(f'replication_{g}', NAN):.2f}" for g in MEMORIZED_GROUPS)
-    return (f"| {label} | {r['replication_memorized']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {groups} | "
-            f"{r['similarity_mean_memorized']:.3f} | {r['clip_content_memorized']:.3f} | "
-            f"{r['clip_content_heldout']:.3f} | {r['frechet_heldout']:.3f} ({r['frechet_floor_heldout']:.3f}) | "
-            f"{r['evals_per_image']:.0f} / {1e3 * r['seconds_per_image']:.0f} |")
+    return markdown_row(label, r, f"{r['frechet_heldout']:.3f} ({r['frechet_floor_heldout']:.3f})")
 
 
 def testbed_table(m: dict) -> str:

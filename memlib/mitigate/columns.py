@@ -63,6 +63,17 @@ class MethodRow:
         return out
 
 
+def markdown_row(label: str, r: dict, extra: str) -> str:
+    """One method's row of a results table: replication with its interval, per planted group, NCC to the
+    planted image, content and held-out CLIP, then ``extra`` (a paper's own column), then the cost per image."""
+    ci = r["replication_ci_memorized"]
+    groups = " / ".join(f"{r.get(f'replication_{g}', float('nan')):.2f}" for g in MEMORIZED_GROUPS)
+    return (f"| {label} | {r['replication_memorized']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {groups} | "
+            f"{r['similarity_mean_memorized']:.3f} | {r['clip_content_memorized']:.3f} | "
+            f"{r['clip_content_heldout']:.3f} | {extra} | "
+            f"{r['evals_per_image']:.0f} / {1e3 * r['seconds_per_image']:.0f} |")
+
+
 def _mean(x) -> float:
     x = np.asarray(x, float)
     return float(x.mean()) if x.size else float("nan")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 
 from ..claims import Claim, verdict
+from ..mitigate.columns import markdown_row
 from ..mitigate.evalset import MEMORIZED_GROUPS
 from .results import REP, SOURCES, claims as comparisons, rebound_claim
 
@@ -35,12 +36,7 @@ def _f(v, fmt=".3f") -> str:
 
 
 def _line(label: str, r: dict) -> str:
-    ci = r["replication_ci_memorized"]
-    groups = " / ".join(f"{r.get(f'replication_{g}', NAN):.2f}" for g in MEMORIZED_GROUPS)
-    return (f"| {label} | {r['replication_memorized']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {groups} | "
-            f"{r['similarity_mean_memorized']:.3f} | {r['clip_content_memorized']:.3f} | "
-            f"{r['clip_content_heldout']:.3f} | {r['acted_heldout']:.2f} | "
-            f"{r['evals_per_image']:.0f} / {1e3 * r['seconds_per_image']:.0f} |")
+    return markdown_row(label, r, f"{r['acted_heldout']:.2f}")
 
 
 def testbed_table(m: dict) -> str:
