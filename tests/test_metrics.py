@@ -42,7 +42,7 @@ def test_bootstrap_intervals_cover_the_estimate_and_shrink_with_more_prompts():
 
 
 def test_pooled_interval_is_that_of_the_mean_over_seeds():
-    from memlib.wen.detect_results import _pool
+    from memlib.wen.detection_results import _pool
 
     rng = np.random.default_rng(2)
     cells = []

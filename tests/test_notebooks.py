@@ -98,12 +98,18 @@ def test_01_detection_runs_on_the_testbed(quick_runs, tiny_data):
     assert timings["first_1gen_prompts_per_second"] > 0
     # notebook 00's headline on every seed: the held-out prompts' replication (any training image) too
     assert {"verbatim", "heldout"} <= set(m["per_seed"]["1"]["replication"])
-    from memlib.harness.report import detection_findings, detection_table
-    findings = detection_findings(folder)
-    assert f"AUC {m['auc_first_step_1gen']:.3f}" in findings and "Verma" in findings
-    assert ("**Reversal:**" in findings) == (m["baseline_auc"] > m["auc_first_step_1gen"] or
-                                             m["auc_all_steps_2gen"] < m["auc_first_step_1gen"])
-    assert "| 1 |" in detection_table(folder).split("\n\n")[1]   # the per-seed replication table
+    # the best single step: chosen on the development half, reported on the test half
+    assert 0 <= m["best_single_step"] < m["best_single_step_of"] == q["num_steps"]
+    assert m["best_single_step_seed"] == 0 and m["best_single_step_negatives"] == "heldout"
+    from memlib.harness.report import paper_block
+    block = paper_block("01_detection", folder)
+    assert f"AUC {m['auc_first_step_1gen']:.3f}" in block and "Verma" in block
+    assert "| 1 |" in block.split("\n\n")[1]   # the per-seed replication table
+    from memlib.wen.detection_report import claims
+    verdicts = {c.name: c.verdict for c in claims(m)}   # reversals of the paper read "does not hold"
+    assert (verdicts["beats_tiled_l2"] == "does not hold") == (m["baseline_auc"] > m["auc_first_step_1gen"])
+    assert (verdicts["all_steps_at_least_first_step"] == "does not hold") == \
+        (m["auc_all_steps_2gen"] < m["auc_first_step_1gen"])
 
 
 @pytest.mark.slow

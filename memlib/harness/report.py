@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 
 from ..paths import repo_root
 from .notebooks import NOTEBOOKS
@@ -62,99 +61,6 @@ def results_table(figures: Path | None = None) -> str:
 
 def _ci(v: float, ci: list) -> str:
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-def detection_table(figures: Path | None = None) -> str:
-    """Notebook 01's first-step, one-generation detection per negative source and testbed seed (test half)."""
-    path = (figures or repo_root() / "figures") / "01_detection" / "metrics.json"
-    if not path.exists():
-        return "notebook 01 not yet run"
-    m = json.loads(path.read_text())["metrics"]
-    if "per_seed" not in m:
-        return "notebook 01's metrics predate the per-seed table; rerun it"
-    rows = ["| negatives (test half) | testbed seed | AUC [95 % CI] | TPR [95 % CI] | statistic | #pos / #neg |",
-            "|---|---|---|---|---|---|"]
-    hard = m["hard_negatives"]
-    for src in m["per_seed"][str(m["testbed_seeds"][0])]:
-        if not src.startswith("vs_"):
-            continue
-        neg = src[3:]
-        for seed in m["testbed_seeds"]:
-            c = m["per_seed"][str(seed)][src]
-            rows.append(f"| {neg} | {seed} | {_ci(c['auc_first_step_1gen'], c['auc_first_step_1gen_ci95'])} | "
-                        f"{_ci(c['tpr1fpr_first_step_1gen'], c['tpr1fpr_first_step_1gen_ci95'])} | "
-                        f"{c['tpr_statistic']} | {c['n_pos']} / {c['n_neg']} |")
-        pre = "" if neg == hard else f"vs_{neg}_"
-        rows.append(f"| {neg} | **mean of {m['n_testbed_seeds']}** | "
-                    f"{_ci(m[pre + 'auc_first_step_1gen'], m[pre + 'auc_first_step_1gen_ci95'])} | "
-                    f"{_ci(m[pre + 'tpr1fpr_first_step_1gen'], m[pre + 'tpr1fpr_first_step_1gen_ci95'])} | "
-                    f"{m[pre + 'tpr_statistic_first_step_1gen']} | |")
-    return "\n".join(rows + ["", *_replication_rows(m)])
-
-
-_TPR_NAME = {"tpr_at_1fpr": "TPR@1%FPR", "tpr_at_zero_fp": "TPR at zero FP"}
-VERMA_SD14 = {"generic": (0.967, 0.740), "random": (1.000, 0.998)}   # Verma et al., Wen on SD v1.4, per source
-
-
-def detection_findings(figures: Path | None = None) -> str:
-    """Notebook 01's findings as sentences built from its metrics, reversals of the paper included."""
-    path = (figures or repo_root() / "figures") / "01_detection" / "metrics.json"
-    if not path.exists():
-        return "notebook 01 not yet run"
-    m = json.loads(path.read_text())["metrics"]
-    if "per_seed" not in m:
-        return "notebook 01's metrics predate the findings; rerun it"
-    hard, g, n = m["hard_negatives"], m["max_gens"], m["n_testbed_seeds"]
-
-    def pair(pre: str, tail: str) -> str:
-        return (f"AUC {_ci(m[pre + 'auc_' + tail], m[pre + 'auc_' + tail + '_ci95'])}, "
-                f"{_TPR_NAME[m[pre + 'tpr_statistic_' + tail]]} "
-                f"{_ci(m[pre + 'tpr1fpr_' + tail], m[pre + 'tpr1fpr_' + tail + '_ci95'])}")
-
-    lines = [f"- Wen, first step, one generation, memorized vs {hard} (test halves, mean of {n} seeds): "
-             f"{pair('', 'first_step_1gen')}; lowest seed AUC {m['min_seed_auc_first_step_1gen']:.3f} "
-             + ("(the 0.95 bar is met on every seed)." if m["min_seed_auc_first_step_1gen"] >= 0.95
-                else "(**below the 0.95 bar on at least one seed**).")]
-    for neg, (auc, tpr) in VERMA_SD14.items():
-        if f"vs_{neg}_auc_first_step_1gen" in m:
-            lines.append(f"- ... vs {neg}: {pair(f'vs_{neg}_', 'first_step_1gen')}; Verma et al. on Stable "
-                         f"Diffusion v1.4: {auc:.3f} / {tpr:.3f}.")
-    if f"auc_all_steps_{g}gen" in m:
-        worse = m[f"auc_all_steps_{g}gen"] < m["auc_first_step_1gen"]
-        lines.append(f"- Wen's notebook setting, all steps with {g} generations, vs {hard}: "
-                     f"{pair('', f'all_steps_{g}gen')}. "
-                     + ("**Reversal:** the paper's best setting does worse than the first step here."
-                        if worse else "As in the paper, it does at least as well as the first step."))
-    beats = m["baseline_auc"] > m["auc_first_step_1gen"]
-    lines.append(f"- Carlini et al.'s tiled-l2 test ({g} full generations) vs {hard}: AUC "
-                 f"{_ci(m['baseline_auc'], m['baseline_auc_ci95'])}, TPR {_ci(m['baseline_tpr1fpr'], m['baseline_tpr1fpr_ci95'])}. "
-                 + ("**Reversal:** it beats Wen's first step here; the paper reports the opposite."
-                    if beats else "Wen's first step beats it, as in the paper."))
-    groups = {}
-    for r in m["table"]:
-        if (r["half"], r["negatives"], r["steps"], r["gens"]) == ("test", hard, "first", 1) and r["positives"] != "pooled":
-            groups.setdefault(r["positives"], []).append(r)
-    for grp, rows in groups.items():
-        tpr = [r["tpr_at_1fpr"] for r in rows]
-        lines.append(f"- First step, one generation, {grp} alone vs {hard}: AUC {np.mean([r['auc'] for r in rows]):.3f}, "
-                     f"{_TPR_NAME[rows[0]['tpr_statistic']]} {np.mean(tpr):.3f} (seeds {min(tpr):.3f} to "
-                     f"{max(tpr):.3f}).")
-    return "\n".join(lines)
-
-
-def _replication_rows(m: dict) -> list[str]:
-    """Notebook 00's headline on every seed, as notebook 01 measures it: share of generations that copy."""
-    seeds = [str(s) for s in m["testbed_seeds"]]
-    sets = list(dict.fromkeys(g for s in seeds for g in m["per_seed"][s].get("replication", {})))
-    if not sets:
-        return []
-    rows = ["| testbed seed | " + " | ".join(f"{g} copies" for g in sets) + " | positives |",
-            "|---" * (len(sets) + 2) + "|"]
-    for s in seeds:
-        ps = m["per_seed"][s]
-        rows.append(f"| {s} | " + " | ".join(f"{ps['replication'][g]:.3f}" if g in ps["replication"] else ""
-                                            for g in sets) + f" | {', '.join(ps['positives'])} |")
-    return rows
 
 
 def _row_line(r: dict) -> str:
@@ -286,8 +192,7 @@ def cli_times_table(results: Path | None = None) -> str:
 
 # block name -> what fills it; a page may hold any of them. A notebook whose paper package has a report module
 # and a page template (docs/templates/<stem>.md) fills its block from them (``paper_block``).
-BLOCKS = {"notebooks": notebooks_table, "results": results_table, "detection": detection_table,
-          "findings": detection_findings, "mitigation": mitigation_findings,
+BLOCKS = {"notebooks": notebooks_table, "results": results_table, "mitigation": mitigation_findings,
           "timings": timings_table, "cli": cli_times_table}
 PAGES = ("README.md", "docs/results.md", "docs/cli.md")
 

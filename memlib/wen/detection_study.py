@@ -1,6 +1,6 @@
 """Notebook 01's experiment: Wen et al.'s detection (ICLR 2024, Sec. 3.1) on the testbed or a Stable Diffusion
 backend, to a reviewer's standard. The maths is in ``memlib.wen.scores``; results and pooling over testbed seeds
-in ``memlib.wen.detect_results``.
+in ``memlib.wen.detection_results``; the README rows, tables and claims in ``memlib.wen.detection_report``.
 
 On the testbed, per data+training seed:
 - positives: the planted groups (verbatim, image duplication, caption duplication) that this run measures as
@@ -9,7 +9,8 @@ On the testbed, per data+training seed:
   captions (the testbed's LAION) and random tokens (``memlib.testbed.sources``);
 - every set split once into development and test halves by ``split_seed`` (``memlib.splits``); the table holds
   both, headlines read the test half, and nothing is chosen on it;
-- dose-response: first-step score and replication against the number of training copies (the knob group).
+- dose-response: first-step score and replication against the number of training copies (the knob group);
+- the best single sampling step, chosen on the development halves and reported on the test halves (first seed).
 Positives, the dose group and held-out prompts are sampled over all steps (replication, Wen's all-steps
 setting, Carlini's baseline); the other negatives only over the first ``EARLY_STEPS`` steps (their settings).
 """
@@ -23,9 +24,10 @@ import torch
 
 from ..config import Config, ConfigError, check_range, parse_number_list
 from ..generation import GenerationConfig
+from ..metrics import roc
 from ..schedule import first_step_alpha_bar
 from ..testbed.build import TestbedRef
-from .detect_results import HEADLINES, DetectionReport, SeedDetection, build_table, dose_response  # noqa: F401
+from .detection_results import DetectionResult, SeedDetection, best_single_step, build_table, dose_response
 from .scores import STEP_SETTINGS, carlini_score, detection_sweep, time_setting
 
 PLANTED = ("verbatim", "image_dup", "caption_dup")
@@ -200,7 +202,22 @@ def _replication(setup: DetectionSetup, arrays: dict[str, dict[str, np.ndarray]]
     return out
 
 
-def run_detection(cfg: DetectionConfig, setup: DetectionSetup | None = None, timings: bool = True) -> SeedDetection:
+def run_study(cfg: DetectionConfig) -> DetectionResult:
+    """Every testbed seed of ``cfg`` (one model on a Stable Diffusion backend), the settings timed once on the
+    first; the best single step and the ideal-denoiser design check on the first seed."""
+    seeds = []
+    for i, seed in enumerate(cfg.testbed_seeds()):
+        seeds.append(run_seed(cfg, setup_detection(cfg, seed), timings=i == 0))
+    res = DetectionResult(seeds)
+    main = res.main
+    res.best_step = best_single_step(main, res.hard_negatives(), cfg.split_seed)
+    ideal = main.setup.ideal_scores
+    if ideal:   # an ideal denoiser computed from the data: a check of the data design, not a result
+        res.ideal_auc = roc(np.concatenate([ideal[p] for p in main.positives]), ideal["heldout"]).auc
+    return res
+
+
+def run_seed(cfg: DetectionConfig, setup: DetectionSetup | None = None, timings: bool = True) -> SeedDetection:
     """One backend (one testbed seed): sweep, replication, positives, the dev/test table and dose-response."""
     setup = setup or setup_detection(cfg)
     t0 = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Notebook 01's results: the detection table with bootstrap intervals per testbed seed, pooled over seeds.
+"""Notebook 01's results (Wen et al., ICLR 2024, Sec. 3.1): the detection table with bootstrap intervals per
+testbed seed, pooled over seeds, and the best single sampling step.
 
 Intervals: 95 % percentile bootstrap over prompts (positives and negatives resampled separately) within a seed.
 Pooled over seeds: the mean of the seeds' values; its interval is the percentile interval of the mean of the
@@ -11,23 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..metrics import bootstrap_mean, bootstrap_roc, percentile_interval, tpr_statistic_name
+from ..claims import Claim
+from ..metrics import bootstrap_mean, bootstrap_roc, percentile_interval, roc, tpr_statistic_name
 from ..splits import split
 from .scores import STEP_SETTINGS, wen_score
 
-# The README's results table (``memlib results``): (metric key written by ``to_metrics``, what it is, target)
-HEADLINES = [
-    ("auc_first_step_1gen", "Wen AUC, first step, 1 generation, memorized vs held-out (test half, mean over seeds)",
-     ">= 0.95"),
-    ("tpr1fpr_first_step_1gen", "Wen TPR@1%FPR, first step, 1 generation, vs held-out", "report"),
-    ("vs_generic_auc_first_step_1gen", "... AUC vs trained-but-not-memorized captions", "Verma LAION: 0.967"),
-    ("vs_generic_tpr1fpr_first_step_1gen", "... TPR@1%FPR vs trained-but-not-memorized captions",
-     "Verma LAION: 0.740"),
-    ("vs_random_auc_first_step_1gen", "... AUC vs random tokens", "Verma random: 1.000"),
-    ("auc_all_steps_4gen", "Wen AUC, all steps, 4 generations (Wen's notebook setting), vs held-out", "report"),
-    ("baseline_auc", "Carlini tiled-l2 baseline AUC (4 generations), vs held-out", "report"),
-    ("min_seed_auc_first_step_1gen", "lowest seed's first-step AUC vs held-out (test half)", ">= 0.95"),
-]
 MAIN_NEGATIVES = "heldout"   # the hard negatives of the headline (the first negative set on a real backend)
 
 
@@ -100,6 +89,24 @@ def dose_response(setup, text_norm: dict, replication: dict, split_seed: int, n_
     return rows
 
 
+def best_single_step(s: "SeedDetection", negatives: str, split_seed: int) -> dict | None:
+    """The one sampling step whose magnitude (mean over every recorded generation) best separates the pooled
+    positives from ``negatives``: chosen by AUC on the development halves, reported on the test halves. None when
+    a half lacks positives or negatives."""
+    per_step = {n: tn.mean(axis=1) for n, tn in s.text_norm.items()}   # (P, T): mean over generations
+    halves = {n: _halves(s.setup.sets[n], split_seed) for n in s.positives + [negatives]}
+    pos = {h: np.concatenate([per_step[p][halves[p][h]] for p in s.positives]) for h in ("dev", "test")}
+    neg = {h: per_step[negatives][halves[negatives][h]] for h in ("dev", "test")}
+    if not all(len(pos[h]) and len(neg[h]) for h in ("dev", "test")):
+        return None
+    dev_auc = [roc(pos["dev"][:, t], neg["dev"][:, t]).auc for t in range(pos["dev"].shape[1])]
+    step = max(range(len(dev_auc)), key=lambda t: dev_auc[t])   # the first step among ties
+    r = roc(pos["test"][:, step], neg["test"][:, step])
+    return {"step": step, "of": len(dev_auc), "dev_auc": dev_auc[step], "auc": r.auc, "tpr1fpr": r.tpr_at_1fpr,
+            "tpr_statistic": tpr_statistic_name(len(neg["test"])), "seed": s.seed,
+            "gens": s.text_norm[negatives].shape[1], "negatives": negatives}
+
+
 @dataclass
 class SeedDetection:
     """One testbed seed's (or one real model's) detection results."""
@@ -143,10 +150,14 @@ def _pool(cells: list[dict]) -> dict:
 
 
 @dataclass
-class DetectionReport:
-    """Every seed's ``SeedDetection``; the first one's arrays draw the figures."""
+class DetectionResult:
+    """Every seed's ``SeedDetection`` (the first one's arrays draw the figures), the best single step on the
+    first seed and a design check of the data: the first-step AUC an ideal denoiser built from the data would
+    reach (no model; not a result, so not in the metrics)."""
     seeds: list[SeedDetection]
     notes: list[str] = field(default_factory=list)
+    best_step: dict | None = None
+    ideal_auc: float | None = None
 
     @property
     def main(self) -> SeedDetection:
@@ -155,12 +166,21 @@ class DetectionReport:
     def negatives(self) -> list[str]:
         return self.main.setup.names("negative")
 
+    def hard_negatives(self) -> str:
+        negs = self.negatives()
+        return MAIN_NEGATIVES if MAIN_NEGATIVES in negs else negs[0]
+
     def pooled(self, steps: str, gens: int, negatives: str, half: str = "test") -> dict:
         return _pool([s.cell(steps, gens, negatives, half) for s in self.seeds])
 
+    def claims(self) -> list[Claim]:
+        """The papers' claims as this run measured them (``detection_report.claims`` on ``to_metrics()``)."""
+        from .detection_report import claims
+
+        return claims(self.to_metrics())
+
     def to_metrics(self) -> dict:
-        negs = self.negatives()
-        main_neg = MAIN_NEGATIVES if MAIN_NEGATIVES in negs else negs[0]
+        negs, main_neg = self.negatives(), self.hard_negatives()
         g = self.main.max_gens
         m: dict = {"n_testbed_seeds": len(self.seeds), "testbed_seeds": [s.seed for s in self.seeds],
                    "hard_negatives": main_neg, "headline_half": "test", "max_gens": g,
@@ -188,6 +208,9 @@ class DetectionReport:
         m["table"] = [{k: v for k, v in r.items() if not k.startswith("_")} | {"seed": s.seed}
                       for s in self.seeds for r in s.table]
         m["dose_response"] = {str(s.seed): s.dose for s in self.seeds}
+        if self.best_step is not None:
+            m.update({f"best_single_step_{k}": v for k, v in self.best_step.items() if k != "step"},
+                     best_single_step=self.best_step["step"])
         return m
 
 
