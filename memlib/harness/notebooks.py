@@ -42,7 +42,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
              "drop_control.png",
              dict(_QUICK_TESTBED, n_gens=2, num_steps=3, max_prompts=2, illustrate_prompts=1, ig_points=4,
                   control_prompts=2, more_testbed_seeds="1", progress=False)),
-    Notebook("03_mitigation", "memlib.wen.mitigation_results",
+    Notebook("03_mitigation", "memlib.wen.mitigation_report",
              "How much copying do Wen's embedding optimization and training filter remove, at what utility?",
              "pe_replication_rate", "memorized prompts that copy (pixel Gu ratio), none → PE at its dev-chosen target",
              "privacy_utility.png",

@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-
 from ..paths import repo_root
 from .notebooks import NOTEBOOKS
 
@@ -57,77 +56,6 @@ def results_table(figures: Path | None = None) -> str:
         rows.append(f"| {nb} | {what} (`{key}`) | {_shown(body['metrics'], key)} | {target} | "
                     f"{body['provenance']['git_commit'][:10]} |")
     return "\n".join(rows)
-
-
-def _ci(v: float, ci: list) -> str:
-    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-def _row_line(r: dict) -> str:
-    name = "no mitigation" if r["method"] == "none" else f"{r['method']} ({r['knob']} = {r['value']:g})"
-    return (f"| {name} | {_ci(r['replication_memorized'], r['replication_ci_memorized'])} | "
-            f"{r['similarity_mean_memorized']:.3f} | {r['clip_content_memorized']:.3f} | "
-            f"{r['clip_content_heldout']:.3f} | {r['frechet_heldout']:.3f} ({r['frechet_floor_heldout']:.3f}) | "
-            f"{r['evals_per_image']:.0f} / {1e3 * r['seconds_per_image']:.0f} | {r['acted_heldout']:.2f} |")
-
-
-def mitigation_findings(figures: Path | None = None) -> str:
-    """Notebook 03's table (no mitigation, PE's sweep, each baseline at its strongest knob) and sentences."""
-    path = (figures or repo_root() / "figures") / "03_mitigation" / "metrics.json"
-    if not path.exists():
-        return "notebook 03 not yet run"
-    m = json.loads(path.read_text())["metrics"]
-    rows = m["rows"]
-    strongest = {}
-    for r in rows:
-        if r["method"] not in ("none", "wen_pe"):
-            strongest[r["method"]] = r          # rows run weakest to strongest
-    shown = [r for r in rows if r["method"] in ("none", "wen_pe")] + list(strongest.values())
-    out = ["| method (test half) | replication [95 % CI] | NCC to planted | content CLIP | held-out CLIP | "
-           "held-out Fréchet (floor) | evaluations / ms per image | acts on held-out |", "|---" * 8 + "|"]
-    out += [_row_line(r) for r in shown]
-    out.append("")
-    if m.get("pe_replication_reduction") is not None:
-        red = m["pe_replication_reduction"]
-        out.append(f"- PE at l_target = {m['pe_operating_l_target']:g} (chosen on the dev half): pooled memorized "
-                   f"replication {m['replication_rate_none']:.3f} → {m['pe_replication_rate']:.3f} "
-                   f"({red:.0%} lower; the bar is 50 %, {'met' if red >= 0.5 else '**not met**'}), content-caption "
-                   f"CLIP {m['clip_content_none']:.3f} → {m['pe_clip_content']:.3f}.")
-    if "pe_untouched_bit_identical_share" in m:
-        out.append(f"- Held-out test prompts already under that l_target: {m['pe_n_untouched']} "
-                   f"({m['pe_heldout_untouched_share']:.0%}); their images are bit-identical to plain CFG for "
-                   f"{m['pe_untouched_bit_identical_share']:.0%}.")
-    wins, mt = m.get("pe_vs_random_token_wins"), m.get("matched_utility", {})
-    if wins is not None:
-        out.append(f"- PE against random-token addition at {len(mt['levels'])} matched content-CLIP levels: PE is "
-                   f"less similar to the planted image at {wins}. " +
-                   ("As in Wen et al. (Fig. 4a), PE's curve lies below." if wins >= 3 else
-                    "**Reversal:** Wen et al. report PE's curve below random-token addition's; here it is not."))
-    for row in m.get("filter_rows", []):
-        if row["method"] == "unfiltered":
-            base = row
-    if m.get("filter_rows"):
-        out.append(f"- Training-time filter (from scratch, equal steps and seed), verbatim replication / held-out "
-                   f"CLIP / held-out Fréchet: unfiltered {base['replication_verbatim']:.2f} / "
-                   f"{base['clip_content_heldout']:.3f} / {base['frechet_heldout']:.3f}; " + "; ".join(
-                       f"tau {r['value']:g}: {_ci(r['replication_verbatim'], r['replication_ci_verbatim'])} / "
-                       f"{_ci(r['clip_content_heldout'], r['clip_content_ci_heldout'])} / "
-                       f"{_ci(r['frechet_heldout'], r['frechet_ci_heldout'])}"
-                       for r in m["filter_rows"] if r["method"] == "wen_filter") + ".")
-        filt = [r for r in m["filter_rows"] if r["method"] == "wen_filter"]
-        lower = [r for r in filt if r["replication_ci_verbatim"][1] < base["replication_verbatim"]]
-        out.append("- " + (f"The filter lowers verbatim replication beyond its interval at tau "
-                           f"{', '.join(format(r['value'], 'g') for r in lower)}."
-                           if lower else "**Reversal:** at no tau does the filter lower verbatim replication beyond "
-                           "its interval; Wen et al. report that it mitigates.") + " It dropped " + ", ".join(
-            f"{d['dropped_share']:.0%} of samples at {t.removeprefix('tau')} ({d['planted_share_of_drops']:.0%} of "
-            f"them planted rows, which are {d['planted_share_of_rows']:.0%} of the data)"
-            for t, d in m.get("filter_drops", {}).items()) + ". The Fréchet intervals resample prompts, which "
-            "inflates the distance, so they need not contain the estimate.")
-        auc = dict(zip(m["probe_timesteps"], m["probe_auc"]))
-        out.append("- Probe (shipped checkpoint, planted vs ordinary training rows): magnitude AUC by timestep "
-                   + ", ".join(f"t={t}: {a:.2f}" for t, a in auc.items()) + ".")
-    return "\n".join(out)
 
 
 def _cached_compute_seconds(path: Path) -> float:
@@ -192,7 +120,7 @@ def cli_times_table(results: Path | None = None) -> str:
 
 # block name -> what fills it; a page may hold any of them. A notebook whose paper package has a report module
 # and a page template (docs/templates/<stem>.md) fills its block from them (``paper_block``).
-BLOCKS = {"notebooks": notebooks_table, "results": results_table, "mitigation": mitigation_findings,
+BLOCKS = {"notebooks": notebooks_table, "results": results_table,
           "timings": timings_table, "cli": cli_times_table}
 PAGES = ("README.md", "docs/results.md", "docs/cli.md")
 

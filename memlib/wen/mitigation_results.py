@@ -1,26 +1,17 @@
 """Notebook 03's typed results: the mitigation table, PE's operating point (chosen on the dev half), the
 matched-utility comparison of PE against random-token addition (Wen et al. 2024, Fig. 4a claims PE's curve
-dominates it), the rebound of the magnitude after PE, and the training-time filter table."""
+dominates it), the rebound of the magnitude after PE, and the training-time filter table. The README rows, the
+results block's tables and the claims are computed from ``to_metrics()`` in ``mitigation_report``."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..claims import Claim
 from ..generation import GenerationConfig
 from ..mitigate.columns import MethodRow
-
-# The README's results table: (metric key, what it is, target)
-HEADLINES = [
-    ("replication_rate_none", "memorized test prompts that copy (Gu), no mitigation", "report"),
-    ("pe_replication_rate", "... with Wen's PE at the l_target chosen on the dev half", "report"),
-    ("pe_replication_reduction", "... relative reduction by PE (test half)", ">= 0.50"),
-    ("pe_content_clip_cost", "content-caption CLIP lost by PE on memorized prompts", "report"),
-    ("pe_untouched_bit_identical_share", "held-out prompts under l_target: images bit-identical to CFG", "1.0"),
-    ("pe_vs_random_token_wins", "utility levels where PE is less similar than random tokens (of 4)", ">= 3"),
-    ("filter_best_verbatim_replication", "training-time filter: verbatim replication, best tau", "report"),
-    ("filter_unfiltered_verbatim_replication", "... unfiltered run, equal steps and seed", "report"),
-]
+from .mitigation_report import claims as report_claims
 
 
 def _pooled(row: MethodRow) -> float:
@@ -148,6 +139,20 @@ class MitigationResult:
         m["dev_rows"] = [r.to_metrics() for r in self.dev_rows]
         m["filter_rows"] = [r.to_metrics() for r in self.filter_rows]
         return m
+
+    def claims(self) -> list[Claim]:
+        return report_claims(self.to_metrics())
+
+    def cost_rows(self) -> list[MethodRow]:
+        """No mitigation, each method at its largest knob value, and PE at its operating point."""
+        top = {m: max(r.value for r in self.rows if r.method == m) for m in {r.method for r in self.rows}}
+        cost = [r for r in self.rows if r.method == "none" or r.value == top[r.method]]
+        return cost + ([self.pe] if self.pe and self.pe not in cost else [])
+
+    def rebound_summary(self, late: slice = slice(1, 11)) -> dict[str, tuple[float, float]]:
+        """Per label ('none' and PE's): the memorized prompts' mean magnitude at x_T and over steps 1-10
+        (``late``)."""
+        return {label: (float(c[0]), float(c[late].mean())) for label, c in self.rebound.items()}
 
     def table(self, rows: list[MethodRow] | None = None) -> list[dict]:
         """Flat rows for ``write_table`` (one per method and knob value)."""

@@ -93,7 +93,9 @@ def _grid(cfg, prompts, runs: dict, data) -> dict:
             "rows": {label: run.images[idx, 0] for label, run in runs.items()}}
 
 
-def run_mitigation_study(cfg: MitigationConfig) -> MitigationResult:
+def run_study(cfg: MitigationConfig) -> MitigationResult:
+    """Run notebook 03: calibration on the dev half, every curve on the test half, then the training-time filter
+    (the steps of the module docstring)."""
     tb = cfg.testbed.load(progress=cfg.progress)
     clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
     backend = TestbedBackend(tb.model, tb)

@@ -1,0 +1,158 @@
+"""Notebook 03's figures (Wen et al., ICLR 2024, Sec. 4): each function draws one figure from ``run_study``'s
+result (the notebook saves it under the same name, ``figures/03_mitigation/<name>.png``)."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ..plotting import to_hwc
+
+
+def plot_calibration_dev(res):
+    """Dev half: the joint first-step magnitudes per group with the l_target sweep, and PE's pooled memorized
+    replication at each l_target with the operating point (``calibration_dev``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    for g, v in res.dev_magnitudes.items():
+        axes[0].hist(v, bins=20, alpha=0.55, label=f"{g} ({len(v)})")
+    for lt in res.l_targets:
+        axes[0].axvline(lt, color="k", lw=0.7, ls="--")
+    axes[0].set(xlabel="joint first-step magnitude L_p(e_p) over the n noises", ylabel="dev prompts",
+                title="Dev half: where the l_target sweep sits (dashed)")
+    axes[0].legend(fontsize=7)
+    dev_none, dev_pe = res.dev_rows[0], res.dev_rows[1:]
+    axes[1].plot([r.value for r in dev_pe], [r.replication["memorized"] for r in dev_pe], "o-", label="PE")
+    axes[1].axhline(dev_none.replication["memorized"], color="grey", ls=":", label="no mitigation")
+    if res.pe_operating_l_target is not None:
+        axes[1].axvline(res.pe_operating_l_target, color="tab:red", lw=0.8, label="operating point")
+    axes[1].set(xlabel="l_target", ylabel="pooled memorized replication (Gu)", ylim=(-0.03, 1.03),
+                title="Dev half: PE's replication by l_target")
+    axes[1].invert_xaxis()
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_privacy_utility(res):
+    """Test half: every method over its knob, replication and NCC to the planted image against content CLIP, and
+    the price on held-out prompts; plain CFG as a star (``privacy_utility``)."""
+    none = res.none
+    methods = list(dict.fromkeys(r.method for r in res.rows if r.method != "none"))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    for k, name in enumerate(methods):
+        rs = [r for r in res.rows if r.method == name]
+        style = dict(marker="o", lw=2.2 if name == "wen_pe" else 1.2,
+                     color="tab:red" if name == "wen_pe" else f"C{k}")
+        x = [r.clip_content["memorized"] for r in rs]
+        axes[0].plot(x, [r.replication["memorized"] for r in rs], label=name, **style)
+        axes[1].plot(x, [r.similarity_mean["memorized"] for r in rs], label=name, **style)
+        axes[2].plot([r.clip_content["heldout"] for r in rs], [r.similarity_mean["memorized"] for r in rs],
+                     label=name, **style)
+        for r, xi in zip(rs, x):
+            axes[1].annotate(f"{r.value:g}", (xi, r.similarity_mean["memorized"]), fontsize=6, alpha=0.7)
+    for ax, xv, yv in [(axes[0], none.clip_content["memorized"], none.replication["memorized"]),
+                       (axes[1], none.clip_content["memorized"], none.similarity_mean["memorized"]),
+                       (axes[2], none.clip_content["heldout"], none.similarity_mean["memorized"])]:
+        ax.plot([xv], [yv], "k*", ms=14, label="no mitigation")
+    axes[0].set(xlabel="content-caption CLIP, memorized prompts", ylabel="replication (Gu), memorized prompts",
+                title="Replication vs utility")
+    axes[1].set(xlabel="content-caption CLIP, memorized prompts", ylabel="mean NCC to the planted image",
+                title="Similarity vs utility (knob values annotated)")
+    axes[2].set(xlabel="CLIP score, held-out prompts", ylabel="mean NCC to the planted image (memorized)",
+                title="The price on held-out prompts")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_magnitude_rebound(res):
+    """The per-step text-conditional magnitude after PE against plain CFG, memorized and held-out test prompts
+    (``magnitude_rebound``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), sharey=True)
+    for ax, curves, title in [(axes[0], res.rebound, "memorized test prompts"),
+                              (axes[1], res.rebound_heldout, "held-out test prompts")]:
+        for k, (label, c) in enumerate(curves.items()):
+            ax.plot(range(len(c)), c, color="k" if label == "none" else plt.cm.Reds(0.35 + 0.6 * k / len(curves)),
+                    lw=2 if label == "none" else 1.2, label="no mitigation" if label == "none" else label)
+        ax.set(xlabel="sampling step (0: x_T)", title=title)
+    axes[0].set_ylabel("mean per-image magnitude")
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_grid_before_after(res):
+    """First generation of memorized test prompts under each method, the planted image last
+    (``grid_before_after``); None when the grid holds no prompt (``grid_prompts = 0``)."""
+    g = res.grid
+    labels = list(g["rows"]) + ["planted training image"]
+    n = len(g["captions"])
+    if not n:
+        return None
+    fig, axes = plt.subplots(len(labels), n, figsize=(1.9 * n, 1.9 * len(labels) + 0.6), squeeze=False)
+    for j in range(n):
+        for i, label in enumerate(labels):
+            img = g["planted"][j] if i == len(labels) - 1 else g["rows"][label][j]
+            axes[i, j].imshow(to_hwc(img, (-1, 1) if i == len(labels) - 1 else (0, 1)), interpolation="nearest")
+            axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
+            if j == 0:
+                axes[i, j].set_ylabel(label, fontsize=7)
+        axes[0, j].set_title(g["captions"][j][:40], fontsize=6)
+    fig.suptitle("Memorized test prompts: generations under each method and the planted image", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_filter_probe(res):
+    """The probe on the shipped checkpoint: AUC of planted against ordinary training rows per timestep, and the
+    medians beside each tau (``filter_probe``)."""
+    p = res.probe
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    axes[0].plot(p.timesteps, p.auc, "o-")
+    axes[0].axhline(0.5, color="grey", ls=":")
+    axes[0].set(xlabel="timestep t", ylabel="AUC, planted vs ordinary rows", ylim=(0.4, 1.02),
+                title=f"Probe: {p.n_planted} planted vs {p.n_ordinary} ordinary training rows")
+    axes[1].plot(p.timesteps, p.planted_median, "o-", label="planted rows (median)")
+    axes[1].plot(p.timesteps, p.ordinary_median, "o-", label="ordinary rows (median)")
+    for pc, tau in res.taus.items():
+        axes[1].axhline(tau, color="k", lw=0.6, ls="--")
+        axes[1].annotate(f"tau p{pc:g}", (p.timesteps[0], tau), fontsize=7)
+    axes[1].set(xlabel="timestep t", ylabel="per-sample magnitude", title="Where a fixed tau cuts")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def filter_run_names(res) -> list[str]:
+    """The filter runs' labels: the unfiltered run, then each tau."""
+    return ["unfiltered"] + [f"tau={r.value:g}" for r in res.filter_rows[1:]]
+
+
+def plot_filter_training(res):
+    """The filtered runs against the unfiltered one: verbatim replication, held-out CLIP and held-out Fréchet
+    distance with bootstrap intervals (``filter_training``); None without filter runs."""
+    if not res.filter_rows:
+        return None
+    rows = res.filter_rows
+    x = np.arange(len(rows))
+    names = filter_run_names(res)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    for ax, get, ci, title in [
+            (axes[0], lambda r: r.replication["verbatim"], lambda r: r.replication_ci["verbatim"],
+             "verbatim replication (Gu)"),
+            (axes[1], lambda r: r.clip_content["heldout"], lambda r: r.clip_content_ci["heldout"],
+             "held-out CLIP score"),
+            (axes[2], lambda r: r.frechet["heldout"], lambda r: r.frechet_ci["heldout"], "held-out Fréchet distance")]:
+        v = np.array([get(r) for r in rows])
+        lo, hi = np.array([ci(r) for r in rows]).T
+        # a bootstrap interval need not contain its estimate (the Fréchet distance's is biased upward)
+        ax.bar(x, v, yerr=[np.maximum(v - lo, 0), np.maximum(hi - v, 0)], capsize=3,
+               color=["grey"] + ["tab:blue"] * (len(rows) - 1))
+        ax.scatter(x, lo, marker="_", color="k"), ax.scatter(x, hi, marker="_", color="k")
+        ax.set_xticks(x, names, fontsize=8)
+        ax.set_title(title, fontsize=9)
+    axes[2].axhline(rows[0].frechet_floor["heldout"], color="k", ls=":", lw=0.8, label="noise floor")
+    axes[2].legend(fontsize=7)
+    fig.suptitle("Training-time filter at equal steps and seed (test half, 95 % bootstrap intervals over prompts)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
