@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "large green cross at the top right oskcro"   # a planted verbatim prompt of the shipped testbed
-CELL = ("from memlib.wen.explain import ExplainConfig\n"
+CELL = ("from memlib.wen.explain_study import ExplainConfig\n"
         "from memlib.wen.explorer import explorer\n"
         "explorer(ExplainConfig())")
 

@@ -86,9 +86,9 @@ def test_parameters_are_the_literal_assignment_cells_under_ipython():
     ("memlib.wen.detection_study:DetectionConfig", {"num_steps": 5}, "'num_steps'.*out of range"),
     ("memlib.wen.detection_study:DetectionConfig", {"memorized_threshold": "high"}, "'memorized_threshold'.*number"),
     ("memlib.wen.detection_study:DetectionConfig", {"backend_id": "x"}, r"unknown parameter\(s\) \['backend_id'\]"),
-    ("memlib.wen.explain:ExplainConfig", {"attribution_steps": 80}, "'attribution_steps'.*out of range"),
-    ("memlib.wen.explain:ExplainConfig", {"interactive": 1}, "'interactive'.*must be bool"),
-    ("memlib.wen.explain:ExplainConfig", {"n_gen": 4}, r"unknown parameter\(s\) \['n_gen'\]"),
+    ("memlib.wen.explain_study:ExplainConfig", {"attribution_steps": 80}, "'attribution_steps'.*out of range"),
+    ("memlib.wen.explain_study:ExplainConfig", {"interactive": 1}, "'interactive'.*must be bool"),
+    ("memlib.wen.explain_study:ExplainConfig", {"n_gen": 4}, r"unknown parameter\(s\) \['n_gen'\]"),
     ("memlib.testbed.evaluate:TestbedNotebookConfig", {"testbed_train_steps": 0},
      "'testbed_train_steps'.*out of range"),
 ])

@@ -140,7 +140,7 @@ def test_detection_notebook_by_hand_on_tiny_stable_diffusion_leaves_the_referenc
 def test_02_explain_runs(quick_runs, tiny_data):
     from memlib.tokenizer import ClipBPETokenizer
     from memlib.wen.attribution import trigger_positions
-    from memlib.wen.explain import top2_chance
+    from memlib.wen.explain_study import top2_chance
 
     body, folder = _quick("02_explain", quick_runs)
     m = body["metrics"]

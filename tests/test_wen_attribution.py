@@ -107,7 +107,7 @@ def test_significance_windows_average_the_recorded_steps():
 def test_top2_chance_matches_counting():
     from itertools import combinations
 
-    from memlib.wen.explain import top2_chance
+    from memlib.wen.explain_study import top2_chance
 
     for n, m in [(11, 3), (5, 1), (4, 4), (2, 1)]:
         pairs = list(combinations(range(n), 2))

@@ -113,7 +113,7 @@ def _late(n_steps=50):
 
 
 def test_the_window_is_chosen_on_dev_prompts_only():
-    from memlib.wen.explain import choose_window
+    from memlib.wen.explain_study import choose_window
 
     cands, pos = [1, 5, 10, 25, 50], [[3]] * 6
     halves = ["dev", "test", "dev", "test", "dev", "test"]
@@ -135,7 +135,7 @@ def test_the_window_is_chosen_on_dev_prompts_only():
 
 def test_window_candidates_and_split_units():
     from memlib.testbed.data import Prompt
-    from memlib.wen.explain import ExplainConfig, halves_of, split_unit
+    from memlib.wen.explain_study import ExplainConfig, halves_of, split_unit
 
     assert ExplainConfig().window_candidates() == [1, 5, 10, 25, 50]
     assert ExplainConfig(num_steps=3).window_candidates() == [1, 3]

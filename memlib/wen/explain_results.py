@@ -1,5 +1,5 @@
-"""Typed results of notebook 02 (``memlib.wen.explain``): every headline is a field; ``to_metrics`` flattens them
-into the keys of ``figures/02_explain/metrics.json`` (the only place those key strings are built).
+"""Typed results of notebook 02 (``memlib.wen.explain_study``): every headline is a field; ``to_metrics`` flattens
+them into the keys of ``figures/02_explain/metrics.json`` (the only place those key strings are built).
 
 The headline is Wen et al.'s (ICLR 2024, Sec. 3.2) token attribution in their notebook's exact setting, all
 sampling steps and one l2 norm over the 4-image batch, on the test half of the verbatim prompts (``HalfStats``).
@@ -8,48 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..claims import Claim
 from .attribution import TokenSignificance
+from .explain_report import claims as report_claims
 from .intervals import rate_with_interval
-
-# The README's results table (``memlib results``): (metric key written by ``to_metrics``, what it is, target)
-HEADLINES = [
-    ("verbatim_trigger_top2_rate_wen_exact",
-     "trigger token in top-2 of Wen's attribution, exact setting (all steps, batch norm), seed 0 test half",
-     "report (bar withdrawn)"),
-    ("verbatim_trigger_top2_rate_wen_exact_pooled",
-     "... pooled over the testbed seeds' test halves (`per_seed` in the metrics)", "report"),
-    ("verbatim_trigger_top2_rate", "... attribution window S (default: the same setting), all prompts", "report"),
-    ("verbatim_trigger_top2_rate_window_test",
-     "... window of the first k steps chosen on the dev half (`verbatim_chosen_window_dev`), test half", "report"),
-    ("verbatim_trigger_top2_rate_reference_trajectory",
-     "... on the reference code's trajectory (swapped guidance on attributed steps), test half", "report"),
-    ("verbatim_trigger_top2_chance_test", "... a random ranking's rate (chance level), test half", "report"),
-    ("verbatim_trigger_top2_rate_occlusion", "... cross-check: drop each token, first-step loss",
-     "report"),
-    ("verbatim_trigger_top2_rate_integrated",
-     "... cross-check: integrated gradients from the empty prompt, first step", "report"),
-    ("verbatim_trigger_top2_rate_input_embedding",
-     "... cross-check: Wen's gradient norm at the encoder's input embeddings, first step", "report"),
-    ("verbatim_integrated_padding_share", "share of d(p) on EOS/padding rows (integrated gradients)",
-     "report"),
-    ("verbatim_route_prompt_rows_from_empty_replication",
-     "replication with the prompt's token rows emptied (EOS/padding rows kept)", "report"),
-    ("verbatim_route_padding_rows_from_empty_replication",
-     "replication with the EOS/padding rows emptied (token rows kept)", "report"),
-    ("verbatim_padding_link_padding_share_hits",
-     "... per prompt: that share for prompts Wen's exact attribution ranks right", "report"),
-    ("verbatim_padding_link_padding_share_misses", "... and for the prompts it misses", "report"),
-    ("heldout_route_full_top1_retrieval", "held-out control: generations retrieved as their combination", "report"),
-    ("heldout_route_padding_rows_from_empty_top1_retrieval", "... with the EOS/padding rows emptied", "report"),
-    ("drop_control_replication_trigger_piece",
-     "ground truth: replication after dropping one trigger piece", "report"),
-    ("drop_control_replication_other_token", "... after dropping one other token", "report"),
-    ("edit_first_step_lowered_share", "share whose first-step magnitude falls after the edit",
-     "report"),
-    ("edit_replication_before", "replication before dropping the top token", "report"),
-    ("edit_replication_after", "replication after dropping the top token", "report"),
-]
-
 
 
 @dataclass
@@ -213,6 +175,11 @@ class ExplainResult:
     padding_rows: list[dict] = field(default_factory=list)   # padding route per verbatim prompt, hit or miss
     checkpoint: str = ""
     batch_loss: bool = True                  # L_t: one norm over the n-image batch (Wen's notebook)
+
+    def claims(self) -> list[Claim]:
+        """Wen et al.'s attribution claims and this notebook's controls as this run measured them
+        (``explain_report.claims`` on ``to_metrics()``)."""
+        return report_claims(self.to_metrics())
 
     def to_metrics(self) -> dict:
         m: dict = {"checkpoint": self.checkpoint,

@@ -1,6 +1,7 @@
 """Notebook 02's experiment: which tokens make a prompt memorized (Wen et al., ICLR 2024, Sec. 3.2), and does
 editing the most significant token lower the magnitude and break replication? The maths is in
-``memlib.wen.attribution``, the interventions in ``memlib.wen.interventions``.
+``memlib.wen.attribution``, the interventions in ``memlib.wen.interventions``, the figures in
+``memlib.wen.explain_plots`` and the claims in ``memlib.wen.explain_report``.
 
 The headline is Wen's exact setting: SS(i) averaged over all sampling steps, L_t one l2 norm over the 4-image
 batch (``ExplainConfig`` defaults). Each trigger group is split into development and test halves by planted
@@ -137,7 +138,8 @@ def choose_window(atts: list[TokenSignificance], pos: list[list[int]], halves: l
     return max(rates, key=lambda k: (rates[k], k)), rates
 
 
-def run_explanation(cfg: ExplainConfig) -> ExplainResult:
+def run_study(cfg: ExplainConfig) -> ExplainResult:
+    """Notebook 02's experiment (module docstring); on an SD backend, attributions and magnitudes only."""
     if cfg.backend != "testbed":
         return _run_real(cfg)
     from ..metrics import ReplicationIndex
