@@ -7,7 +7,10 @@ computed here and written next to the figures (see ``memlib.provenance``).
 On your own model: ``memlib.detect``, ``memlib.explain``, ``memlib.generate`` and ``memlib.doctor``
 (``memlib.api``; loaded on first use, so ``import memlib`` stays light).
 """
+from .source_hash import fingerprint_at_import as _fingerprint_at_import
+
 __version__ = "0.1.0"
+_fingerprint_at_import()   # the source this process runs, before any file can change under it
 _API = ("detect", "explain", "generate", "doctor")
 
 

@@ -9,7 +9,6 @@ write) or a hash mismatch (corruption) is reported with a warning, the bad entry
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -24,32 +23,18 @@ import numpy as np
 
 from .checkpoint import file_sha256
 from .paths import cache_dir, code_dir
+from .source_hash import source_fingerprint, tree_hash  # noqa: F401  (tree_hash: re-exported)
 
 
 def key_digest(key: Any) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def tree_hash(folder: Path, pattern: str = "*.py") -> str:
-    """SHA-256 over the relative paths and contents of the files under ``folder`` matching ``pattern``."""
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob(pattern)):
-        if p.is_file():
-            h.update(p.relative_to(folder).as_posix().encode() + b"\0")
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-@functools.lru_cache(maxsize=None)
-def _code_hash(folder: str) -> str:
-    return tree_hash(Path(folder))
-
-
 def code_fingerprint() -> str:
-    """Hash of the memlib source (every ``memlib/**/*.py``; $MEMLIB_CODE_DIR for tests), once per process:
-    the code a process imported does not change while it runs."""
-    return _code_hash(str(code_dir()))
+    """Hash of the memlib source (every ``memlib/**/*.py``; $MEMLIB_CODE_DIR for tests) as it was when this
+    process imported memlib (``memlib.source_hash``): results are keyed by the code that computes them, even if
+    the files change while the process runs."""
+    return source_fingerprint(str(code_dir()))
 
 
 def _modules(obj) -> list[tuple[str, Any]]:
