@@ -5,7 +5,7 @@ import torch
 
 from memlib.amg.calibrate import calibrate
 from memlib.amg.guidance import BRANCH, AMGGuidance, AMGSettings, nearest, similarity_and_grad
-from memlib.amg.threshold import Threshold, constant_like, fit_exponential
+from memlib.amg.threshold import Threshold, constant_at_fire_share, fit_exponential
 from memlib.mitigate.similarity import SimilarityIndex
 from memlib.sampling import StepState, sample
 from memlib.schedule import sd_scheduler
@@ -143,14 +143,17 @@ def test_threshold_fit_recovers_the_curve_and_its_ablations():
     true = Threshold("time", 0.3, 0.4, 0.005)
     fit, rms = fit_exponential(t, true(t))
     assert rms < 1e-4 and abs(fit.a - 0.3) < 2e-3 and abs(fit.b - 0.4) < 2e-3
-    const = constant_like(fit, t)
-    assert np.all(const(t) >= fit(t) - 1e-12) and np.all(fit.always_on()(t) == -np.inf)
-    assert np.allclose(fit.always_on().curve(t), fit.curve(t))
+    always = Threshold.always_on(0.25)
+    assert np.all(always(t) == -np.inf) and np.all(always.curve(t) == 0.25)
     flat, _ = fit_exponential(t, np.full(25, 0.7))
     assert np.allclose(flat(t), 0.7)
     sig = np.random.default_rng(0).normal(0.5, 0.05, size=(40, 25))
     cal = calibrate(sig, t, 100.0)
     assert cal.n_trajectories == 40 and np.allclose(cal.curve, sig.max(0)) and 0 <= cal.fire_share <= 1
+    # Table 5's thresholds from the same trajectories: the constant fires on as many of them as lambda_t does,
+    # and with the switch always on G_sim's level sits at their lowest sigma
+    assert cal.constant_fire_share == cal.fire_share and cal.constant.kind == "constant"
+    assert cal.always.kind == "always" and cal.floor == sig.min() and np.all(cal.always.curve(t) == sig.min())
 
 
 def test_bad_settings_give_clear_errors(train):
@@ -191,3 +194,90 @@ def test_gradient_goes_through_a_latent_decoder(train):
     f = lambda q: similarity_and_grad(idx, q, "ncc", to_pixels=decode)[0].double()
     fd = (f(z + 1e-2 * v) - f(z - 1e-2 * v)) / 2e-2
     torch.testing.assert_close((g.double() * v).flatten(1).sum(1), fd, atol=1e-3, rtol=1e-2)
+
+
+def _sim_by_hand(idx, s, threshold, c3, gate):
+    """G_sim on the code schedule, from Eq. 17 and the released code's weight, written out: eps + w sqrt(1 - abar)
+    grad_{x_t} sigma, w = c3 max(sigma - level_t, 0) e^((1000 - t) / 170) on the rows ``gate`` lets through."""
+    sig, g = similarity_and_grad(idx, s.x0_hat)
+    level = float(threshold.curve(s.t))
+    w = c3 * (sig - level).clamp_min(0) * float(np.exp((1000 - s.t) / 170)) * torch.as_tensor(gate)
+    expected = s.eps + w.view(-1, 1, 1, 1) * (1 - s.alpha_bar) ** 0.5 * g / s.alpha_bar ** 0.5
+    return expected, w
+
+
+def test_code_schedule_weights_g_sim_by_the_margin_over_the_threshold(train):
+    imgs, _ = train
+    idx = SimilarityIndex(imgs)
+    x = torch.stack([imgs[0] * 0.9, torch.rand(C, S, S, generator=torch.Generator().manual_seed(7)) * 2 - 1])
+    cond, uncond = encode(["a", "b"]), torch.zeros(2, 1, C)
+    sig = nearest(idx, state(x, cond, uncond).x0_hat)[0]
+    assert sig[0] > sig[1] + 0.2                       # row 0 near a training image, row 1 not
+    lam = float(sig[1] + sig[0]) / 2                     # the switch fires on row 0 only
+    th = Threshold("time", lam, lam, 0.0)
+    s = state(x, cond, uncond, t=400)
+    record = {"_rows": 2}
+    hook = AMGGuidance(AMGSettings(terms=("sim",), c3=2.0, schedule="code"), idx, th, record=record, rows=[0, 1])
+    new = hook(s)
+    expected, w = _sim_by_hand(idx, s, th, 2.0, [True, False])
+    torch.testing.assert_close(new, expected)
+    assert w[0] > 0 and w[1] == 0 and np.allclose(record["sim"][:, 0], w.numpy())
+    # the switch always on: G_sim acts on row 1 too, its weight measured from the always-on level, not lambda_t
+    always = Threshold.always_on(float(sig.min()) - 0.1)
+    s = state(x, cond, uncond, t=400)
+    new = AMGGuidance(AMGSettings(terms=("sim",), c3=2.0, schedule="code"), idx, always)(s)
+    expected, w = _sim_by_hand(idx, s, always, 2.0, [True, True])
+    torch.testing.assert_close(new, expected)
+    assert (w > 0).all()
+
+
+class Switch:
+    """A threshold that fires at the steps listed (lambda = -inf there, +inf elsewhere), to drive the hold."""
+
+    def __init__(self, fire_at):
+        self.fire_at = set(fire_at)
+
+    def __call__(self, t):
+        return -np.inf if t in self.fire_at else np.inf
+
+    def curve(self, t):
+        return 0.0
+
+
+@pytest.mark.parametrize("mode, fire_at, acting", [
+    ("code", {900}, range(0, 10)),             # the firing step and the 9 after (the released code's g3_count = 10)
+    ("code", {900, 760}, range(0, 17)),        # firing again restarts the hold: step 7 and the 9 after
+    ("paper", {900, 760}, [0, 7]),             # the paper gates G_dup by the switch alone
+])
+def test_dedup_holds_as_the_released_code_does(train, mode, fire_at, acting):
+    imgs, caps = train
+    idx = SimilarityIndex(imgs)
+    x = imgs[:1] * 0.9
+    cond, uncond = encode(["a"]), torch.zeros(1, 1, C)
+    steps = [900 - 20 * i for i in range(20)]
+    record = {"_rows": 1}
+    hook = AMGGuidance(AMGSettings(terms=("dup",), mode=mode, caption="nn"), idx, Switch(fire_at), caps, encode,
+                       record=record, rows=[0])
+    for i, t in enumerate(steps):
+        s = state(x, cond, uncond, t=t)
+        s.i, s.num_steps = i, len(steps)
+        hook(s)
+    assert np.flatnonzero(record["dup"][0] > 0).tolist() == list(acting)
+
+
+def test_constant_threshold_fires_on_the_share_it_is_given():
+    t = np.linspace(981, 1, 5)
+    peaks = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
+    sig = np.tile(peaks[:, None] - 0.05, (1, 5))
+    sig[:, 2] = peaks                                      # each trajectory peaks mid-way
+    from memlib.amg.calibrate import fire_share
+    for share, level in ((0.0, 0.9), (0.1, 0.85), (0.3, 0.65), (1.0, None)):
+        th = constant_at_fire_share(sig, share)
+        assert th.kind == "constant" and fire_share(sig, th, t) == share
+        if level is not None:
+            assert th.a == pytest.approx(level)
+    # the fitted lambda_t's firing share carries over: equal false alarms on the calibration trajectories
+    rng = np.random.default_rng(1)
+    sig = rng.normal(0.5, 0.05, size=(200, 25)) + np.linspace(0, 0.1, 25)
+    cal = calibrate(sig, np.linspace(981, 1, 25), 99.0)
+    assert cal.fire_share > 0.02 and cal.constant_fire_share == pytest.approx(cal.fire_share, abs=1 / 200)

@@ -30,6 +30,7 @@ def _digits(none, main):
 def metrics():
     """A run where every claim holds: AMG removes the copies at a small utility cost."""
     rows = {"none": _row(0.85, 0.62, groups=(1.0, 0.7, 0.8)), "AMG Main": _row(0.01, 0.60, groups=(0.03, 0.0, 0.0)),
+            "AMG, released-code c1 = 13": _row(0.3, 0.58, groups=(0.9, 0.0, 0.0)),
             "spe": _row(0.8, groups=(1.0, 0.6, 0.8)), "dup": _row(0.6, groups=(1.0, 0.4, 0.4)),
             "sim": _row(0.2, groups=(0.5, 0.02, 0.03)), "switch always on": _row(0.0, 0.5, clip_heldout=0.64),
             "constant threshold": _row(0.04, 0.60, groups=(0.1, 0.0, 0.0))}
@@ -86,7 +87,8 @@ def test_values_build_the_tables_from_the_metrics_alone(metrics):
     v = report.values(metrics)
     lines = v["testbed_table"].splitlines()
     assert [line.split(" | ")[0] for line in lines[2:]] == [
-        "| none", "| AMG Main", "| spe", "| dup", "| sim", "| switch always on", "| constant threshold"]
+        "| none", "| AMG Main", "| AMG, released-code c1 = 13", "| spe", "| dup", "| sim", "| switch always on",
+        "| constant threshold"]
     assert ("| AMG Main | 0.010 [0.000, 0.060] | 0.03 / 0.00 / 0.00 | 0.900 | 0.600 | 0.680 | 0.130 (0.090) | "
             "50 / 100 |") in lines
     assert "| unconditional, AMG Strong | 0.015 [0.005, 0.025] |" in v["digits_table"]

@@ -236,17 +236,37 @@ def test_04_amg_runs(quick_runs, tiny_data):
     n_test = len([p for p in test if p.group != "heldout"]) + min(q["heldout_prompts"],
                                                                    sum(p.group == "heldout" for p in test))
     rows = m["rows"]
-    for label in ("none", "AMG Main", "AMG Strong", "AMG, released-code gating", "spe", "dup", "sim", "spe+dup",
-                  "spe+sim", "dup+sim", "switch always on", "constant threshold"):
-        assert label in rows, label                          # Table 4 and 5 rows
+    for label in ("none", "AMG Main", "AMG Strong", "AMG, released-code gating", "AMG, released-code c1 = 13", "spe",
+                  "dup", "sim", "spe+dup", "spe+sim", "dup+sim", "switch always on", "constant threshold"):
+        assert label in rows, label                          # Table 1, 4 and 5 rows
     for r in rows.values():
         assert r["n_gens"] == q["n_gens"] and r["half"] == "test"
         assert sum(v for k, v in r.items() if k.startswith("n_prompts_")) == n_test
         assert r["replication_ci_memorized"][0] <= r["replication_memorized"] <= r["replication_ci_memorized"][1]
-    for key in ("replication_rate_none", "replication_rate_amg", "clip_score_none", "clip_score_amg", "fd_none",
-                "fd_amg", "switch_fired_heldout", "evals_ratio_amg"):
-        assert isinstance(m[key], (int, float)), key
+    # the headline numbers are finite, in range and the rows' own
+    none, main = rows["none"], rows["AMG Main"]
+    for key, row, col, lo, hi in (("replication_rate_none", none, "replication_memorized", 0, 1),
+                                  ("replication_rate_amg", main, "replication_memorized", 0, 1),
+                                  ("clip_score_none", none, "clip_content_memorized", -1, 1),
+                                  ("clip_score_amg", main, "clip_content_memorized", -1, 1),
+                                  ("fd_none", none, "frechet_heldout", 0, math.inf),
+                                  ("fd_amg", main, "frechet_heldout", 0, math.inf)):
+        assert math.isfinite(m[key]) and lo <= m[key] <= hi and m[key] == row[col], key
+    change = (m["clip_score_amg"] - m["clip_score_none"]) / m["clip_score_none"]
+    assert m["clip_content_change_amg"] == pytest.approx(change, rel=1e-3, abs=1e-6)   # metrics keep 6 digits
+    assert 0 <= m["switch_fired_heldout"] <= 1 and 0 <= m["switch_fired_memorized"] <= 1
+    assert m["evals_ratio_amg"] == pytest.approx(main["evals_per_image"] / none["evals_per_image"], rel=1e-4)
+    assert 1 <= m["evals_ratio_amg"] <= 3 and math.isfinite(m["seconds_ratio_amg"]) and m["seconds_ratio_amg"] > 0
     assert m["main_c3"] in (10, 100) and m["strong_c3"] >= m["main_c3"]
+    # Table 5's thresholds: the constant fires on the fitted lambda_t's share of the held-out dev trajectories,
+    # and with the switch always on G_sim is measured from their lowest sigma_t
+    cal = m["calibration"]
+    held_dev = len(evaluation_prompts(tiny_data, "dev", groups=("heldout",), max_per_group=q["max_prompts_per_group"]))
+    assert cal["n_trajectories"] == held_dev * q["calib_gens"] and cal["percentile"] == 100.0
+    assert abs(cal["constant_fire_share"] - cal["fire_share"]) <= 1 / cal["n_trajectories"]
+    assert cal["always"]["kind"] == "always" and cal["always"]["a"] == cal["floor"] <= min(cal["curve"])
+    assert all(0 <= v <= 1 for v in m["sigma_auc_per_step"])      # NaN fails
+    assert not m["matched_to_03"]["available"] and "not comparable" in m["matched_to_03"]["reason"]
     assert set(m["dev_sweep"]) == {"code", "constant"} and all(len(v) == 2 for v in m["dev_sweep"].values())
     assert len(m["sigma_auc_per_step"]) == q["num_steps"] == len(m["calibration"]["timesteps"])
     assert rows["none"]["evals_per_image"] == 2 * q["num_steps"]        # plain CFG: 2 evaluations per step

@@ -64,15 +64,26 @@ def y_n_rules(data, index, prompts, images, settings: AMGSettings | None = None)
     return out
 
 
-def _curve(rows: list[dict], y: str) -> tuple[np.ndarray, np.ndarray]:
-    pts = sorted((r["clip_content_memorized"], r[y]) for r in rows)
-    return np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+def _curve(rows: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """The curve's (x, y) points sorted by x; where points share an x, the highest y (the curve's upper
+    envelope there, so the interpolation has one value per x)."""
+    best: dict = {}
+    for r in rows:
+        best[r[x]] = max(best.get(r[x], -np.inf), r[y])
+    xs = sorted(best)
+    return np.array(xs, float), np.array([best[v] for v in xs], float)
+
+
+def _at(level: float, xs: np.ndarray, ys: np.ndarray) -> float | None:
+    return float(np.interp(level, xs, ys)) if xs.min() <= level <= xs.max() else None
 
 
 def matched_to_notebook_03(result, cfg, path=None) -> dict:
-    """Notebook 03's methods at AMG Main's content CLIP (memorized prompts), each curve (its knob values plus no
-    mitigation) linearly interpolated; None outside a curve's range. Only when both notebooks used the same
-    prompts, seeds and generation settings."""
+    """Notebook 03's methods beside AMG Main, each curve (its knob values plus no mitigation) linearly
+    interpolated, from notebook 03's committed metrics when both notebooks used the same prompts, seeds and
+    generation settings. Per method: replication and NCC at AMG Main's content CLIP on memorized prompts (matched
+    utility) and content CLIP at AMG Main's replication (matched privacy), each None where the curve does not
+    reach that level, with the curve's range; and the curve's point nearest AMG Main in content CLIP."""
     from ..mitigate.reference_runs import committed_metrics
 
     m, out = committed_metrics("03_mitigation", cfg, path)
@@ -82,16 +93,24 @@ def matched_to_notebook_03(result, cfg, path=None) -> dict:
     rows = m["rows"]
     none = [r for r in rows if r["method"] == "none"]
     amg = result.rows["AMG Main"]
-    x = amg.clip_content["memorized"]
-    out.update(clip_level=x,
-               amg={"replication": memorized_replication(amg), "similarity": amg.similarity_mean["memorized"]},
+    x, rep = amg.clip_content["memorized"], memorized_replication(amg)
+    out.update(clip_level=x, replication_level=rep,
+               amg={"replication": rep, "similarity": amg.similarity_mean["memorized"], "clip_content": x},
                methods={})
     for name in sorted({r["method"] for r in rows} - {"none"}):
         fam = [r for r in rows if r["method"] == name] + none
         entry = {}
         for y, key in (("replication", "replication_memorized"), ("similarity", "similarity_mean_memorized")):
-            xs, ys = _curve(fam, key)
-            entry[y] = float(np.interp(x, xs, ys)) if xs.min() <= x <= xs.max() else None
+            xs, ys = _curve(fam, "clip_content_memorized", key)
+            entry[y] = _at(x, xs, ys)
         entry["clip_range"] = [float(xs.min()), float(xs.max())]
+        xs, ys = _curve(fam, "replication_memorized", "clip_content_memorized")
+        entry["clip_at_amg_replication"] = _at(rep, xs, ys)
+        entry["replication_range"] = [float(xs.min()), float(xs.max())]
+        near = min((r for r in fam if r["method"] == name), key=lambda r: abs(r["clip_content_memorized"] - x))
+        entry["nearest"] = {"knob": near.get("knob", ""), "value": near["value"],
+                            "clip_content": near["clip_content_memorized"],
+                            "replication": near["replication_memorized"],
+                            "similarity": near["similarity_mean_memorized"]}
         out["methods"][name] = entry
     return out

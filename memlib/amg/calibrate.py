@@ -4,7 +4,9 @@ The paper's lambda_t (SSCD scale, LAION neighbours) does not transfer to another
 we record sigma_t (similarity of x0_hat to its nearest training sample) along plain-CFG trajectories of prompts
 that are *not* memorized (the testbed's held-out combinations, dev half), take a high percentile per step and fit
 the released code's form a + (b - a) exp(-c t) to it (``threshold.fit_exponential``). The fit, its residual and
-the share of the calibration trajectories that would trip it are recorded.
+the share of the calibration trajectories that would trip it are recorded, with Table 5's two ablation thresholds
+taken from the same trajectories: the constant one at the fitted threshold's firing share, and the switch always
+on with its level at the trajectories' lowest sigma_t (``Threshold.always_on``).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 from ..generation import GenerationConfig, generate
 from ..mitigate.similarity import SimilarityIndex
 from .guidance import AMGGuidance, AMGSettings
-from .threshold import Threshold, constant_like, fit_exponential
+from .threshold import Threshold, constant_at_fire_share, fit_exponential
 
 NEVER = Threshold("constant", 1e9, 0.0, 0.0)   # records sigma_t, never fires
 
@@ -23,18 +25,23 @@ NEVER = Threshold("constant", 1e9, 0.0, 0.0)   # records sigma_t, never fires
 @dataclass
 class Calibration:
     threshold: Threshold          # the fitted time-varying lambda_t
-    constant: Threshold           # Table 5's constant threshold (``threshold.constant_like``)
+    constant: Threshold           # Table 5's constant threshold (``threshold.constant_at_fire_share``)
+    always: Threshold             # Table 5's switch always on (``Threshold.always_on`` at ``floor``)
     percentile: float             # of sigma_t per step over the calibration trajectories
     timesteps: np.ndarray         # (S,)
     curve: np.ndarray             # (S,) that percentile per step
     rms: float                    # fit residual
     fire_share: float             # calibration trajectories the fitted threshold trips at some step
+    constant_fire_share: float    # ... and the constant one
+    floor: float                  # the lowest sigma_t of any calibration trajectory at any step
     n_trajectories: int
 
     def to_dict(self) -> dict:
         return {"threshold": self.threshold.to_dict(), "constant": self.constant.to_dict(),
-                "percentile": self.percentile, "timesteps": self.timesteps.tolist(), "curve": self.curve.tolist(),
-                "rms": self.rms, "fire_share": self.fire_share, "n_trajectories": self.n_trajectories}
+                "always": self.always.to_dict(), "percentile": self.percentile,
+                "timesteps": self.timesteps.tolist(), "curve": self.curve.tolist(), "rms": self.rms,
+                "fire_share": self.fire_share, "constant_fire_share": self.constant_fire_share, "floor": self.floor,
+                "n_trajectories": self.n_trajectories}
 
 
 def sigma_traces(backend, prompts: list[str], gen_cfg: GenerationConfig, index: SimilarityIndex,
@@ -48,6 +55,12 @@ def sigma_traces(backend, prompts: list[str], gen_cfg: GenerationConfig, index: 
     return record["sigma"].reshape(P, G, S), np.asarray(gen.timesteps), gen
 
 
+def fire_share(sigma: np.ndarray, threshold: Threshold, timesteps) -> float:
+    """Share of the trajectories ``sigma`` (N, S) on which ``threshold`` fires at least once."""
+    s = np.asarray(sigma, float).reshape(-1, np.shape(sigma)[-1])
+    return float((s > threshold(np.asarray(timesteps, float))[None]).any(1).mean())
+
+
 def calibrate(sigma: np.ndarray, timesteps, percentile: float = 99.0) -> Calibration:
     """Fit lambda_t to the ``percentile`` of held-out ``sigma`` (N, S) or (P, G, S) per step."""
     if not 0 < percentile <= 100:
@@ -58,19 +71,22 @@ def calibrate(sigma: np.ndarray, timesteps, percentile: float = 99.0) -> Calibra
     t = np.asarray(timesteps, float)
     curve = np.percentile(s, percentile, axis=0)
     th, rms = fit_exponential(t, curve)
-    fires = (s > th(t)[None]).any(1)
-    return Calibration(th, constant_like(th, t), float(percentile), t, curve, rms, float(fires.mean()), len(s))
+    share = fire_share(s, th, t)
+    const = constant_at_fire_share(s, share)
+    floor = float(s.min())
+    return Calibration(th, const, Threshold.always_on(floor), float(percentile), t, curve, rms, share,
+                       fire_share(s, const, t), floor, len(s))
 
 
-def calibrate_testbed(backend, gen_cfg: GenerationConfig | None = None, percentile: float = 99.0,
-                      progress: bool = False) -> Calibration:
-    """lambda_t for the embedded testbed from its held-out dev prompts (cached on the weights and settings)."""
+def heldout_sigma_traces(backend, gen_cfg: GenerationConfig, max_per_group: int = 0,
+                         progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(sigma_t (P, G, S), timesteps) of the embedded testbed's held-out dev prompts under plain CFG, cached on the
+    weights, the generation settings and the prompts (``max_per_group``: the first N of them; 0: all)."""
     from ..cache import cached_arrays, weights_fingerprint
     from ..mitigate.evalset import evaluation_prompts
 
-    gen_cfg = gen_cfg or GenerationConfig(num_steps=25)
     data = backend.testbed.data
-    texts = [p.text for p in evaluation_prompts(data, "dev", groups=("heldout",))]
+    texts = [p.text for p in evaluation_prompts(data, "dev", groups=("heldout",), max_per_group=max_per_group)]
     key = {"what": "amg-sigma-heldout-dev", "weights": weights_fingerprint(backend), "gen": gen_cfg.to_dict(),
            "prompts": texts}
 
@@ -79,4 +95,11 @@ def calibrate_testbed(backend, gen_cfg: GenerationConfig | None = None, percenti
         return {"sigma": sig, "timesteps": t}
 
     arr = cached_arrays("amg", key, compute)
-    return calibrate(arr["sigma"], arr["timesteps"], percentile)
+    return arr["sigma"], arr["timesteps"]
+
+
+def calibrate_testbed(backend, gen_cfg: GenerationConfig, percentile: float, max_per_group: int = 0,
+                      progress: bool = False) -> Calibration:
+    """lambda_t for the embedded testbed from its held-out dev prompts (``heldout_sigma_traces``) at the
+    ``percentile`` of sigma_t per step."""
+    return calibrate(*heldout_sigma_traces(backend, gen_cfg, max_per_group, progress), percentile)

@@ -11,11 +11,14 @@ so eps = eps_u + (s0 - s1)(eps_c - eps_u) - s2 (eps_N - eps_u) + G_sim and the p
 
 - ``mode='paper'``: one indicator sigma_t > lambda_t gates all three terms (Eq. 10); y_N defaults to n0's caption.
 - ``mode='code'`` (the released SD code): G_spe acts at every step with sigma_t > 0; G_dup fires above lambda_t and
-  holds for ``hold`` steps after; G_sim is gated on sigma recomputed after G_spe/G_dup; y_N defaults to the most
-  frequent caption among the top-k neighbours.
+  acts on ``hold`` steps from its last firing, that step included (the code's g3_count = 10: the firing step and
+  the 9 after); G_sim is gated on sigma recomputed after G_spe/G_dup; y_N defaults to the most frequent caption
+  among the top-k neighbours.
 - ``schedule`` (G_sim's weight; the paper gives no value): 'constant' is Eq. 17's c3; 'code' is the released SD
   code's c3 (sigma - 0.3) exp((1000 - t) / 170), with sigma - lambda_t in place of sigma - 0.3 (0.3 is the SD
-  threshold's asymptote; lambda_t keeps the factor positive exactly where the switch fires, on any sigma scale).
+  threshold's asymptote; lambda_t keeps the factor positive exactly where the switch fires, on any sigma scale),
+  clipped at 0. The level is ``threshold.curve(t)``: with the switch always on it is a constant below the
+  held-out trajectories (``Threshold.always_on``), so the factor does not switch G_sim either.
 - The gradient of sigma is taken through x0_hat with eps held fixed, as both released codes do (no backprop
   through the UNet): grad_{x_t} sigma = grad_{x0} sigma / sqrt(abar_t). ``to_pixels`` maps x0_hat into the
   index's space and the gradient flows through it: a latent model's decoder when the index holds images, or the
@@ -46,6 +49,12 @@ TRACES = ("sigma", "lam", "fired", "spe", "dup", "sim")
 
 @dataclass(frozen=True)
 class AMGSettings:
+    """The guidance's settings (Eqs. 13-17). The paper gives no c1, c2 or c3 (its supplement's values are not
+    public). The released SD code's c1 = 13 saturates s1 at s0 - 1 once sigma > (s0 - 1) / 13 (on SSCD, above
+    0.5: every triggering step), which caps s2 at s0 - 1 - s1 = 0, so deduplication never acts while
+    despecification does. c1 = 1 and c2 = 2 keep both in play on a similarity near 1 (pixel NCC of a copy): at
+    sigma = 0.9 and s0 = 3, s1 = 0.9 and s2 = 1.1 share the s0 - 1 = 2 budget. ``memlib.amg.methods.main_settings``
+    is AMG Main on the testbed (these defaults with the code schedule and the c3 chosen on the dev half)."""
     terms: tuple = TERMS             # which guidance terms act (Table 4's ablation)
     mode: str = "paper"              # 'paper' (everything gated) or 'code' (the released SD code's gating)
     c1: float = 1.0                  # despecification per unit sigma (capped at s0 - 1)
@@ -57,7 +66,7 @@ class AMGSettings:
     caption: str = ""                # y_N: 'nn' (n0's caption) or 'topk' (most frequent among top-k); '' = mode's
     topk: int = 50                   # neighbours searched for the most frequent caption
     min_count: int = 3               # ... which must occur at least this often
-    hold: int = 10                   # code mode: G_dup keeps acting this many steps after firing
+    hold: int = 10                   # code mode: G_dup acts on this many steps from its last firing, that one included
     schedule: str = ""               # G_sim weight: 'constant' (c3, Eq. 17) or 'code'
                                      # (c3 (sigma - lambda_t) e^((1000 - t) / 170)); '' = the mode's
 
@@ -142,7 +151,7 @@ class AMGGuidance:
         self.captions, self.encode, self.to_pixels = captions, encode, to_pixels
         self.record, self.rows = record, rows
         self.y_n: list[str | None] = []        # each row's current negative caption
-        self.left: np.ndarray | None = None    # code mode: steps G_dup still holds
+        self.left: np.ndarray | None = None    # code mode: steps after this one that G_dup still acts on
         self.in_branch: list[str | None] | None = None   # what the branch computed this step holds per row
         self._emb: dict[str, torch.Tensor] = {}
 
@@ -212,8 +221,8 @@ class AMGGuidance:
         for b in np.flatnonzero(fire):
             cap = self._neighbour_caption(px[b], int(nn[b]))
             if cap is not None:
-                self.y_n[b], self.left[b] = cap, cfg.hold
-        if cfg.mode == "code":   # fires, or fired within the last `hold` steps
+                self.y_n[b], self.left[b] = cap, max(cfg.hold - 1, 0)
+        if cfg.mode == "code":   # fires, or fired within the last `hold` steps (counting the firing one)
             active = np.array([y is not None for y in self.y_n]) & (fire | (self.left > 0))
             self.left = np.where(fire, self.left, np.maximum(self.left - 1, 0))
         else:

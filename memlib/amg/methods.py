@@ -5,8 +5,11 @@ needs to run it on their own model.
 dissimilarity scale; the rest (terms, gating mode, y_N rule, threshold) comes from an ``AMGSetup`` and is part of
 the cache key. The plan records, per prompt, generation and step, sigma_t, lambda_t, whether the switch fired and
 each term's weight, and marks a prompt as acted on when any term acted in any of its generations.
-``register``ed as ``amg`` for the embedded testbed: its training images and captions form the index, and the
-threshold is calibrated on the testbed's held-out dev prompts (``calibrate``), cached.
+``register``ed as ``amg`` for the embedded testbed: notebook 04's AMG Main, one definition for both. Its settings
+are ``main_settings()`` (the notebook's Main row builds from the same function), its index and captions the
+testbed's training set, its lambda_t calibrated on the testbed's held-out dev prompts as the notebook calibrates
+(``MAIN_CALIBRATION``, ``MAIN_PERCENTILE``: the notebook's parameters default to them), and its c3 without a value
+is the one the notebook chose on its development half (``MAIN_C3``).
 
 On another model:
 
@@ -25,17 +28,34 @@ from typing import Callable
 
 import numpy as np
 
+from ..generation import GenerationConfig
 from ..mitigate.method import Context, Knob, Method, Plan
 from ..mitigate.registry import register
 from ..mitigate.similarity import SimilarityIndex
-from .calibrate import Calibration, calibrate, sigma_traces
+from .calibrate import Calibration, calibrate, calibrate_testbed, sigma_traces
 from .guidance import TRACES, AMGGuidance, AMGSettings
 from .threshold import Threshold
 
 __all__ = ["AMGSettings", "AMGGuidance", "Threshold", "sigma_traces", "calibrate", "Calibration", "AMGSetup",
-           "amg_method", "testbed_setup", "C3_KNOB"]
+           "amg_method", "testbed_setup", "main_settings", "C3_KNOB", "MAIN_C3", "MAIN_SCHEDULE",
+           "MAIN_CALIBRATION", "MAIN_PERCENTILE"]
 
-C3_KNOB = Knob("c3", (1.0, 3.0, 10.0, 30.0, 100.0), 0.0, 1e6, none_value=0.0)
+# AMG Main on the testbed. The G_sim schedule and c3 are what notebook 04 chose on its development half
+# (figures/04_amg/metrics.json: main_schedule, main_c3); tests/test_registry_defaults.py holds them to the committed
+# run. c1, c2 and the other settings are AMGSettings' defaults (why: ``guidance.AMGSettings``).
+MAIN_SCHEDULE = "code"
+MAIN_C3 = 300.0
+# lambda_t: fitted to this percentile of sigma_t over these plain-CFG generations of the held-out dev prompts
+MAIN_CALIBRATION = GenerationConfig(num_steps=25, guidance_scale=3.0, n_gens=8, batch_size=128, seed=0)
+MAIN_PERCENTILE = 100.0
+
+C3_KNOB = Knob("c3", (10.0, 30.0, 100.0, 300.0, 1000.0), 0.0, 1e6, none_value=0.0, default=MAIN_C3)
+
+
+def main_settings(schedule: str = MAIN_SCHEDULE, c3: float = MAIN_C3, **changes) -> AMGSettings:
+    """AMG Main's settings: every term, paper gating, n0's caption as y_N, c1 and c2 at their defaults, G_sim on
+    ``schedule`` at ``c3``; ``changes`` override any field (the notebook's c1, c2 parameters, an ablation)."""
+    return AMGSettings(schedule=schedule, c3=c3, **changes)
 
 
 @dataclass
@@ -86,20 +106,21 @@ def amg_method(setup: AMGSetup, c3: float | None = None, name: str = "amg", desc
 
 
 def testbed_setup(backend, settings: AMGSettings | None = None, threshold: Threshold | None = None) -> AMGSetup:
-    """The testbed's training set as AMG's index, with a threshold calibrated on its held-out dev prompts."""
+    """The testbed's training set as AMG's index, with Main's settings and threshold (``MAIN_CALIBRATION`` on its
+    held-out dev prompts) unless given."""
     tb = getattr(backend, "testbed", None)
     if tb is None:
         raise ValueError("AMG needs the training images it guards; through the registry it runs on the embedded "
                          "testbed. For another model build an AMGSetup with your images (memlib.amg.amg_method)")
     if threshold is None:
-        from .calibrate import calibrate_testbed
-        threshold = calibrate_testbed(backend).threshold
-    return AMGSetup(SimilarityIndex(tb.data.images), threshold, settings or AMGSettings(), tb.data.captions)
+        threshold = calibrate_testbed(backend, MAIN_CALIBRATION, MAIN_PERCENTILE).threshold
+    return AMGSetup(SimilarityIndex(tb.data.images), threshold, settings or main_settings(), tb.data.captions)
 
 
 def _registry_build(ctx: Context, c3: float) -> Plan:
     return _build(testbed_setup(ctx.backend))(ctx, c3)
 
 
-register("amg", C3_KNOB, _registry_build, scope="testbed", description="AMG: despecification, deduplication and "
-         "dissimilarity guidance, switched per step by similarity to the nearest training image (testbed)")
+register("amg", C3_KNOB, _registry_build, scope="testbed", description="AMG Main (notebook 04): despecification, "
+         "deduplication and dissimilarity guidance, switched per step by similarity to the nearest training image "
+         "(testbed)")

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..plotting import to_hwc
+from .report import ROW_ORDER
 
 
 def plot_sigma_calibration(res):
@@ -24,6 +25,11 @@ def plot_sigma_calibration(res):
     th = cal["threshold"]
     lam = th["a"] + (th["b"] - th["a"]) * np.exp(-th["c"] * t)
     axes[0].plot(t, lam, "k--", label="fitted lambda_t")
+    if "constant" in cal:
+        axes[0].axhline(cal["constant"]["a"], color="k", lw=0.8, ls="-.",
+                        label="constant threshold (same held-out firing share)")
+    if "floor" in cal:
+        axes[0].axhline(cal["floor"], color="grey", lw=0.8, ls="-.", label="switch always on: G_sim's level")
     axes[0].plot(t, cal["curve"], "k:", lw=0.8, label=f"held-out p{cal['percentile']:g} per step")
     axes[0].set(xlabel="timestep t (sampling runs right to left)",
                 ylabel="sigma_t = NCC(x0_hat, nearest training image)",
@@ -58,8 +64,7 @@ def plot_c3_dev_sweep(res, cfg):
 def plot_ablations(res):
     """Replication per planted group for every test-half row (Table 4 analogue), and privacy against utility
     (``ablations``)."""
-    labels = ["none", "AMG Main", "AMG Strong", "AMG, released-code gating", "spe", "dup", "sim", "spe+dup",
-              "spe+sim", "dup+sim", "switch always on", "constant threshold"]
+    labels = [k for k in ROW_ORDER if k in res.rows and k != "dup, y_N = top-k caption"]
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.2))
     x = np.arange(len(labels))
     for k, g in enumerate(("verbatim", "image_dup", "caption_dup")):

@@ -26,8 +26,9 @@ HEADLINES = [
 ]
 
 # the testbed table's rows, in the order of the paper's tables (any other row follows)
-ROW_ORDER = ["none", "AMG Main", "AMG Strong", "AMG, released-code gating", "spe", "dup", "sim", "spe+dup",
-             "spe+sim", "dup+sim", "dup, y_N = top-k caption", "switch always on", "constant threshold"]
+CODE_C1_ROW = "AMG, released-code c1 = 13"   # Main with the released code's despecification scale
+ROW_ORDER = ["none", "AMG Main", "AMG Strong", "AMG, released-code gating", CODE_C1_ROW, "spe", "dup", "sim",
+             "spe+dup", "spe+sim", "dup+sim", "dup, y_N = top-k caption", "switch always on", "constant threshold"]
 NAN = float("nan")
 
 
@@ -123,16 +124,30 @@ def _digits_values(m: dict) -> dict:
 
 
 def _matched_values(m: dict) -> dict:
-    """Notebook 03's methods at AMG Main's content CLIP: 'method replication' per curve that reaches it."""
+    """Notebook 03's methods beside AMG Main: 'method replication' per curve at AMG Main's content CLIP (matched
+    utility), and 'method content CLIP' per curve at AMG Main's replication (matched privacy); a curve that does
+    not reach the level is named with its range and its point nearest AMG Main."""
     mt = m.get("matched_to_03", {})
     if not mt.get("available"):   # notebook 03 ran other prompts or settings
         return {"matched_03_clip_level": NAN, "matched_03_replication": "n/a", "matched_03_amg_replication": NAN,
-                "matched_03_commit": "n/a"}
-    parts = [f"{n} {v['replication']:.3f}" for n, v in mt["methods"].items() if v["replication"] is not None]
-    parts += [f"{n} outside its curve (content CLIP {v['clip_range'][0]:.3f}–{v['clip_range'][1]:.3f})"
-              for n, v in mt["methods"].items() if v["replication"] is None and "clip_range" in v]
+                "matched_03_clip": "n/a", "matched_03_commit": "n/a"}
+    methods = mt["methods"]
+    parts = [f"{n} {v['replication']:.3f}" for n, v in methods.items() if v["replication"] is not None]
+    for n, v in methods.items():
+        if v["replication"] is None and "clip_range" in v:
+            near = v.get("nearest")
+            at = (f"; its nearest point, {near['knob']} = {near['value']:g}, copies {near['replication']:.3f} at "
+                  f"content CLIP {near['clip_content']:.3f}") if near else ""
+            lo, hi = v["clip_range"]
+            parts.append(f"{n} outside its curve (content CLIP {lo:.3f}–{hi:.3f}{at})")
+    clips = [f"{n} {v['clip_at_amg_replication']:.3f}" for n, v in methods.items()
+             if v.get("clip_at_amg_replication") is not None]
+    clips += [f"{n} outside its curve (replication {v['replication_range'][0]:.3f}–{v['replication_range'][1]:.3f})"
+              for n, v in methods.items() if v.get("clip_at_amg_replication") is None and "replication_range" in v]
     return {"matched_03_clip_level": mt["clip_level"], "matched_03_replication": ", ".join(parts) or "— (none "
             "reaches that utility)", "matched_03_amg_replication": mt["amg"]["replication"],
+            "matched_03_clip": ", ".join(clips) or ("— (no curve reaches that replication)" if any(
+                "replication_range" in v for v in methods.values()) else "— (not measured in this run)"),
             "matched_03_commit": str(mt.get("commit"))[:10]}
 
 

@@ -2,11 +2,14 @@
 
 0. Cheap checks (dev half): sigma_t of memorized against held-out trajectories per step (can a switch separate
    them?), replication at guidance 1 (the most despecification can do), and which y_N each rule picks.
-1. Calibration (dev half): lambda_t fitted to the held-out trajectories (``calibrate``); the dissimilarity scale c3
-   and its schedule chosen on the dev memorized prompts: Main is the smallest c3 that brings pooled replication
-   to ``rep_bar``, Strong the next value of the sweep.
-2. Tables on the test half (the harness's columns): Table 1 (none, Main, Strong, the released code's gating),
-   Table 4 (each term and pair), Table 5 (switch always on, constant threshold), all at Main's c3.
+1. Calibration (dev half): lambda_t fitted to the held-out trajectories (``calibrate_testbed``, as the registry's
+   ``amg`` calibrates); the dissimilarity scale c3 and its schedule chosen on the dev memorized prompts: Main is
+   the smallest c3 that brings pooled replication to ``rep_bar``, Strong the next value of the sweep.
+2. Tables on the test half (the harness's columns): Table 1 (none, Main, Strong, the released code's gating, the
+   released code's c1 = 13), Table 4 (each term and pair), Table 5 (switch always on, constant threshold at the
+   time-varying one's held-out firing share), all at Main's c3. Main's settings come from
+   ``methods.main_settings`` and the parameters' defaults from ``methods``' Main constants: the registry's
+   ``amg`` is this Main.
 3. Digits (Tables 2-3): unconditional and class-conditional, dissimilarity guidance only (``digits``).
 """
 from __future__ import annotations
@@ -29,13 +32,15 @@ from ..mitigate.run import run_method
 from ..mitigate.similarity import SimilarityIndex
 from ..testbed.build import TestbedRef
 from .analysis import choose_c3, matched_to_notebook_03, memorized_replication, y_n_rules
-from .calibrate import calibrate, sigma_traces
-from .guidance import TERMS, AMGSettings
-from .methods import AMGSetup, amg_method
-from .report import ablation_tests
+from .calibrate import calibrate, heldout_sigma_traces, sigma_traces
+from .guidance import TERMS
+from .methods import C3_KNOB, MAIN_CALIBRATION, MAIN_PERCENTILE, AMGSetup, amg_method, main_settings
+from .report import CODE_C1_ROW, ablation_tests
 from .report import claims as report_claims
 
 ABLATIONS = [("spe",), ("dup",), ("sim",), ("spe", "dup"), ("spe", "sim"), ("dup", "sim")]
+CODE_C1 = 13.0   # the released SD code's despecification scale (s1 = clip(13 sigma, 0, 6.5) at s0 = 7.5)
+MAIN = main_settings()
 
 
 @dataclass
@@ -43,17 +48,17 @@ class AMGStudyConfig(Config):
     """Parameters of notebooks/04_amg.ipynb."""
     testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
     n_gens: int = 4                  # generations per prompt (as notebook 03, so rows compare)
-    num_steps: int = 25              # DDIM steps (as notebook 03)
-    guidance_scale: float = 3.0      # CFG scale s0
-    gen_batch_size: int = 128
-    seed: int = 0
+    num_steps: int = MAIN_CALIBRATION.num_steps             # DDIM steps (as notebook 03)
+    guidance_scale: float = MAIN_CALIBRATION.guidance_scale  # CFG scale s0
+    gen_batch_size: int = MAIN_CALIBRATION.batch_size
+    seed: int = MAIN_CALIBRATION.seed
     max_prompts_per_group: int = 0   # cap per group and half (0: all)
     heldout_prompts: int = 16        # held-out prompts per half in the tables (as notebook 03)
-    calib_gens: int = 8              # generations per dev prompt for the sigma_t traces (calibration)
-    calib_percentile: float = 100.0  # lambda_t fitted to this percentile of held-out sigma_t per step
-    c1: float = 1.0                  # despecification per unit sigma (s1 = clip(c1 sigma, 0, s0 - 1))
-    c2: float = 2.0                  # deduplication per unit sigma (s2 = clip(c2 sigma, 0, s0 - 1 - s1))
-    c3_sweep: str = "10,30,100,300,1000"   # dissimilarity scales tried on the dev half, weakest first
+    calib_gens: int = MAIN_CALIBRATION.n_gens   # generations per dev prompt for the sigma_t traces (calibration)
+    calib_percentile: float = MAIN_PERCENTILE  # lambda_t fitted to this percentile of held-out sigma_t per step
+    c1: float = MAIN.c1              # despecification per unit sigma (s1 = clip(c1 sigma, 0, s0 - 1))
+    c2: float = MAIN.c2              # deduplication per unit sigma (s2 = clip(c2 sigma, 0, s0 - 1 - s1))
+    c3_sweep: str = ",".join(f"{v:g}" for v in C3_KNOB.sweep)   # dissimilarity scales tried on the dev half
     schedules: str = "code,constant"       # G_sim weight schedules tried on the dev half
     dev_gens: int = 2                # generations per dev prompt in the c3 sweep
     rep_bar: float = 0.02            # Main: the smallest c3 whose dev replication is at most this
@@ -183,25 +188,31 @@ class AMGResult:
 
 
 def _checks(cfg, backend, data, dev, index, run) -> dict:
-    """sigma_t traces on the dev half (cached), the fitted lambda_t, guidance 1 and the y_N rules."""
+    """sigma_t traces on the dev half (cached), the fitted lambda_t, guidance 1 and the y_N rules. The held-out
+    traces and the fit are the registry's ``amg`` calibration (``heldout_sigma_traces``, ``calibrate``)."""
+    import torch
+
     gen = cfg.generation_config(cfg.calib_gens)
-    texts = [p.text for p in dev]
-    key = {"what": "amg-sigma-dev", "weights": weights_fingerprint(backend), "gen": gen.to_dict(), "prompts": texts}
+    held = np.array([p.group == "heldout" for p in dev])
+    sig_held, ts = heldout_sigma_traces(backend, gen, cfg.max_prompts_per_group, cfg.progress)
+    cal = calibrate(sig_held, ts, cfg.calib_percentile)
+    mem_texts = [p.text for p in dev if p.memorized]
+    key = {"what": "amg-sigma-dev-memorized", "weights": weights_fingerprint(backend), "gen": gen.to_dict(),
+           "prompts": mem_texts}
 
     def compute():
-        sig, ts, g = sigma_traces(backend, texts, gen, index, progress=cfg.progress)
-        return {"sigma": sig, "timesteps": ts, "images": g.images[:, 0].numpy()}
+        s, _, g = sigma_traces(backend, mem_texts, gen, index, progress=cfg.progress)
+        return {"sigma": s, "images": g.images[:, 0].numpy()}
 
-    arr = cached_arrays("amg", key, compute)
-    held = np.array([p.group == "heldout" for p in dev])
-    cal = calibrate(arr["sigma"][held], arr["timesteps"], cfg.calib_percentile)
-    sig = arr["sigma"]
+    mem = cached_arrays("amg", key, compute)
+    if len(sig_held) != held.sum():
+        raise RuntimeError("the held-out dev prompts of the calibration differ from the study's")
+    sig = np.empty((len(dev),) + sig_held.shape[1:], sig_held.dtype)
+    sig[held], sig[~held] = sig_held, mem["sigma"]
     auc = [auc_and_tpr(sig[~held, :, i].ravel(), sig[held, :, i].ravel())[0] for i in range(sig.shape[-1])]
     dev_mem = [p for p in dev if p.memorized]
     g1 = run(make_method("lower_guidance", 1.0), dev_mem, n_gens=cfg.dev_gens).row
-    import torch
-    rules = y_n_rules(data, index, [p for p in dev if p.memorized],
-                      torch.from_numpy(arr["images"][~held]) * 2 - 1)
+    rules = y_n_rules(data, index, [p for p in dev if p.memorized], torch.from_numpy(mem["images"]) * 2 - 1)
     return {"cal": cal, "sigma": sig, "held": held, "groups": [p.group for p in dev], "auc_per_step": auc,
             "guidance_1": g1, "y_n_rules": rules}
 
@@ -223,31 +234,33 @@ def run_study(cfg: AMGStudyConfig) -> AMGResult:
 
     checks = _checks(cfg, backend, data, dev_all, index, run)
     cal: "Calibration" = checks["cal"]   # noqa: F821
-    base = AMGSettings(c1=cfg.c1, c2=cfg.c2)
 
-    def amg(name, settings=base, threshold=cal.threshold, c3=1.0):
-        return amg_method(AMGSetup(index, threshold, settings, data.captions), c3, name=name)
+    def settings(schedule, c3, **changes):
+        return main_settings(schedule, c3, c1=cfg.c1, c2=cfg.c2, **changes)
+
+    def amg(name, settings, threshold=cal.threshold):   # at the settings' own c3
+        return amg_method(AMGSetup(index, threshold, settings, data.captions), name=name)
 
     # 1. c3 and schedule on the dev memorized prompts
     dev_mem = [p for p in dev if p.memorized]
     dev_none = run(make_method("none"), dev_mem, n_gens=cfg.dev_gens).row
     sweep = parse_number_list("c3_sweep", cfg.c3_sweep, float)
-    dev_rows = {s: [run(amg(f"amg[{s}]", replace(base, schedule=s), c3=c), dev_mem, cfg.dev_gens).row
-                    for c in sweep] for s in cfg.schedule_names()}
+    dev_rows = {s: [run(amg(f"amg[{s}]", settings(s, c)), dev_mem, cfg.dev_gens).row for c in sweep]
+                for s in cfg.schedule_names()}
     main_schedule, main_c3, strong_c3 = choose_c3(dev_rows, sweep, cfg.rep_bar)
-    main = replace(base, schedule=main_schedule)
+    main = settings(main_schedule, main_c3)
 
     # 2. the tables on the test half
     runs = {"none": run(make_method("none"), test)}
-    runs["AMG Main"] = run(amg("amg", main, c3=main_c3), test)
-    runs["AMG Strong"] = run(amg("amg", main, c3=strong_c3), test)
-    runs["AMG, released-code gating"] = run(amg("amg_code", replace(main, mode="code"), c3=main_c3), test)
+    runs["AMG Main"] = run(amg("amg", main), test)
+    runs["AMG Strong"] = run(amg("amg", replace(main, c3=strong_c3)), test)
+    runs["AMG, released-code gating"] = run(amg("amg_code", replace(main, mode="code")), test)
+    runs[CODE_C1_ROW] = run(amg("amg_c1_13", replace(main, c1=CODE_C1)), test)
     for terms in ABLATIONS:
-        runs["+".join(terms)] = run(amg("amg_" + "+".join(terms), replace(main, terms=terms), c3=main_c3), test)
-    runs["dup, y_N = top-k caption"] = run(amg("amg_dup_topk", replace(main, terms=("dup",), caption="topk"),
-                                               c3=main_c3), test)
-    runs["switch always on"] = run(amg("amg_always", main, cal.threshold.always_on(), main_c3), test)
-    runs["constant threshold"] = run(amg("amg_constant", main, cal.constant, main_c3), test)
+        runs["+".join(terms)] = run(amg("amg_" + "+".join(terms), replace(main, terms=terms)), test)
+    runs["dup, y_N = top-k caption"] = run(amg("amg_dup_topk", replace(main, terms=("dup",), caption="topk")), test)
+    runs["switch always on"] = run(amg("amg_always", main, cal.always), test)
+    runs["constant threshold"] = run(amg("amg_constant", main, cal.constant), test)
 
     from .digits_study import run_digits
     digits = {name: run_digits(cfg, class_conditional=cc) for name, cc in (("unconditional", False),

@@ -5,7 +5,12 @@ Both released codes use a saturating exponential in the DDPM timestep t,
 so lambda_t is a at the start of sampling (t ~ 1000) and b at its end (t = 0); the SD code has a = 0.3, b = 0.4,
 c = 0.005 on SSCD similarity. On the testbed the scale differs (pixel NCC, nL2), so ``fit_exponential`` fits the
 same form to a high percentile of sigma_t over held-out trajectories (dev half) and ``Threshold`` records the fit.
-Table 5's ablations are the ``constant`` threshold and ``always`` (the switch disabled).
+
+Table 5's two ablations:
+- a ``constant`` threshold, at the level that fires on the same share of held-out dev trajectories as the
+  time-varying one (``constant_at_fire_share``): the comparison holds the false alarms fixed and asks what the
+  time-varying shape adds in memorization caught;
+- the switch ``always`` on (the paper's "w/o conditional guidance"): see ``Threshold.always_on``.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ KINDS = ("time", "constant", "always")
 @dataclass(frozen=True)
 class Threshold:
     kind: str = "time"     # 'time' (the exponential), 'constant' (lambda_t = a) or 'always' (every step fires;
-                           # a, b, c still give the level the code schedule measures sigma from)
+                           # a is then the level the code schedule measures sigma from, see ``always_on``)
     a: float = 0.3         # value at t -> infinity (start of sampling)
     b: float = 0.4         # value at t = 0 (end of sampling)
     c: float = 0.005       # rate per DDPM timestep
@@ -37,14 +42,23 @@ class Threshold:
         return self.curve(t)
 
     def curve(self, t) -> np.ndarray | float:
-        """lambda_t as a level (the code schedule's sigma - lambda_t uses it, also when the gate is 'always')."""
-        if self.kind == "constant":
+        """The level the code schedule's G_sim weight c3 (sigma_t - level) e^((1000 - t) / 170) measures sigma
+        from: lambda_t itself, or with the switch always on the constant ``a`` (see ``always_on``)."""
+        if self.kind in ("constant", "always"):
             return self.a + 0 * np.asarray(t, float)
         return self.a + (self.b - self.a) * np.exp(-self.c * np.asarray(t, float))
 
-    def always_on(self) -> "Threshold":
-        """The same curve with the switch disabled (Table 5's 'w/o conditional guidance')."""
-        return Threshold("always", self.a, self.b, self.c)
+    @staticmethod
+    def always_on(level: float) -> "Threshold":
+        """The switch disabled (Table 5's "w/o conditional guidance").
+
+        Our reading of the paper's ablation: Eq. 10 with its indicator fixed at 1, so every term acts at every step
+        of every generation and lambda_t is consulted nowhere. The code schedule's factor (sigma_t - lambda_t),
+        clipped at 0, is itself a switch (zero wherever sigma_t <= lambda_t), so with the switch off it is measured
+        from ``level`` instead: the lowest sigma_t of any held-out dev trajectory (``Calibration.floor``), a
+        constant as the released SD code's 0.3 in its 100 (sigma - 0.3) e^((1000 - t) / 170) is. G_sim then acts
+        wherever the other terms do, still growing with sigma_t."""
+        return Threshold("always", float(level), float(level), 0.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,8 +90,19 @@ def fit_exponential(t, values, rates=None) -> tuple[Threshold, float]:
     return Threshold("time", a, b, c), rms
 
 
-def constant_like(th: Threshold, t) -> Threshold:
-    """The constant threshold at the time-varying one's highest value over ``t`` (Table 5's ablation). It is never
-    below the time-varying one, so it fires only where that one fires too: no more false fires on held-out
-    prompts, and the comparison asks what the time-varying shape adds in memorization caught."""
-    return Threshold("constant", float(np.max(th(np.asarray(t, float)))), 0.0, 0.0)
+def constant_at_fire_share(sigma, share: float) -> Threshold:
+    """The constant threshold that fires on ``share`` of the trajectories ``sigma`` (N, S) at least once (a false
+    alarm is a trajectory the switch changes, as in the 'switch fired' columns): halfway between the k-th and
+    (k+1)-th highest trajectory peak, k = round(share N); above every peak when k = 0, below every one when k = N.
+    Table 5's constant threshold, at the time-varying one's held-out firing share."""
+    peaks = np.sort(np.asarray(sigma, float).reshape(-1, np.shape(sigma)[-1]).max(1))[::-1]
+    if not 0 <= share <= 1 or not len(peaks) or not np.isfinite(peaks).all():
+        raise ValueError(f"constant_at_fire_share needs finite trajectories and a share in [0, 1] (got {share})")
+    k = int(round(share * len(peaks)))
+    if k == 0:
+        level = peaks[0]                                   # sigma > level never holds
+    elif k == len(peaks):
+        level = np.nextafter(peaks[-1], -np.inf)
+    else:
+        level = (peaks[k - 1] + peaks[k]) / 2
+    return Threshold("constant", float(level), 0.0, 0.0)

@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(n)
     n.add_argument("--prompts", action="append", required=True, help="prompt file(s), as for detect")
     n.add_argument("--method", default="none", help="see `memlib methods` [none: plain CFG]")
-    n.add_argument("--knob", default=None, help="the method's strength, VALUE or NAME=VALUE [its strongest default]; "
+    n.add_argument("--knob", default=None, help="the method's strength, VALUE or NAME=VALUE [its default]; "
                    "wen_pe's l_target is the joint first-step magnitude over a prompt's --gens noises, so it "
                    "grows about as sqrt(gens) (notebook 03's 2.26 is for 4)")
     n.add_argument("--gens", type=int, default=1, help="images per prompt [1]")
@@ -158,7 +158,7 @@ def _methods(_a) -> int:
     for name in available():
         d = describe(name)
         k = d["knob"]
-        default = f"{k.name}={k.sweep[-1]:g}"
+        default = f"{k.name}={d['default']:g}"
         where = "any model" if d["scope"] == "any" else "testbed only"
         print(f"{name:16} {default:20} {d['kind']:9} {where:12} {d['description']}")
     return 0

@@ -132,7 +132,7 @@ def generate(prompts, model: str = "testbed", *, method: str = "none", knob=None
              gens: int = 1, num_steps: int = 50, guidance_scale: float | None = None, seed: int = 0,
              batch_size: int | None = None, max_prompts: int = 0, device: str | None = None, dtype: str | None = None,
              overwrite: bool = False, progress: bool = True, backend=None) -> ImagesResult:
-    """``gens`` images per prompt under ``method`` at ``knob`` (None: the strongest value of its default sweep)
+    """``gens`` images per prompt under ``method`` at ``knob`` (None: its default, ``describe(method)['default']``)
     into the folder ``out`` (None: ``default_out('generate', model, method)``, never the current folder).
     ``prompts``: a prompt file spec (``memlib.prompt_files``) or a list of strings."""
     from tqdm.auto import tqdm

@@ -19,13 +19,21 @@ from ..generation import GenerationConfig
 
 @dataclass(frozen=True)
 class Knob:
-    """A method's strength knob: its name, the values a sweep uses by default, and the valid range."""
+    """A method's strength knob: its name, the values a sweep uses by default, the valid range, and the value a
+    method runs at when none is given (``default``: the operating point its paper's notebook chose on the
+    development half; None: the strongest value of the sweep)."""
     name: str
     sweep: tuple                      # default sweep, weakest to strongest
     lo: float | None = None
     hi: float | None = None
     integer: bool = False
     none_value: Any = None            # the value at which the method does nothing (if any)
+    default: float | int | None = None
+
+    @property
+    def default_value(self) -> float | int:
+        """The value ``make_method`` uses when none is given."""
+        return self.sweep[-1] if self.default is None else self.default
 
     def check(self, method: str, value) -> float | int:
         ok_type = (int,) if self.integer else (int, float)

@@ -1,5 +1,6 @@
 """Method names -> methods. ``make_method(name, value)`` checks the name and the knob value with errors that
-say what to do; ``sweep(name)`` gives a method at each of its default knob values.
+say what to do (no value: the knob's default, ``Knob.default_value``); ``sweep(name)`` gives a method at each of
+its default knob values.
 
 A methods module registers its methods with ``register`` when it is imported: ``mitigate.baselines`` and each paper
 package's ``methods`` module. The registry imports none of them (they sit above it); ``memlib.api.methods`` imports
@@ -33,21 +34,24 @@ def available() -> dict[str, Knob]:
 
 
 def describe(name: str) -> dict:
-    """A method's knob, kind ('inference'/'training'), scope ('any'/'testbed') and description."""
+    """A method's knob, the knob value it runs at when none is given (``default``), kind ('inference'/'training'),
+    scope ('any'/'testbed') and description."""
     make_method(name)  # the unknown-name error
     knob, _, kind, desc = _REGISTRY[name]
-    return {"knob": knob, "kind": kind, "scope": _SCOPE.get(name, "any"), "description": desc}
+    return {"knob": knob, "default": knob.default_value, "kind": kind, "scope": _SCOPE.get(name, "any"),
+            "description": desc}
 
 
 def make_method(name: str, value=None) -> Method:
-    """The method ``name`` at knob ``value`` (None: the strongest value of its default sweep)."""
+    """The method ``name`` at knob ``value`` (None: the knob's default, the operating point its paper's notebook
+    chose, or else the strongest value of its sweep)."""
     if not isinstance(name, str) or name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "none yet"
         raise ValueError(f"unknown mitigation method {name!r}; registered: {known}. A paper's methods register when "
                          f"its methods module is imported (e.g. import memlib.amg.methods); memlib.api.methods "
                          f"registers every method")
     knob, build, kind, desc = _REGISTRY[name]
-    value = knob.sweep[-1] if value is None else value
+    value = knob.default_value if value is None else value
     return Method(name, knob, knob.check(name, value), build, kind, desc)
 
 

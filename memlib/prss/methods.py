@@ -5,7 +5,11 @@
   released code's "PR alone" (PE + PR) does;
 - ``prss``: the search, then re-anchoring on the original prompt for the prompts flagged at the first step.
 The same lambda is PE's target, SS's threshold and PR's trigger, as in the paper's curves. tau and M (PR) come
-from a ``PRSSSetup``; for the embedded testbed they are calibrated on its held-out dev prompts.
+from a ``PRSSSetup``; for the embedded testbed they are calibrated on its held-out dev prompts as notebook 05
+calibrates them (``calibration_config``, ``TAU_PERCENTILE``, ``M_PERCENTILE``, ``PER_STEP_THRESHOLDS``; the
+notebook's parameters default to these). Without a knob value, ``prss`` and ``prss_pr`` run at the lambda
+notebook 05 chose on its development half, and ``prss_ss`` at PRSS's (the notebook gives SS alone no operating
+point of its own).
 
 On a model of your own:
 - ``ReanchorHook`` / ``reanchor_weight``: prompt re-anchoring, a sampler hook pushing CFG away from the original
@@ -19,9 +23,12 @@ On a model of your own:
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
+from ..generation import GenerationConfig
 from ..mitigate.method import Context, Knob, Method, Plan
 from ..mitigate.registry import register
 from .calibrate import PRSSSetup, heldout_norms, pr_thresholds, testbed_setup  # noqa: F401  (re-exported)
@@ -29,8 +36,25 @@ from .paraphrase import JsonlCandidates, TestbedParaphraser, candidate_source  #
 from .reanchor import BRANCH, ReanchorHook, reanchor_weight  # noqa: F401  (re-exported)
 from .search import SearchTable, candidate_magnitudes, select  # noqa: F401  (re-exported)
 
+# Operating points notebook 05 chose on its development half (figures/05_prss/metrics.json: prss_lambda,
+# pr_alone_lambda); tests/test_registry_defaults.py holds them to the committed run.
+PRSS_LAMBDA = 1.8
+PR_ALONE_LAMBDA = 1.35
+# PR's calibration, as notebook 05 runs it (PRSSStudyConfig's defaults read these)
+TAU_PERCENTILE = 95.0            # plain CFG below this percentile of held-out per-step magnitudes
+M_PERCENTILE = 99.9              # full re-anchoring at this percentile
+PER_STEP_THRESHOLDS = True       # tau and M per sampling step
+CALIBRATION_GENS, CALIBRATION_SEED, CALIBRATION_BATCH = 4, 0, 128   # the held-out dev generations they come from
+
 LAMBDA_KNOB = Knob("lambda", (4.0, 3.0, 2.5, 2.0, 1.5), 0.0, 1000.0)
 VARIANTS = ("prss_ss", "prss_pr", "prss")
+DEFAULT_LAMBDA = {"prss_ss": PRSS_LAMBDA, "prss_pr": PR_ALONE_LAMBDA, "prss": PRSS_LAMBDA}
+
+
+def calibration_config(gen_cfg: GenerationConfig) -> GenerationConfig:
+    """The plain-CFG generations of the held-out dev prompts that tau and M come from: notebook 05's generations
+    per prompt, seed and batch, at ``gen_cfg``'s sampling steps and guidance (the thresholds are per step)."""
+    return replace(gen_cfg, n_gens=CALIBRATION_GENS, seed=CALIBRATION_SEED, batch_size=CALIBRATION_BATCH)
 
 
 def _pr_plan(ctx: Context, setup: PRSSSetup, texts: list[str], flagged: np.ndarray, **plan) -> Plan:
@@ -83,10 +107,12 @@ def prss_method(setup: PRSSSetup, lam: float, variant: str = "prss", name: str |
 
 def _registered(variant: str):
     def build(ctx: Context, lam: float) -> Plan:
-        return prss_method(testbed_setup(ctx.backend, ctx.gen_cfg), lam, variant).build(ctx, lam)
+        setup = testbed_setup(ctx.backend, calibration_config(ctx.gen_cfg), "testbed", TAU_PERCENTILE, M_PERCENTILE,
+                              PER_STEP_THRESHOLDS)
+        return prss_method(setup, lam, variant).build(ctx, lam)
     return build
 
 
 for _v in VARIANTS:
-    register(_v, LAMBDA_KNOB, _registered(_v), scope="testbed",
-             description=f"PRSS ({_v}), tau and M calibrated on the testbed")
+    register(_v, replace(LAMBDA_KNOB, default=DEFAULT_LAMBDA[_v]), _registered(_v), scope="testbed",
+             description=f"PRSS ({_v}), tau and M calibrated on the testbed as notebook 05 does")

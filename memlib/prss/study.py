@@ -32,7 +32,8 @@ from ..mitigate.run import run_method
 from ..testbed.build import TestbedRef
 from ..wen import methods as _wen_methods  # noqa: F401  (registers "wen_pe")
 from .calibrate import PRSSSetup, heldout_norms, pr_thresholds
-from .methods import prss_method
+from .methods import (CALIBRATION_BATCH, CALIBRATION_GENS, CALIBRATION_SEED, M_PERCENTILE, PER_STEP_THRESHOLDS,
+                      TAU_PERCENTILE, prss_method)
 from . import report
 from .paraphrase import TestbedParaphraser, split_testbed_prompt
 from .results import PRSSResult, choose_operating_lambda, committed_references
@@ -50,19 +51,19 @@ ROW_COLUMNS = ["replication_memorized", "replication_verbatim", "replication_ima
 class PRSSStudyConfig(Config):
     """Parameters of notebooks/05_prss.ipynb."""
     testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
-    n_gens: int = 4                  # generations per prompt (as notebooks 03 and 04, so rows compare)
+    n_gens: int = CALIBRATION_GENS   # generations per prompt (as notebooks 03 and 04, so rows compare)
     num_steps: int = 25              # DDIM steps (as notebooks 03 and 04)
     guidance_scale: float = 3.0      # CFG scale w
-    gen_batch_size: int = 128
-    seed: int = 0
+    gen_batch_size: int = CALIBRATION_BATCH
+    seed: int = CALIBRATION_SEED
     max_prompts_per_group: int = 0   # cap per group and half (0: all)
     heldout_prompts: int = 16        # held-out prompts per half (as notebooks 03 and 04)
     lambda_points: int = 5           # lambda values from the memorized to the held-out dev median (notebook 03's)
     source: str = "testbed"          # SS candidates: 'testbed' keeps the trigger (the paper keeps named entities)
     drop_trigger_curves: bool = True   # also SS and PRSS with candidates that may drop the trigger
-    tau_percentile: float = 95.0     # PR: plain CFG below this percentile of held-out per-step magnitudes
-    m_percentile: float = 99.9       # PR: full re-anchoring at this percentile
-    per_step_thresholds: bool = True   # tau and M per sampling step (the held-out magnitude grows along sampling)
+    tau_percentile: float = TAU_PERCENTILE   # PR: plain CFG below this percentile of held-out per-step magnitudes
+    m_percentile: float = M_PERCENTILE       # PR: full re-anchoring at this percentile
+    per_step_thresholds: bool = PER_STEP_THRESHOLDS   # tau and M per step (the held-out magnitude grows along sampling)
     dev_gens: int = 2                # generations per dev prompt when choosing the operating lambda
     verbatim_bar: float = 0.05       # operating lambda: dev verbatim replication at most this
     matched_levels: int = 4          # privacy (and utility) levels where PRSS and PE are compared

@@ -1,6 +1,7 @@
 """Wen et al.'s two mitigations (ICLR 2024, Sec. 4) as methods of the mitigation harness (``memlib.mitigate``):
 
-- ``wen_pe`` (knob l_target, the joint first-step magnitude over the n noises): ``mitigate_pe``.
+- ``wen_pe`` (knob l_target, the joint first-step magnitude over the n noises): ``mitigate_pe``. Without a value it
+  runs at notebook 03's operating point, ``PE_L_TARGET``.
 - ``filter_method(ref, tau)``: the testbed trained from scratch with the magnitude filter at tau
   (``filter_train``); a training-time method, so it acts through another checkpoint. Registered as
   ``wen_filter`` for the embedded testbed (the shipped filtered checkpoints; another tau trains one first).
@@ -14,7 +15,14 @@ from ..mitigate.method import Context, Knob, Method, Plan
 from ..mitigate.registry import register
 from .mitigate_pe import optimize_prompt_embeddings
 
-PE_KNOB = Knob("l_target", (4.0, 3.0, 2.5, 2.0, 1.5, 1.0), 0.0, 1000.0)
+# Notebook 03's operating point (figures/03_mitigation/metrics.json, pe_operating_l_target): the largest l_target
+# that halves pooled memorized replication on its development half. Notebook 03 places its sweep with
+# ``joint_first_step`` and PE stops on ``joint_losses``, one norm over a prompt's n noises at the first sampling
+# step, so the value means the same here at notebook 03's 4 generations and 25 steps; with fewer generations it is
+# a looser target (the norm grows about as sqrt(n)).
+PE_L_TARGET = 2.26
+PE_L_TARGET_GENS, PE_L_TARGET_STEPS = 4, 25   # the generations per prompt and sampling steps it was chosen at
+PE_KNOB = Knob("l_target", (4.0, 3.0, 2.5, 2.0, 1.5, 1.0), 0.0, 1000.0, default=PE_L_TARGET)
 TAU_KNOB = Knob("tau", (4.67, 3.2, 2.56), 0.0, 1000.0)
 
 
