@@ -192,10 +192,10 @@ def robustness_figure(rob: dict, threshold: float):
         for key, name in CRITERIA.items():
             ax.plot(rob[kind]["levels"], rob[kind][key], "o-", label=name)
         if kind == "speckle":
-            ax.axvline(AMG_SPECKLE_RMS, color="grey", ls=":", label="AMG Main's speckle (RMS)")
+            ax.axvline(AMG_SPECKLE_RMS, color="grey", ls=":", label="AMG Main: high-pass residual RMS")
         ax.set(xlabel=label, ylim=(-0.03, 1.03))
     axes[0].set_ylabel("planted images called copies")
-    axes[-1].legend(fontsize=7, loc="lower left")
+    axes[list(PERTURBATIONS).index("speckle")].legend(fontsize=7, loc="lower left")
     fig.suptitle(f"Copies under perturbation ({rob['n_images']} planted training images; detector threshold "
                  f"{threshold:.3f}, Gu ratio < {GU_RATIO_THRESHOLD:.2f})", fontsize=10)
     fig.tight_layout()
