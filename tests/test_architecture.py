@@ -271,3 +271,49 @@ def test_an_unplaced_folder_and_an_import_of_the_facade_fail(tmp_path):
 
 def test_the_cycle_finder_can_fail():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+# --- evaluation tools stay out of the methods they judge ---
+
+# A mitigation that could read the copy detector could optimise against it, as AMG's guidance optimises pixel NCC.
+MITIGATION_FOLDERS = ("amg", "prss", "wen", "ietagc", "mitigate")
+EVALUATION_ONLY = ("copydetect",)
+EVALUATION_ONLY_USERS: set[str] = set()   # scoring modules in those folders allowed to use it (none yet)
+
+
+def evaluation_only_imports(package: Path) -> dict[str, list[str]]:
+    """{module in a mitigation folder: the evaluation-only modules it reaches, directly or through other modules
+    of the package}; the allowed scoring modules neither count nor pass them on."""
+    files, graph, root = modules(package), import_graph(package), package.name
+    guarded = {f"{root}.{m}" for m in EVALUATION_ONLY}
+    allowed = {f"{root}.{m}" for m in EVALUATION_ONLY_USERS}
+    out = {}
+    for name in graph:
+        if tier(name, files) not in MITIGATION_FOLDERS or name in allowed:
+            continue
+        seen, todo = set(), [name]
+        while todo:
+            for dep in graph.get(todo.pop(), ()):
+                if dep not in seen and dep not in allowed:
+                    seen.add(dep)
+                    todo.append(dep)
+        if seen & guarded:
+            out[name] = sorted(seen & guarded)
+    return out
+
+
+def test_no_mitigation_reaches_the_copy_detector():
+    bad = evaluation_only_imports(PACKAGE)
+    assert not bad, f"the copy detector is an evaluation tool; these mitigation modules reach it: {bad}"
+
+
+def test_a_mitigation_reaching_the_copy_detector_fails(tmp_path):
+    root = fake_package(tmp_path, {
+        "copydetect.py": "", "testbed/judge.py": "from ..copydetect import x\n",
+        "amg/guidance.py": "from ..copydetect import x\n",
+        "wen/scores.py": "import importlib\nimportlib.import_module('fake.copydetect')\n",
+        "mitigate/run.py": "from ..testbed import judge\n"})
+    assert evaluation_only_imports(root) == {
+        "fake.amg.guidance": ["fake.copydetect"], "fake.wen.scores": ["fake.copydetect"],
+        "fake.mitigate.run": ["fake.copydetect"],
+        "fake.amg.study": ["fake.copydetect"]}   # through wen.scores

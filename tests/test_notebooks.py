@@ -61,6 +61,10 @@ def test_00_testbed_runs_and_reruns_byte_identically(quick_runs, tiny_data, tmp_
         copies = m[f"{g}_replication_rate"] * n * n_gens   # a share of n * n_gens generations
         assert abs(copies - round(copies)) < 1e-6, (g, copies)
     assert [k for k in m if k.startswith("knob_")] == ["knob_2x_replication_rate"]  # the tiny preset's knob
+    # the copy-detector section: its numbers and figure
+    assert 0 < m["copydetect_threshold"] < 1 and 0 <= m["copydetect_auc_verbatim_vs_heldout"] <= 1
+    assert set(m["copydetect_robustness"]) == {"n_images", "gaussian_noise", "speckle", "blur", "shift"}
+    assert m["copydetect_seed1_checkpoint"] and (folder / "00_testbed" / "copy_detector_robustness.png").exists()
     assert m["heldout_frechet_distance"] > 0 and m["retrieval_chance"] == pytest.approx(1 / 320)
     prov = body["provenance"]
     assert prov["parameters"]["testbed_preset"] == "tiny" and prov["checkpoints"]["testbed"]
