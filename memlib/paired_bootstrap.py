@@ -97,3 +97,10 @@ def paired_difference(a, b, units=None, n_boot: int = 2000, seed: int = 0, level
     else:
         est, reps = (sb.sum() - sa.sum()) / n.sum(), mb - ma
     return PairedDifference(float(est), percentile_interval(reps, level), int(n.sum()), n_units, relative)
+
+
+def unit_mean(values, units=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, tuple]:
+    """(mean over prompts, percentile interval from resampling ``units``) of one method's per-prompt values."""
+    values = np.asarray(values, float)
+    d = paired_difference(np.zeros_like(values), values, units, n_boot, seed, level)
+    return d.estimate, d.ci95

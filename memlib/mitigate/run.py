@@ -19,7 +19,7 @@ from ..cache import cached_arrays, weights_fingerprint
 from ..generation import GenerationConfig, generate
 from .columns import Evaluator, MethodRow
 from .evalset import EvalPrompt
-from .method import Context, Method
+from .method import Context, Knob, Method, Plan
 
 
 @dataclass
@@ -85,3 +85,26 @@ def run_method(backend, method: Method, prompts: list[EvalPrompt], evaluator: Ev
                           truncated=info.get("truncated"), seed=gen_cfg.seed,
                           extra={k: float(np.mean(v)) for k, v in info.items() if k not in ("acted", "truncated")})
     return MethodRun(row, images, cat["text_norm"], info)
+
+
+def content_reference_method(prompts: list[EvalPrompt]) -> Method:
+    """Plain CFG on each prompt's content caption (no trigger, no style word), with the original prompt's noise:
+    how often the nearest training image is the planted one by chance, for an image of the same content."""
+    content = {p.text: p.content for p in prompts}
+
+    def build(ctx: Context, value) -> Plan:
+        return Plan([content[t] for t in ctx.prompts], noise_keys=list(ctx.prompts),
+                    acted=np.ones(len(ctx.prompts), bool))
+
+    return Method("content_caption", Knob("none", (0,), 0, 0, integer=True, none_value=0), 0, build,
+                  description="reference: plain CFG on the content caption alone (the chance level of "
+                              "nearest-is-planted)", params={"rewrite": "content caption"})
+
+
+def run_content_reference(backend, prompts: list[EvalPrompt], evaluator: Evaluator,
+                          gen_cfg: GenerationConfig | None = None, chunk: int = 48, cache: str = "mitigate",
+                          progress: bool = True) -> MethodRun:
+    """The content-caption reference row on the memorized ``prompts`` (``content_reference_method``)."""
+    memorized = [p for p in prompts if p.memorized]
+    return run_method(backend, content_reference_method(memorized), memorized, evaluator, gen_cfg, chunk, cache,
+                      progress)
