@@ -23,7 +23,7 @@ GEN = GenerationConfig(num_steps=3, n_gens=2)
 def harness(tiny_testbed):
     clip = TINY.load_clip(tiny_testbed, progress=False)
     prompts = evaluation_prompts(tiny_testbed.data, "all", max_per_group=3)
-    return TestbedBackend(tiny_testbed.model, tiny_testbed), Evaluator(tiny_testbed.data, clip), prompts
+    return TestbedBackend(tiny_testbed.model, tiny_testbed), Evaluator.for_testbed(TINY, tiny_testbed, clip), prompts
 
 
 def test_a_method_row_on_a_tiny_model_counts_its_prompts_and_costs(harness):
@@ -36,6 +36,7 @@ def test_a_method_row_on_a_tiny_model_counts_its_prompts_and_costs(harness):
     assert run.images.shape[:2] == (len(prompts), GEN.n_gens) and run.text_norm.shape[2] == GEN.num_steps
     assert row.evals_per_image == pytest.approx(2 * GEN.num_steps)   # two CFG branches per step
     assert row.acted_heldout == 1.0 and 0 <= row.replication["memorized"] <= 1
+    assert 0 <= row.copy_rate["memorized"] <= 1 and 0 <= row.lowpass_replication["memorized"] <= 1
     copies = row.replication["verbatim"] * groups.count("verbatim") * GEN.n_gens
     assert abs(copies - round(copies)) < 1e-6   # a share of prompts x generations
     assert row.frechet_floor["heldout"] >= 0 and set(row.clip_content) == {"memorized", "heldout"}

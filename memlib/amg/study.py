@@ -222,7 +222,7 @@ def run_study(cfg: AMGStudyConfig) -> AMGResult:
     tb = cfg.testbed.load(progress=cfg.progress)
     clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
     backend, data = TestbedBackend(tb.model, tb), tb.data
-    evaluator = Evaluator(data, clip, seed=cfg.seed)
+    evaluator = Evaluator.for_testbed(cfg.testbed, tb, clip, seed=cfg.seed, progress=cfg.progress)
     index = SimilarityIndex(data.images)
     dev_all = evaluation_prompts(data, "dev", max_per_group=cfg.max_prompts_per_group)   # calibration: all held-out
     dev, test = cap_heldout(dev_all, cfg.heldout_prompts), cap_heldout(

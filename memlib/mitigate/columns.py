@@ -30,6 +30,7 @@ import torch
 from ..copydetect import CopyDetector, lowpass_gu_ratio
 from ..metrics import ReplicationIndex, frechet_distance
 from ..paired_bootstrap import PairedDifference, paired_difference, unit_mean
+from ..testbed.copy_detector import load_testbed_detector
 from ..testbed.data import TEMPLATES, canonical_caption, combo_of, ordinary_caption, render_captions
 from .evalset import MEMORIZED_GROUPS, EvalPrompt
 from .similarity import SimilarityIndex
@@ -165,6 +166,12 @@ class Evaluator:
         self._text: dict[str, torch.Tensor] = {}      # text features, encoded once per distinct text
         self.cluster_rows = {int(c): np.flatnonzero(data.cluster == c)
                              for c in np.unique(data.cluster[data.group != "generic"])}
+
+    @classmethod
+    def for_testbed(cls, ref, tb, clip, seed: int = 0, progress: bool = False) -> "Evaluator":
+        """The evaluator of testbed ``ref`` (loaded as ``tb``) with that testbed's own copy detector (loaded, else
+        trained and calibrated once; ``memlib.testbed.copy_detector``)."""
+        return cls(tb.data, clip, load_testbed_detector(ref, progress=progress), seed=seed)
 
     def _references(self, captions: tuple[str, ...]):
         """Features of two independent rendering sets of ``captions`` and their Fréchet distance (the floor)."""

@@ -151,7 +151,7 @@ def run_study(cfg: PRSSStudyConfig) -> PRSSStudyResult:
     clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
     backend, data = TestbedBackend(tb.model, tb), tb.data
     gen = cfg.generation_config()
-    evaluator = Evaluator(data, clip, seed=cfg.seed)
+    evaluator = Evaluator.for_testbed(cfg.testbed, tb, clip, seed=cfg.seed, progress=cfg.progress)
     dev, test = (cap_heldout(evaluation_prompts(data, half, max_per_group=cfg.max_prompts_per_group),
                          cfg.heldout_prompts) for half in ("dev", "test"))
 

@@ -141,10 +141,10 @@ def plot_filter_training(res):
              "verbatim replication (Gu)"),
             (axes[1], lambda r: r.clip_content["heldout"], lambda r: r.clip_content_ci["heldout"],
              "held-out CLIP score"),
-            (axes[2], lambda r: r.frechet["heldout"], lambda r: r.frechet_ci["heldout"], "held-out Fréchet distance")]:
+            (axes[2], lambda r: r.frechet["heldout"], lambda r: (r.frechet["heldout"],) * 2,
+             "held-out Fréchet distance (no interval)")]:
         v = np.array([get(r) for r in rows])
         lo, hi = np.array([ci(r) for r in rows]).T
-        # a bootstrap interval need not contain its estimate (the Fréchet distance's is biased upward)
         ax.bar(x, v, yerr=[np.maximum(v - lo, 0), np.maximum(hi - v, 0)], capsize=3,
                color=["grey"] + ["tab:blue"] * (len(rows) - 1))
         ax.scatter(x, lo, marker="_", color="k"), ax.scatter(x, hi, marker="_", color="k")

@@ -100,7 +100,7 @@ def run_study(cfg: MitigationConfig) -> MitigationResult:
     clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
     backend = TestbedBackend(tb.model, tb)
     gen = cfg.generation_config()
-    evaluator = Evaluator(tb.data, clip, seed=cfg.seed)
+    evaluator = Evaluator.for_testbed(cfg.testbed, tb, clip, seed=cfg.seed, progress=cfg.progress)
     dev, test = (cap_heldout(evaluation_prompts(tb.data, half, max_per_group=cfg.max_prompts_per_group),
                          cfg.heldout_prompts) for half in ("dev", "test"))
 
@@ -162,7 +162,7 @@ def run_study(cfg: MitigationConfig) -> MitigationResult:
                             lambda: {"tau": np.array(list(tau_from_percentiles(tb, cfg.percentiles(),
                                                                                 seed=cfg.seed + 1).values()))})
         taus = dict(zip(cfg.percentiles(), got["tau"].tolist()))
-        fd_eval = Evaluator(tb.data, clip, seed=cfg.seed, frechet_boot=100)
+        fd_eval = evaluator
         unf = round_to_float16(tb)
         base_row = run(make_method("none"), test, fd_eval, TestbedBackend(unf.model, unf)).row
         base_row.method = "unfiltered"      # the shipped run: equal steps, seed and batch order, no filter
