@@ -9,14 +9,18 @@ Sec. 6.2) and IET-AGC+ (Liu et al., ECCV 2024; Guan et al., arXiv 2502.09434).
   unseen digits copies, so ``calibrated_threshold`` takes the largest threshold that calls at most 5 % of them so;
 - nL2 (Carlini et al. 2023; AMG Eq. 8) and its shares below 1.4 and 1.6;
 - Fréchet distance of a small digits classifier's hidden features against the held-out real digits, beside the
-  floor (the same distance for as many real training digits).
+  floor (the same distance for as many real training digits);
+- the independent copy detector's copy rate (``memlib.copydetect``, the shipped digits descriptor, calibrated on
+  real held-out digits; no method optimizes it) and the Gu ratio after a low-pass filter, beside the pixel criteria.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from ..copydetect import CopyDetector, lowpass_gu_ratio
 from ..metrics import ReplicationIndex, bootstrap_mean, frechet_distance
+from ..testbed.copy_detector import load_digits_detector
 from .similarity import SimilarityIndex
 
 MQ_THRESHOLDS = (0.15, 0.2, 0.3, 1 / 3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -54,8 +58,11 @@ class DigitsFeatures:
 class DigitsScorer:
     """The digits' neighbour indexes, classifier features and Fréchet reference, built once."""
 
-    def __init__(self, data, seed: int = 0):
-        self.data = data
+    def __init__(self, data, seed: int = 0, detector: CopyDetector | None = None):
+        """``detector``: the digits' independent copy detector (``for_digits`` loads the shipped one); None leaves
+        its column unmeasured (NaN)."""
+        self.data, self.detector = data, detector
+        self.train_descriptors = detector.embed(data.images) if detector is not None else None
         first = np.unique(data.cluster, return_index=True)[1]       # one row per source digit
         self.unique = data.images[first]
         self.index = SimilarityIndex(self.unique)
@@ -68,6 +75,17 @@ class DigitsScorer:
         self.floor = frechet_distance(self.features(self.unique[pick]), self.reference)
         self.classifier_accuracy = self.features.accuracy(data.heldout_images, data.heldout_labels)
 
+    @classmethod
+    def for_digits(cls, data, seed: int = 0, progress: bool = False) -> "DigitsScorer":
+        """The scorer with the shipped digits copy detector (trained and calibrated once if missing)."""
+        return cls(data, seed, load_digits_detector(progress=progress))
+
+    def copies(self, x: torch.Tensor) -> np.ndarray:
+        """Whether the copy detector calls each sample a copy of a training digit (NaN without a detector)."""
+        if self.detector is None:
+            return np.full(len(x), np.nan)
+        return self.detector.nearest(x.float(), self.train_descriptors)[1] > self.detector.threshold
+
     def nl2(self, x: torch.Tensor) -> np.ndarray:
         return self.index.nl2(x.flatten(1).float())[0].numpy()
 
@@ -78,7 +96,14 @@ class DigitsScorer:
         gu = res.ratio < 1 / 3
         planted = np.isin(res.nn_cluster, self.planted)
         mean, ci, _ = bootstrap_mean(gu.astype(float), seed=seed)
-        return {"n": len(x), "nl2_below_1.4": float((nl2 < 1.4).mean()), "nl2_below_1.6": float((nl2 < 1.6).mean()),
+        copy = self.copies(x).astype(float)
+        copy_mean, copy_ci = float("nan"), [float("nan")] * 2
+        if not np.isnan(copy).any():
+            copy_mean, ci_copy, _ = bootstrap_mean(copy, seed=seed)
+            copy_ci = list(ci_copy)
+        lowpass = lowpass_gu_ratio(x, self.data.images, self.data.cluster).ratio < 1 / 3
+        return {"n": len(x), "copy_rate": copy_mean, "copy_rate_ci": copy_ci,
+                "lowpass_replication": float(lowpass.mean()), "nl2_below_1.4": float((nl2 < 1.4).mean()), "nl2_below_1.6": float((nl2 < 1.6).mean()),
                 "nl2_p5": float(np.percentile(nl2, 5)), "nl2_min": float(nl2.min()),
                 "gu_replication": float(mean), "gu_replication_ci": list(ci),
                 "planted_replication": float((gu & planted).mean()), "nn_is_planted": float(planted.mean()),
