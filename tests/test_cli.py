@@ -215,3 +215,34 @@ def test_doctor_reports_offline_status(monkeypatch, capsys):
 def test_the_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "memlib", "methods"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "wen_pe" in r.stdout and "testbed only" in r.stdout
+
+
+def test_overwrite_deletes_only_the_images_memlib_wrote(sd_folder, tmp_path):
+    out = tmp_path / "img"
+    out.mkdir()
+    (out / "2023-holiday.png").write_bytes(b"a user's photo")
+    (out / "1-notes.json").write_text('{"mine": true}')
+    run = dict(out=out, num_steps=3, batch_size=1, progress=False)
+    memlib.generate(["a red door"], str(sd_folder), **run)
+    memlib.generate(["a blue car"], str(sd_folder), overwrite=True, **run)
+    assert (out / "2023-holiday.png").read_bytes() == b"a user's photo" and (out / "1-notes.json").exists()
+    assert json.loads((out / "00000-0.json").read_text())["prompt"] == "a blue car"
+
+
+def test_a_folder_memlib_did_not_make_is_not_written_over(sd_folder, tmp_path):
+    out = tmp_path / "img"
+    out.mkdir()
+    (out / "00000-0.png").write_bytes(b"a user's image")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="not made by memlib"):
+            memlib.generate(["a red door"], str(sd_folder), out=out, num_steps=3, overwrite=overwrite, progress=False)
+    assert (out / "00000-0.png").read_bytes() == b"a user's image" and not (out / "run.json").exists()
+
+
+@pytest.mark.parametrize("body", ["[]", "not json", '"text"'])
+def test_a_damaged_run_json_is_named(sd_folder, tmp_path, body):
+    out = tmp_path / "img"
+    out.mkdir()
+    (out / "run.json").write_text(body)
+    with pytest.raises(ValueError, match="run.json"):
+        memlib.generate(["a red door"], str(sd_folder), out=out, num_steps=3, progress=False)

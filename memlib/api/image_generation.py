@@ -10,6 +10,7 @@ made with, and another method or knob in the same folder is refused.
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from ..prompt_files import PromptRecord
 from .detection import _as_records
 from .methods import available, describe, make_method
 from .model_setup import default_batch_size, default_guidance, model_identity, open_model, weights_dtype
-from .store import check_same_settings, default_out
+from .store import check_same_settings, default_out, read_settings
 
 
 @dataclass
@@ -74,15 +75,43 @@ def _settings(model_id, method: Method, gen_cfg: GenerationConfig, dtype: str) -
             "seed": gen_cfg.seed, "dtype": dtype}
 
 
+_IMAGE_NAME = re.compile(r"\d{5}-\d+\.(png|json)")
+
+
+def _written_by_memlib(out: Path) -> list[Path]:
+    """The image/record pairs in ``out`` that a memlib run wrote: ``NNNNN-g.json`` records with the fields
+    ``_save_chunk`` writes, and their ``.png``; nothing else in the folder is ever deleted."""
+    found = []
+    for rec in out.glob("*.json"):
+        if not _IMAGE_NAME.fullmatch(rec.name):
+            continue
+        try:
+            body = json.loads(rec.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(body, dict) and {"index", "generation", "noise_seed", "plain_cfg_evals_per_image"} <= set(body):
+            found += [rec] + ([rec.with_suffix(".png")] if rec.with_suffix(".png").is_file() else [])
+    return found
+
+
 def _open_folder(out: Path, settings: dict, overwrite: bool) -> None:
+    """Resume, start or (``overwrite``) restart the image folder ``out``. A folder memlib did not make (no
+    ``run.json``) is used only if no file in it has a name memlib would write, so a user's files are never
+    replaced or deleted; ``overwrite`` deletes only the images and records memlib wrote there."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for the images")
     out.mkdir(parents=True, exist_ok=True)
     run = out / "run.json"
-    if run.exists() and not overwrite:
-        check_same_settings(out, json.loads(run.read_text()), json.loads(json.dumps(settings, default=str)))
-    elif overwrite:
-        for f in list(out.glob("[0-9]*-*.png")) + list(out.glob("[0-9]*-*.json")):
+    if not run.exists():
+        clash = sorted(f.name for f in out.iterdir() if _IMAGE_NAME.fullmatch(f.name))
+        if clash:
+            raise ValueError(f"--out {out} was not made by memlib (no run.json) but holds files named like its "
+                             f"images ({', '.join(clash[:3])}{', ...' if len(clash) > 3 else ''}); give an empty "
+                             "or new folder")
+    elif not overwrite:
+        check_same_settings(out, read_settings(run, str(out)), json.loads(json.dumps(settings, default=str)))
+    else:
+        for f in _written_by_memlib(out):
             f.unlink()
     run.write_text(json.dumps(settings, indent=1, sort_keys=True))
 

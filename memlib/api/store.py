@@ -29,6 +29,20 @@ class ResumeError(ValueError):
     """An output file holds results of other settings."""
 
 
+def read_settings(path: Path, what: str) -> dict:
+    """The JSON object in ``path`` (settings that made ``what``); ResumeError naming the file if it is missing,
+    unreadable or not an object."""
+    try:
+        body = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResumeError(f"{path} (the settings that made {what}) is unreadable ({type(e).__name__}), so {what} "
+                          "cannot be resumed safely; pass --overwrite or another --out") from None
+    if not isinstance(body, dict):
+        raise ResumeError(f"{path} (the settings that made {what}) is not a JSON object, so {what} cannot be resumed "
+                          "safely; pass --overwrite or another --out")
+    return body
+
+
 def check_same_settings(where: Path, old: dict, new: dict) -> None:
     """ResumeError naming every setting in which ``old`` (what made ``where``) differs from ``new``."""
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -58,11 +72,7 @@ class RowStore:
             csv.DictWriter(f, self.columns).writeheader()
 
     def _resume(self) -> None:
-        try:
-            old = json.loads(self.sidecar.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise ResumeError(f"{self.path} exists but {self.sidecar.name} (the settings that made it) is missing or "
-                              "unreadable, so it cannot be resumed safely; pass --overwrite or another --out") from None
+        old = read_settings(self.sidecar, str(self.path))
         check_same_settings(self.path, old, self.settings)
         with open(self.path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
