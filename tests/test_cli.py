@@ -246,3 +246,14 @@ def test_a_damaged_run_json_is_named(sd_folder, tmp_path, body):
     (out / "run.json").write_text(body)
     with pytest.raises(ValueError, match="run.json"):
         memlib.generate(["a red door"], str(sd_folder), out=out, num_steps=3, progress=False)
+
+
+def test_calibration_leaves_out_rows_labelled_memorized_and_obeys_the_cap(tmp_path):
+    f = tmp_path / "cal.jsonl"
+    f.write_text("".join(json.dumps({"caption": f"prompt {i}", "memorized": int(i % 3 == 0)}) + "\n"
+                         for i in range(9)))
+    kept, dropped = detect_module.calibration_records(str(f), 0)
+    assert dropped == 3 and [r.text for r in kept] == [f"prompt {i}" for i in (1, 2, 4, 5, 7, 8)]
+    assert [r.text for r in detect_module.calibration_records(str(f), 2)[0]] == ["prompt 1", "prompt 2"]
+    with pytest.raises(ValueError, match="labelled memorized.*non_memorized"):
+        detect_module.calibration_records("nemo:memorized", 0)

@@ -199,6 +199,17 @@ def _plot_roc(records, scores, summary: dict, threshold, path: Path, title: str)
     return path
 
 
+def calibration_records(calibrate, max_prompts: int) -> tuple[list[PromptRecord], int]:
+    """The calibration prompts (known not to be memorized) and how many rows labelled memorized were dropped;
+    ``max_prompts`` caps them as it caps the prompts."""
+    records = _as_records(calibrate, 0)
+    kept = [r for r in records if r.memorized is not True]
+    if not kept:
+        raise ValueError(f"every one of the {len(records)} calibration prompts is labelled memorized; calibrate on "
+                         "prompts known not to be memorized, e.g. --calibrate nemo:non_memorized")
+    return (kept[:max_prompts] if max_prompts else kept), len(records) - len(kept)
+
+
 def detect(prompts=None, model: str = "testbed", *, steps: int = 1, gens: int = 1, threshold: float | None = None,
            calibrate=None, fpr: float = 0.01, out: str | Path | None = None, max_prompts: int = 0,
            num_steps: int = 50, guidance_scale: float | None = None, seed: int = 0, batch_size: int | None = None,
@@ -223,9 +234,10 @@ def detect(prompts=None, model: str = "testbed", *, steps: int = 1, gens: int = 
         raise ValueError(f"steps = {steps} is more than the {num_steps} sampling steps")
     if not demo:   # read the files before loading a model: a bad file fails in a second
         records = _as_records(prompts, max_prompts)
-        cal = _as_records(calibrate, 0) if calibrate is not None else None
+        cal, dropped = calibration_records(calibrate, max_prompts) if calibrate is not None else (None, 0)
     backend = backend or open_model(model, device, dtype, progress)
     if demo:   # a given threshold wins over the demo's calibration
+        dropped = 0
         records, cal = demo_prompts(backend)
         cal = cal if threshold is None else None
     gen_cfg = GenerationConfig(num_steps=num_steps, n_gens=gens, seed=seed,
@@ -241,6 +253,8 @@ def detect(prompts=None, model: str = "testbed", *, steps: int = 1, gens: int = 
         neg, _ = _score(backend, cal, gen_cfg, steps, store, progress, "calibrating")
         store.finish([_row(i, r, s, None) for i, (r, s) in enumerate(zip(cal, neg))])
         threshold, note = calibrated_threshold(neg, fpr)
+        if dropped:
+            note += f"; {dropped} calibration rows labelled memorized were left out"
     store = RowStore(out, settings, COLUMNS, "prompt", overwrite) if out else _Memory()
     t0 = time.perf_counter()
     scores, computed = _score(backend, records, gen_cfg, steps, store, progress, "scoring", threshold)
