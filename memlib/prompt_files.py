@@ -54,11 +54,11 @@ def _pick(names, wanted: tuple[str, ...]) -> str | None:
 
 
 def _read_jsonl(path: Path, data: bytes) -> list[PromptRecord]:
-    out, field = [], None
+    out = []
     for n, obj in jsonl_objects(path, data):
         where = f"{path}, line {n}"
-        field = field or _pick(obj, TEXT_FIELDS)
-        if field is None or field not in obj:
+        field = _pick(obj, TEXT_FIELDS)    # per line: a file may mix "caption" and "prompt"
+        if field is None:
             raise PromptFileError(f"{where}: no {'/'.join(TEXT_FIELDS)} field (fields: "
                                   f"{', '.join(map(repr, obj)) or 'none'})")
         text = obj[field]

@@ -56,7 +56,8 @@ def jsonl_objects(path: Path, data: bytes, example: str = "caption"):
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise PromptFileError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            reason = e.msg.removesuffix(" at")   # json's "Invalid control character at" names no position itself
+            raise PromptFileError(f"{where}: invalid JSON ({reason} at column {e.colno})") from None
         if not isinstance(obj, dict):
             raise PromptFileError(f"{where}: expected a JSON object like {{\"{example}\": \"...\"}}, "
                                   f"got a JSON {type(obj).__name__}")

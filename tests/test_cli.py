@@ -257,3 +257,35 @@ def test_calibration_leaves_out_rows_labelled_memorized_and_obeys_the_cap(tmp_pa
     assert [r.text for r in detect_module.calibration_records(str(f), 2)[0]] == ["prompt 1", "prompt 2"]
     with pytest.raises(ValueError, match="labelled memorized.*non_memorized"):
         detect_module.calibration_records("nemo:memorized", 0)
+
+
+def test_a_second_writer_of_one_results_file_is_refused(tmp_path):
+    from memlib.api.store import ResumeError, RowStore
+
+    first = RowStore(tmp_path / "scores.csv", {"model": "m"}, ["prompt", "score"], "prompt")
+    with pytest.raises(ResumeError, match="another memlib run is writing"):
+        RowStore(tmp_path / "scores.csv", {"model": "m"}, ["prompt", "score"], "prompt")
+    first.add([{"prompt": "a", "score": 1.0}])
+
+
+def test_a_damaged_score_in_a_resumed_csv_is_scored_again(sd_folder, tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    memlib.detect(["a red door", "a blue car"], str(sd_folder), out=out, num_steps=3, progress=False)
+    out.write_text(out.read_text().replace(out.read_text().splitlines()[1].split(",")[5], "oops", 1))
+    with pytest.warns(UserWarning, match="no numeric score"):
+        res = memlib.detect(["a red door", "a blue car", "a red door"], str(sd_folder), out=out, num_steps=3,
+                            progress=False)
+    assert (res.computed, res.read_back) == (1, 1) and np.isfinite(res.scores).all()
+
+
+def test_a_jsonl_file_may_mix_caption_and_prompt_fields(tmp_path):
+    from memlib.prompt_files import read_many
+
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"caption": "a red door"}\n{"prompt": "a blue car"}\n')
+    assert [r.text for r in read_many(str(f), 0)] == ["a red door", "a blue car"]
+    f.write_text('{"caption": "a red\\u0001 door"}\n{"caption": "tab\there"}\n')
+    from memlib.prompts import PromptFileError
+    with pytest.raises(PromptFileError) as e:
+        read_many(str(f), 0)
+    assert " at at " not in str(e.value) and "control character at column" in str(e.value)

@@ -128,7 +128,9 @@ def _detect(a) -> int:
         print(f"labelled: {s['n_memorized']} memorized, {s['n_not_memorized']} not; AUC {s['auc']:.3f} "
               f"[{s['auc_ci95'][0]:.3f}, {s['auc_ci95'][1]:.3f}], {tpr} {s['tpr']:.2f} "
               f"[{s['tpr_ci95'][0]:.2f}, {s['tpr_ci95'][1]:.2f}] (95 % bootstrap over prompts)")
-    print(f"scored {res.computed} prompt(s) now, {len(res.scores) - res.computed} read back; wrote {res.csv}"
+    repeats = len(res.scores) - res.computed - res.read_back
+    print(f"scored {res.computed} prompt(s) now, {res.read_back} read back"
+          + (f", {repeats} repeated prompt(s) scored once" if repeats else "") + f"; wrote {res.csv}"
           + (f" and {res.roc}" if res.roc else ""))
     return 0
 

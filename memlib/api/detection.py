@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,8 @@ class DetectResult:
     summary: dict = field(default_factory=dict)
     csv: Path | None = None
     roc: Path | None = None
-    computed: int = 0                  # prompts scored by this call (the others were read back from the CSV)
+    computed: int = 0                  # distinct prompts scored by this call
+    read_back: int = 0                 # distinct prompts whose scores were read back from the CSV
 
     @property
     def flagged(self) -> np.ndarray | None:
@@ -94,11 +96,19 @@ def calibrated_threshold(negative_scores, fpr: float = 0.01) -> tuple[float, str
 
 
 def _score(backend, records: list[PromptRecord], gen_cfg: GenerationConfig, steps: int, store, progress: bool,
-           desc: str, threshold: float | None = None) -> tuple[np.ndarray, int]:
-    """d(p) of every record: the ones in ``store`` read back, the rest computed batch by batch and stored."""
+           desc: str, threshold: float | None = None) -> tuple[np.ndarray, int, int]:
+    """d(p) of every record: the ones in ``store`` read back, the rest computed batch by batch and stored;
+    also how many distinct prompts were computed and read back (a repeated prompt is scored once)."""
     from tqdm.auto import tqdm
 
-    todo = list(dict.fromkeys(r.text for r in records if r.text not in store))
+    distinct = list(dict.fromkeys(r.text for r in records))
+    damaged = [t for t in distinct if t in store and not _is_number(store.rows[t].get("score"))]
+    for t in damaged:      # a hand-edited or damaged row: score that prompt again rather than fail
+        del store.rows[t]
+    if damaged:
+        warnings.warn(f"{len(damaged)} row(s) of {getattr(store, 'path', 'the results')} had no numeric score "
+                      f"(first: {damaged[0][:60]!r}); they are scored again", stacklevel=2)
+    todo = [t for t in distinct if t not in store]
     first = {}
     for i, r in enumerate(records):
         first.setdefault(r.text, (i, r))
@@ -115,7 +125,14 @@ def _score(backend, records: list[PromptRecord], gen_cfg: GenerationConfig, step
             store.add(rows)
             bar.update(len(texts))
     scores = np.array([float(store.rows[r.text]["score"]) for r in records])
-    return scores, len(todo)
+    return scores, len(todo), len(distinct) - len(todo)
+
+
+def _is_number(text) -> bool:
+    try:
+        return np.isfinite(float(text))
+    except (TypeError, ValueError):
+        return False
 
 
 def _row(i: int, r: PromptRecord, score: float, threshold: float | None) -> dict:
@@ -250,21 +267,21 @@ def detect(prompts=None, model: str = "testbed", *, steps: int = 1, gens: int = 
     if cal is not None:
         store = RowStore(out.with_name(out.stem + ".calibration.csv"), settings, COLUMNS, "prompt", overwrite) \
             if out else _Memory()
-        neg, _ = _score(backend, cal, gen_cfg, steps, store, progress, "calibrating")
+        neg, _, _ = _score(backend, cal, gen_cfg, steps, store, progress, "calibrating")
         store.finish([_row(i, r, s, None) for i, (r, s) in enumerate(zip(cal, neg))])
         threshold, note = calibrated_threshold(neg, fpr)
         if dropped:
             note += f"; {dropped} calibration rows labelled memorized were left out"
     store = RowStore(out, settings, COLUMNS, "prompt", overwrite) if out else _Memory()
     t0 = time.perf_counter()
-    scores, computed = _score(backend, records, gen_cfg, steps, store, progress, "scoring", threshold)
+    scores, computed, read_back = _score(backend, records, gen_cfg, steps, store, progress, "scoring", threshold)
     seconds = time.perf_counter() - t0
     store.finish([_row(i, r, s, threshold) for i, (r, s) in enumerate(zip(records, scores))])
     summary = _summary(records, scores, threshold, n_boot, seed)
     summary.update(threshold=threshold, threshold_note=note, settings=settings,
                    seconds_per_prompt=seconds / computed if computed else None,
                    model_evals_per_prompt=2 * steps * gens)
-    res = DetectResult(records, scores, threshold, note, summary, out, None, computed)
+    res = DetectResult(records, scores, threshold, note, summary, out, None, computed, read_back)
     if out:
         if "auc" in summary:
             res.roc = _plot_roc(records, scores, summary, threshold, out.with_name(out.stem + "_roc.png"),

@@ -52,6 +52,23 @@ def check_same_settings(where: Path, old: dict, new: dict) -> None:
                           "or another --out")
 
 
+def _exclusive_lock(path: Path):
+    """Hold ``.<name>.lock`` beside ``path`` for this process's lifetime, so two runs never write one file
+    (each would compute everything and append duplicate rows). No-op where ``fcntl`` is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    f = open(path.with_name(f".{path.name}.lock"), "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ResumeError(f"another memlib run is writing {path}; wait for it to finish, or give another --out") \
+            from None
+    return f
+
+
 class RowStore:
     def __init__(self, path: str | Path, settings: dict, columns: list[str], key: str, overwrite: bool = False):
         self.path, self.columns, self.key = Path(path).expanduser(), list(columns), key
@@ -60,6 +77,7 @@ class RowStore:
         if self.path.is_dir():
             raise ValueError(f"output {self.path} is a folder; give a file name such as {self.path / 'scores.csv'}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _exclusive_lock(self.path)
         self.rows: dict[str, dict] = {}
         if self.path.exists() and not overwrite:
             self._resume()
