@@ -38,6 +38,23 @@ def _simple_tokenizer():
     return SimpleTokenizer()
 
 
+@functools.lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    from open_clip.tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+def readable_token(piece: str) -> str:
+    """A byte-level BPE piece as text: ``âĢĭ`` -> the bytes it stands for, decoded (a piece holding part of a
+    multi-byte character shows the bytes as ``\\x..``); the ``</w>`` word-end mark dropped."""
+    piece = piece.replace("</w>", "")
+    dec = _byte_decoder()
+    if not all(c in dec for c in piece):
+        return piece
+    return bytes(dec[c] for c in piece).decode("utf-8", errors="backslashreplace")
+
+
 class ClipBPETokenizer:
     """Tokenize prompts to fixed-length id tensors, SD style (BOS ... EOS, EOS padding, truncation)."""
 
@@ -56,7 +73,7 @@ class ClipBPETokenizer:
 
     def token_strings(self, text: str) -> list[str]:
         """Readable tokens (``</w>`` marks a word end) of the prompt, without BOS/EOS."""
-        return [self._tok.decoder[i].replace("</w>", "") for i in self.token_ids(text)]
+        return [readable_token(self._tok.decoder[i]) for i in self.token_ids(text)]
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids)

@@ -289,3 +289,18 @@ def test_a_jsonl_file_may_mix_caption_and_prompt_fields(tmp_path):
     with pytest.raises(PromptFileError) as e:
         read_many(str(f), 0)
     assert " at at " not in str(e.value) and "control character at column" in str(e.value)
+
+
+def test_explain_checks_its_folder_before_loading_a_model(tmp_path, monkeypatch):
+    from memlib.api import explanation
+
+    monkeypatch.setattr(explanation, "open_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    (tmp_path / "taken").write_text("a user's file")
+    with pytest.raises(ValueError, match="is a file"):
+        memlib.explain("a red door", out=tmp_path / "taken")
+
+
+def test_tokens_are_shown_as_text_not_byte_level_bpe():
+    from memlib.tokenizer import ClipBPETokenizer
+
+    assert ClipBPETokenizer().token_strings("a door\u200b café") == ["a", "door", "\u200b", "café"]

@@ -92,11 +92,19 @@ def explain(prompt: str, model: str = "testbed", *, gens: int = 4, num_steps: in
             raise ValueError(f"{name} = {v!r}: give an integer >= 1")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_steps):
         raise ValueError(f"steps = {steps!r}: give an integer in 1..{num_steps} (or leave it out: all steps)")
+    if out is not None:    # before any model loads: a bad folder fails in a second, not after the gradients
+        out = Path(out).expanduser()
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file; give a folder for tokens.csv and tokens.png")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"--out {out} cannot be created ({e.strerror}); give a writable folder") from None
     backend = backend or open_model(model, device, dtype, progress)
     gen_cfg = GenerationConfig(num_steps=num_steps, n_gens=gens, seed=seed, batch_size=max(gens, 1),
                                guidance_scale=default_guidance(backend) if guidance_scale is None else guidance_scale)
     res = token_significance(backend, prompt, gen_cfg, list(range(steps or num_steps)), batch_loss=batch_loss)
     exp = Explanation(res)
     if out is not None:
-        exp.csv, exp.png = _write(res, Path(out).expanduser(), model)
+        exp.csv, exp.png = _write(res, out, model)
     return exp

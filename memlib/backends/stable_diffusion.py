@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..schedule import SD_SCHEDULE, eps_from_output as _eps_from_output
-from ..tokenizer import warn_truncated
+from ..tokenizer import readable_token, warn_truncated
 from .diffusers_base import DiffusersBackend
 
 class HFClipTokenizer:
@@ -30,7 +30,7 @@ class HFClipTokenizer:
         return list(self.hf(text, add_special_tokens=False, verbose=False).input_ids)
 
     def token_strings(self, text: str) -> list[str]:
-        return [s.replace("</w>", "") for s in self.hf.convert_ids_to_tokens(self.token_ids(text))]
+        return [readable_token(s) for s in self.hf.convert_ids_to_tokens(self.token_ids(text))]
 
     def decode(self, ids: list[int]) -> str:
         return self.hf.decode(ids, skip_special_tokens=True)
