@@ -107,6 +107,7 @@ def save_checkpoint(folder: str | Path, module: torch.nn.Module, meta: dict[str,
             (tmp / name).write_text(json.dumps(value))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=list))
         _swap_into_place(tmp, folder)
+        note_use(folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -138,8 +139,21 @@ def _swap_into_place(tmp: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+USE_LOG_ENV = "MEMLIB_CHECKPOINT_LOG"
+
+
+def note_use(folder: str | Path) -> None:
+    """Append ``folder`` to the file named by $MEMLIB_CHECKPOINT_LOG, if set: ``reproduce`` records which
+    checkpoints each notebook read or wrote, so that a notebook's inputs are the checkpoints it uses."""
+    log = os.environ.get(USE_LOG_ENV)
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(str(Path(folder).resolve()) + "\n")
+
+
 def read_meta(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
+    note_use(folder)
     path = folder / "meta.json"
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {folder} (meta.json missing); train it by running the notebook "

@@ -124,20 +124,72 @@ def test_two_concurrent_runs_leave_a_complete_figures_folder_and_a_true_stamp(pr
     assert stale_reason(base / "stamps" / "00_a.json", stamp["inputs"], folder) is None
 
 
-def test_input_hash_ignores_set_aside_and_half_written_checkpoints(project):
-    from memlib.harness.reproduce import input_hashes, notebooks
+def test_the_checkpoint_record_ignores_set_aside_and_half_written_copies_and_sees_nested_metas(project):
+    from memlib.harness.reproduce import checkpoint_record
 
     ck = project / "checkpoints"
     (ck / "t2i-abc").mkdir(parents=True)
     (ck / "t2i-abc" / "meta.json").write_text('{"sha256": "1"}')
-    nbs = notebooks(project)
-    before = input_hashes(project, nbs, {}, ck)
+    (ck / "ietagc-run" / "final").mkdir(parents=True)
+    (ck / "ietagc-run" / "final" / "meta.json").write_text('{"step": 1}')
+    used = [ck / "t2i-abc", ck / "ietagc-run" / "final", project / "elsewhere"]
+    before = checkpoint_record(ck, used)
+    assert set(before) == {"t2i-abc", "ietagc-run"}
     for junk in ("t2i-abc.corrupt-20250101-120000-42", "t2i-abc.corrupt", "t2i-abc.tmp", "t2i-abc.old"):
         (ck / junk).mkdir()
         (ck / junk / "meta.json").write_text('{"sha256": "2"}')
-    assert input_hashes(project, nbs, {}, ck) == before
-    (ck / "t2i-abc" / "meta.json").write_text('{"sha256": "3"}')  # a real checkpoint did change
-    assert input_hashes(project, nbs, {}, ck) != before
+    assert checkpoint_record(ck, used + [ck / "t2i-abc.tmp"]) == before
+    (ck / "ietagc-run" / "final" / "meta.json").write_text('{"step": 2}')   # a run folder keeps it in final/
+    assert checkpoint_record(ck, used)["ietagc-run"] != before["ietagc-run"]
+    (ck / "t2i-abc" / "meta.json").unlink()
+    assert checkpoint_record(ck, used)["t2i-abc"] == "missing"
+
+
+READ_AND_WRITE = """import os, pathlib, torch
+from memlib.checkpoint import read_meta, save_checkpoint
+from memlib.provenance import write_metrics
+ck = pathlib.Path(os.environ["MEMLIB_CHECKPOINTS"])
+if not (ck / "made-by-00").exists():
+    save_checkpoint(ck / "made-by-00", torch.nn.Linear(1, 1), {{"step": 1}})
+write_metrics('{stem}', {{'value': read_meta(ck / "shipped")["v"]}}, {{}})"""
+
+
+@pytest.mark.slow
+def test_a_notebook_reruns_when_a_checkpoint_it_reads_changes_and_a_second_run_skips_everything(project):
+    from memlib.harness.reproduce import reproduce
+
+    ck = project / "build" / "quick" / "checkpoints"
+    (ck / "shipped").mkdir(parents=True)
+    (ck / "shipped" / "meta.json").write_text('{"v": 1}')
+    (ck / "unread").mkdir()
+    (ck / "unread" / "meta.json").write_text('{"v": 1}')
+    _notebook(project / "notebooks" / "00_a.ipynb", READ_AND_WRITE.format(stem="00_a"))
+    assert _statuses(reproduce(quick=True)) == {"00_a": "ran", "01_b": "ran"}
+    assert (ck / "made-by-00" / "meta.json").exists()
+    # what 00 wrote is recorded as it left it: the next unchanged run is a fixed point
+    assert _statuses(reproduce(quick=True)) == {"00_a": "skipped", "01_b": "skipped"}
+    (ck / "unread" / "meta.json").write_text('{"v": 2}')    # no notebook reads it
+    assert _statuses(reproduce(quick=True)) == {"00_a": "skipped", "01_b": "skipped"}
+    (ck / "shipped" / "meta.json").write_text('{"v": 1, "retrained": true}')   # 00 reads it; its results stay
+    out = reproduce(quick=True)
+    assert _statuses(out) == {"00_a": "ran", "01_b": "skipped"} and out[0].detail == "checkpoints changed: shipped"
+    (ck / "shipped" / "meta.json").write_text('{"v": 3}')    # 00's results change: 01 may read them
+    assert _statuses(reproduce(quick=True)) == {"00_a": "ran", "01_b": "ran"}
+    stamp = project / "build" / "quick" / "stamps" / "00_a.json"
+    for damage in ("", "[]"):    # a damaged stamp: the notebook runs again, no traceback
+        stamp.write_text(damage)
+        assert _statuses(reproduce(quick=True, only=["00_a"])) == {"00_a": "ran"}
+
+
+def test_staging_left_by_a_killed_run_is_swept_and_a_live_runs_is_kept(project):
+    from memlib.harness.reproduce import sweep_staging
+
+    ex = project / "executed"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name in (f"staging-00_a-pid{dead.stdout.strip()}-x1", "staging-00_a-old", f"staging-01_b-pid{os.getpid()}-x2"):
+        (ex / name / "figures").mkdir(parents=True)
+    sweep_staging(ex)
+    assert [p.name for p in ex.iterdir()] == [f"staging-01_b-pid{os.getpid()}-x2"]
 
 
 def test_only_without_names_is_an_error_listing_the_notebooks(project, capsys):

@@ -1,9 +1,10 @@
 """``make reproduce``: execute every notebook in order with papermill, incrementally and safely.
 
-- A notebook is skipped when its inputs are unchanged (its source, its parameters, the memlib code, the shipped
-  checkpoints and the inputs of every notebook before it, so a change reruns everything downstream) AND its
-  figures folder still holds exactly the files its stamp recorded (by SHA-256); anything missing, changed or
-  added, e.g. by a notebook run by hand, is regenerated.
+- A notebook is skipped when its inputs are unchanged (its source, its parameters, the memlib code and the
+  inputs of every notebook before it, so a change reruns everything downstream; and the checkpoints it read or
+  wrote, as they were when its run ended) AND its figures folder still holds exactly the files its stamp
+  recorded (by SHA-256); anything missing, changed or added, e.g. by a notebook run by hand, is regenerated.
+  A checkpoint a notebook writes is recorded as it left it, so a second unchanged run skips everything.
 - Each run executes in a staging folder of its own and moves its figures into ``figures/<notebook>/`` under a
   lock only when the notebook succeeds, so a failure keeps the figures of the last good run and two concurrent
   runs never delete each other's work. ``executed/<notebook>.ipynb`` is always the run the stamp describes; a
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cache import file_lock, tree_hash
-from ..checkpoint import file_sha256
+from ..checkpoint import USE_LOG_ENV, _alive, file_sha256
 from ..paths import code_dir, repo_root
 from .notebooks import QUICK_PARAMS
 
@@ -68,22 +69,34 @@ def _notebook_source_hash(path: Path) -> str:
     return hashlib.sha256(json.dumps([(c["cell_type"], c["source"]) for c in cells]).encode()).hexdigest()
 
 
-def checkpoint_metas(checkpoints: Path) -> list[Path]:
-    """``meta.json`` of every real checkpoint folder (not ``*.corrupt-*``, ``*.tmp``, ``*.old`` leftovers)."""
-    if not checkpoints.exists():
-        return []
-    return sorted(p for p in checkpoints.glob("*/meta.json") if not _NOT_A_CHECKPOINT.search(p.parent.name))
+def checkpoint_record(checkpoints: Path, folders) -> dict[str, str]:
+    """{folder name: hash of every ``meta.json`` under it (a run keeps its own in ``final/``), or "missing"} for
+    the top-level checkpoint folders under ``checkpoints`` that hold any of ``folders``."""
+    root = checkpoints.resolve()
+    names = set()
+    for f in folders:
+        try:
+            rel = Path(f).resolve().relative_to(root)
+        except ValueError:
+            continue      # a checkpoint outside this run's folder (e.g. a user's model): not ours to track
+        if rel.parts and not _NOT_A_CHECKPOINT.search(rel.parts[0]):
+            names.add(rel.parts[0])
+    out = {}
+    for name in sorted(names):
+        metas = sorted(m for m in (checkpoints / name).rglob("meta.json")
+                       if not any(_NOT_A_CHECKPOINT.search(p) for p in m.relative_to(checkpoints).parts))
+        h = hashlib.sha256()
+        for m in metas:
+            h.update(m.relative_to(checkpoints).as_posix().encode() + b"\0" + m.read_bytes())
+        out[name] = h.hexdigest() if metas else "missing"
+    return out
 
 
-def input_hashes(root: Path, nbs: list[Path], params: dict[str, dict], checkpoints: Path) -> dict[str, str]:
+def input_hashes(root: Path, nbs: list[Path], params: dict[str, dict]) -> dict[str, str]:
     code = tree_hash(code_dir())  # the whole memlib package that will run ($MEMLIB_CODE_DIR in tests)
-    h = hashlib.sha256()
-    for meta in checkpoint_metas(checkpoints):
-        h.update(meta.parent.name.encode() + b"\0" + meta.read_bytes())
     out, chain = {}, ""
     for nb in nbs:
-        blob = json.dumps([chain, _notebook_source_hash(nb), params.get(nb.stem, {}), code, h.hexdigest()],
-                          sort_keys=True)
+        blob = json.dumps([chain, _notebook_source_hash(nb), params.get(nb.stem, {}), code], sort_keys=True)
         chain = hashlib.sha256(blob.encode()).hexdigest()
         out[nb.stem] = chain
     return out
@@ -96,13 +109,47 @@ def folder_files(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def stale_reason(stamp: Path, inputs: str, folder: Path) -> str | None:
-    """Why the notebook must run again, or None when its inputs and its figures are as the stamp records."""
+def upstream_metrics(figures: Path, stems: list[str]) -> str:
+    """Hash of the ``metrics.json`` of the notebooks ``stems`` (those before one): a notebook may read its
+    predecessors' results, so it runs again when they change (metrics are byte-identical on a rerun)."""
+    h = hashlib.sha256()
+    for stem in stems:
+        m = figures / stem / "metrics.json"
+        h.update(stem.encode() + b"\0" + (file_sha256(m).encode() if m.exists() else b"none") + b"\0")
+    return h.hexdigest()
+
+
+def read_stamp(stamp: Path) -> dict | None:
+    """The stamp's record, or None (with a note) when it is damaged: the notebook then simply runs again."""
+    try:
+        body = json.loads(stamp.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        print(f"[note] {stamp} is damaged; its notebook runs again and the stamp is rewritten", flush=True)
+        return None
+    return body
+
+
+def stale_reason(stamp: Path, inputs: str, folder: Path, checkpoints: Path | None = None,
+                 upstream: str | None = None) -> str | None:
+    """Why the notebook must run again, or None when its inputs, the checkpoints it used, the results of the
+    notebooks before it and its figures are as the stamp records."""
     if not stamp.exists():
         return "never ran"
-    body = json.loads(stamp.read_text())
+    body = read_stamp(stamp)
+    if body is None:
+        return "damaged stamp"
     if body.get("inputs") != inputs:
         return "inputs changed"
+    if upstream is not None and body.get("upstream", upstream) != upstream:
+        return "an earlier notebook's results changed"
+    used = body.get("checkpoints")
+    if checkpoints is not None and isinstance(used, dict):
+        now = checkpoint_record(checkpoints, [checkpoints / n for n in used])
+        changed = sorted(n for n in used if now.get(n, "missing") != used[n])
+        if changed:
+            return f"checkpoints changed: {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}"
     recorded, present = body.get("files"), folder_files(folder)
     if not recorded or "metrics.json" not in recorded:
         return "no record of its figures"
@@ -170,8 +217,17 @@ def record_wall_time(folder: Path, seconds: float) -> None:
     _write_json(path, timings)
 
 
+def sweep_staging(executed: Path) -> None:
+    """Remove staging folders left by runs that were killed (SIGKILL, SIGTERM): a folder's name carries the pid
+    of the run that made it, and a live run's folder is left alone."""
+    for d in executed.glob("staging-*"):
+        m = re.match(r"staging-.+?-pid(\d+)-", d.name)
+        if m is None or not _alive(int(m.group(1))):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def run_notebook(nb: Path, out_nb: Path, params: dict, figures: Path, env: dict[str, str],
-                 stamp: Path | None = None, inputs: str | None = None) -> None:
+                 stamp: Path | None = None, inputs: str | None = None, upstream: str | None = None) -> None:
     """Execute ``nb`` in a staging folder of its own; on success move its figures into ``figures/<stem>``, its
     executed copy to ``out_nb`` and (given ``stamp``) record ``inputs`` and the figures' hashes, all under a lock
     per output folder."""
@@ -180,9 +236,11 @@ def run_notebook(nb: Path, out_nb: Path, params: dict, figures: Path, env: dict[
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
     # unique per run, beside out_nb (build/<mode>/executed: the same disk as figures/, outside it)
-    staging = Path(tempfile.mkdtemp(prefix=f"staging-{nb.stem}-", dir=out_nb.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f"staging-{nb.stem}-pid{os.getpid()}-", dir=out_nb.parent))
     staged_nb = staging / out_nb.name
-    env = {**env, "MEMLIB_FIGURES": str(staging / "figures"), "MEMLIB_UPSTREAM_FIGURES": str(figures)}
+    used_log = staging / "checkpoints-used.txt"
+    env = {**env, "MEMLIB_FIGURES": str(staging / "figures"), "MEMLIB_UPSTREAM_FIGURES": str(figures),
+           USE_LOG_ENV: str(used_log)}
     t0 = time.time()
     try:
         with _environ(env):
@@ -198,7 +256,11 @@ def run_notebook(nb: Path, out_nb: Path, params: dict, figures: Path, env: dict[
                 out_nb.with_name(f"{nb.stem}.{kind}.ipynb").unlink(missing_ok=True)
             if stamp is not None:
                 stamp.parent.mkdir(parents=True, exist_ok=True)
-                _write_json(stamp, {"inputs": inputs, "files": folder_files(figures / nb.stem)})
+                used = used_log.read_text().split("\n") if used_log.exists() else []
+                checkpoints = Path(env["MEMLIB_CHECKPOINTS"]) if "MEMLIB_CHECKPOINTS" in env else None
+                _write_json(stamp, {"inputs": inputs, "files": folder_files(figures / nb.stem), "upstream": upstream,
+                                    "checkpoints": checkpoint_record(checkpoints, [u for u in used if u])
+                                    if checkpoints else {}})
     except BaseException as e:  # keep the partial run to read, never under the name of the good one
         if staged_nb.exists():
             os.replace(staged_nb, out_nb.with_name(f"{nb.stem}.{'interrupted' if _is_interrupt(e) else 'failed'}"
@@ -222,17 +284,19 @@ def reproduce(quick: bool = False, only: list[str] | None = None, force: bool = 
         raise SystemExit(f"unknown notebook(s) {unknown}; choose from {stems}")
     for d in (base / "executed", base / "stamps", figures):
         d.mkdir(parents=True, exist_ok=True)
+    sweep_staging(base / "executed")
     env = {"MEMLIB_CHECKPOINTS": str(checkpoints), "HF_HUB_DISABLE_TELEMETRY": "1",
            "TQDM_DISABLE": "1" if quick else os.environ.get("TQDM_DISABLE", "0"),
            "MEMLIB_QUICK": "1" if quick else "0"}
     params = {n.stem: (QUICK_PARAMS.get(n.stem, {}) if quick else {}) for n in nbs}
-    hashes = input_hashes(root, nbs, params, checkpoints)
+    hashes = input_hashes(root, nbs, params)
     todo = [nb for nb in nbs if not only or nb.stem in only]
     outcomes: list[Outcome] = []
     failed_upstream = False
     for i, nb in enumerate(todo):
         stamp = base / "stamps" / f"{nb.stem}.json"
-        why = "forced" if force else stale_reason(stamp, hashes[nb.stem], figures / nb.stem)
+        upstream = upstream_metrics(figures, stems[:stems.index(nb.stem)])
+        why = "forced" if force else stale_reason(stamp, hashes[nb.stem], figures / nb.stem, checkpoints, upstream)
         if why is None:
             outcomes.append(Outcome(nb.stem, "skipped", detail="inputs unchanged, figures as stamped"))
             print(f"[skip] {nb.stem}: inputs unchanged, figures as stamped", flush=True)
@@ -243,7 +307,8 @@ def reproduce(quick: bool = False, only: list[str] | None = None, force: bool = 
         print(f"[run ] {nb.stem} ({why}) ...", flush=True)
         t0 = time.time()
         try:
-            run_notebook(nb, base / "executed" / nb.name, params[nb.stem], figures, env, stamp, hashes[nb.stem])
+            run_notebook(nb, base / "executed" / nb.name, params[nb.stem], figures, env, stamp, hashes[nb.stem],
+                         upstream)
         except (Exception, KeyboardInterrupt) as e:
             if _is_interrupt(e):  # Ctrl-C: the last good figures, executed copy and stamp stay as they were
                 outcomes.append(Outcome(nb.stem, "interrupted", time.time() - t0,
@@ -255,7 +320,7 @@ def reproduce(quick: bool = False, only: list[str] | None = None, force: bool = 
                   flush=True)
             failed_upstream = True
             continue
-        outcomes.append(Outcome(nb.stem, "ran", time.time() - t0))
+        outcomes.append(Outcome(nb.stem, "ran", time.time() - t0, why))
         print(f"[ ok ] {nb.stem} in {time.time() - t0:.0f} s", flush=True)
     return outcomes
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, load_or_build
+from ..checkpoint import CheckpointError, load_or_build, note_use
 from ..config import Config, ConfigError, check_range
 from ..paths import checkpoints_dir
 from ..train import TrainConfig, text_to_image_loss, train_loop
@@ -115,6 +115,7 @@ def text_tower_clip_config(model_cfg: TextToImageConfig, seed: int):
 
 def _finished_meta(folder: Path, steps: int) -> dict | None:
     """The metadata of a checkpoint trained for ``steps`` steps whose weights file is there, else None."""
+    note_use(folder)
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
