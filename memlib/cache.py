@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -114,8 +115,11 @@ def cached_arrays(name: str, key: Any, compute: Callable[[], dict[str, np.ndarra
     with file_lock(path.with_suffix(".lock")):  # a second run waits for this entry instead of racing on it
         if path.exists():
             if sidecar.exists() and sidecar.read_text().strip() == file_sha256(path):
-                with np.load(path, allow_pickle=False) as f:
-                    return {k: f[k] for k in f.files}
+                try:
+                    with np.load(path, allow_pickle=False) as f:
+                        return {k: f[k] for k in f.files}
+                except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+                    pass   # a file whose checksum was written for it but which is not an .npz: recompute
             keep_aside(path, f"cache entry {path.name} is corrupt or incomplete")
         out = compute()
         _atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in out.items()}))

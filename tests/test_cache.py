@@ -82,3 +82,15 @@ def test_corrupt_cache_entry_is_recomputed_and_kept_aside_not_deleted(tmp_path):
     assert len(calls) == 2
     kept = list(tmp_path.glob(f"{entry.name}.corrupt*"))
     assert len(kept) == 1 and len(kept[0].read_bytes()) == 20
+
+
+def test_an_entry_whose_checksum_matches_but_is_not_an_npz_is_recomputed(tmp_path):
+    from memlib.cache import cached_arrays
+    from memlib.checkpoint import file_sha256
+
+    first = cached_arrays("pt", {"a": 1}, lambda: {"x": np.arange(3)}, folder=tmp_path)
+    entry = next(tmp_path.glob("pt-*.npz"))
+    entry.write_bytes(b"not a zip file")
+    entry.with_suffix(".sha256").write_text(file_sha256(entry))
+    again = cached_arrays("pt", {"a": 1}, lambda: {"x": np.arange(3)}, folder=tmp_path)
+    assert (again["x"] == first["x"]).all() and list(tmp_path.glob("pt-*.corrupt*"))

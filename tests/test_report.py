@@ -84,3 +84,21 @@ def test_the_notebooks_table_lists_every_notebook_with_its_figure_and_headline_m
         assert (root / "figures" / nb.stem / nb.figure).exists(), nb
         rows = {key for key, _, _ in importlib.import_module(nb.package).HEADLINES}
         assert nb.headline in rows, (nb.stem, nb.headline)
+
+
+@pytest.mark.parametrize("body", ["{not json", "[]", '{"provenance": {}}'])
+def test_a_damaged_metrics_file_is_named_in_one_line(tmp_path, body, capsys, monkeypatch):
+    from memlib.harness import report
+
+    (tmp_path / "04_amg").mkdir()
+    (tmp_path / "04_amg" / "metrics.json").write_text(body)
+    with pytest.raises(report.DamagedFile, match="04_amg/metrics.json.*git checkout"):
+        report.results_table(tmp_path)
+
+
+def test_a_metrics_file_without_provenance_still_renders(tmp_path):
+    from memlib.harness import report
+
+    (tmp_path / "04_amg").mkdir()
+    (tmp_path / "04_amg" / "metrics.json").write_text('{"metrics": {}}')
+    assert "| unknown |" in report.results_table(tmp_path)

@@ -16,9 +16,34 @@ def _headlines() -> list[tuple[str, str, str, str]]:
     return [(nb.stem, *row) for nb in NOTEBOOKS for row in importlib.import_module(nb.package).HEADLINES]
 
 
+class DamagedFile(ValueError):
+    """A results file ``memlib results`` reads is not what a run writes."""
+
+
+def read_json(path: Path, what: str = "a JSON object") -> dict:
+    """The JSON object in ``path``; DamagedFile naming the file and how to get it back otherwise."""
+    fix = (f"regenerate it (make reproduce) or restore the committed copy (git checkout -- {path.as_posix()})")
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DamagedFile(f"{path} is unreadable ({type(e).__name__}); {fix}") from None
+    if not isinstance(body, dict):
+        raise DamagedFile(f"{path} is not {what}; {fix}")
+    return body
+
+
 def _metrics(figures: Path, stem: str) -> dict | None:
+    """A notebook's metrics file ({"metrics": ..., "provenance": ...}), None when it has not run."""
     path = figures / stem / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    body = read_json(path, "a metrics file")
+    if not isinstance(body.get("metrics"), dict):
+        raise DamagedFile(f"{path} has no \"metrics\" object; regenerate it (make reproduce) or restore the "
+                          f"committed copy (git checkout -- {path.as_posix()})")
+    if not isinstance(body.get("provenance"), dict):
+        body["provenance"] = {}
+    return body
 
 
 def _shown(m: dict, key: str) -> str:
@@ -54,7 +79,7 @@ def results_table(figures: Path | None = None) -> str:
             rows.append(f"| {nb} | {what} | not yet run | {target} | |")
             continue
         rows.append(f"| {nb} | {what} (`{key}`) | {_shown(body['metrics'], key)} | {target} | "
-                    f"{body['provenance']['git_commit'][:10]} |")
+                    f"{str(body['provenance'].get('git_commit') or 'unknown')[:10]} |")
     return "\n".join(rows)
 
 
@@ -62,13 +87,13 @@ def _cached_compute_seconds(folder: Path) -> float:
     """Seconds a mitigation notebook's cached rows took to compute: seconds per image x images over every row,
     from its timings.json (``rows``, written by the study) or, for a run that kept them there, its metrics."""
     timings = folder / "timings.json"
-    t = json.loads(timings.read_text()) if timings.exists() else {}
+    t = read_json(timings) if timings.exists() else {}
     if isinstance(t.get("rows"), list):
         return float(sum(r["seconds_per_image"] * r["images"] for r in t["rows"]))
     path = folder / "metrics.json"
     if not path.exists():
         return 0.0
-    m = json.loads(path.read_text())["metrics"]
+    m = _metrics(folder.parent, folder.name)["metrics"]
 
     def listed(v):   # rows are a list, a {label: row} dict, or a {schedule: [rows]} dict
         v = list(v.values()) if isinstance(v, dict) else list(v)
@@ -86,7 +111,7 @@ def timings_table(figures: Path | None = None) -> str:
     rows = ["| notebook | wall time (min) | machine |", "|---|---|---|"]
     total = 0.0
     for path in sorted(figures.glob("*/timings.json")):
-        t = json.loads(path.read_text())
+        t = read_json(path)
         if "notebook_wall_s" not in t:
             rows.append(f"| {path.parent.name} | not recorded (rerun with `make reproduce`) | |")
             continue
@@ -148,7 +173,7 @@ def paper_block(stem: str, figures: Path | None = None, root: Path | None = None
     m = body["metrics"]
     timings = (figures or repo_root() / "figures") / stem / "timings.json"
     values = {**m, **report.values(m), "claims": {c.name: c for c in report.claims(m)},
-              "timings": json.loads(timings.read_text()) if timings.exists() else {}}
+              "timings": read_json(timings) if timings.exists() else {}}
     path = template_path(stem, root)
     return render(path.read_text().strip(), values, where=str(path))
 
