@@ -76,8 +76,9 @@ def check_range(name: str, value: Any, lo: float | None = None, hi: float | None
         raise ConfigError(f"parameter {name!r} = {value!r} is out of range; allowed {rng}")
 
 
-def parse_number_list(name: str, text: str, kind=int, lo: float | None = None) -> list:
-    """A comma-separated parameter ('1,2', '' for none) as a list of ``kind``, each at least ``lo``."""
+def parse_number_list(name: str, text: str, kind=int, lo: float | None = None, distinct: bool = False) -> list:
+    """A comma-separated parameter ('1,2', '' for none) as a list of ``kind``, each at least ``lo`` (``distinct``:
+    no value twice, e.g. seeds, where a repeat would count one run twice)."""
     try:
         values = [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -85,6 +86,8 @@ def parse_number_list(name: str, text: str, kind=int, lo: float | None = None) -
                           f"'1,2', or '' for none") from None
     for v in values:
         check_range(name, v, lo)
+    if distinct and len(set(values)) < len(values):
+        raise ConfigError(f"parameter {name!r} = {text!r} repeats a value; list each once")
     return values
 
 

@@ -59,6 +59,8 @@ class DetectionConfig(Config):
 
     def validate(self) -> None:
         check_range("max_gens", self.max_gens, 2, 256)
+        check_range("guidance_scale", self.guidance_scale, 0.0, 100.0)   # beyond ~30 CFG only saturates
+        check_range("batch_size", self.batch_size, 1, 65536)
         check_range("num_steps", self.num_steps, EARLY_STEPS, 1000)
         check_range("memorized_threshold", self.memorized_threshold, 0.0, 1.0)
         check_range("timing_prompts", self.timing_prompts, 1)
@@ -75,7 +77,7 @@ class DetectionConfig(Config):
 
     def testbed_seeds(self) -> list[int]:
         """The testbed seeds measured: ``testbed_seed`` first (its run draws the figures), then the others."""
-        more = parse_number_list("more_testbed_seeds", self.more_testbed_seeds, int, 0)
+        more = parse_number_list("more_testbed_seeds", self.more_testbed_seeds, int, 0, distinct=True)
         return list(dict.fromkeys([self.testbed.seed] + more)) if self.backend == "testbed" else [self.testbed.seed]
 
     def chosen_groups(self) -> list[str] | None:

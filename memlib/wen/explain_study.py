@@ -58,6 +58,7 @@ class ExplainConfig(Config):
 
     def validate(self) -> None:
         check_range("n_gens", self.n_gens, 1, 64)
+        check_range("guidance_scale", self.guidance_scale, 0.0, 100.0)   # beyond ~30 CFG only saturates
         check_range("num_steps", self.num_steps, 1, 1000)
         check_range("attribution_steps", self.attribution_steps, 0, self.num_steps)
         check_range("max_prompts", self.max_prompts, 0)
@@ -68,7 +69,7 @@ class ExplainConfig(Config):
 
     def extra_seeds(self) -> list[int]:
         """``more_testbed_seeds`` as integers, without the main seed (testbed backend only)."""
-        seeds = parse_number_list("more_testbed_seeds", self.more_testbed_seeds, int, 0)
+        seeds = parse_number_list("more_testbed_seeds", self.more_testbed_seeds, int, 0, distinct=True)
         return [x for x in dict.fromkeys(seeds) if x != self.testbed.seed] if self.backend == "testbed" else []
 
     def generation_config(self) -> GenerationConfig:
