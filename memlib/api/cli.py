@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   memlib detect --model tiny-sd --prompts nemo --max-prompts 2 --num-steps 2     (random weights: a smoke test)
   memlib detect --model path/to/sd --prompts nemo --max-prompts 50 --out scores.csv
   memlib detect --model CompVis/stable-diffusion-v1-4 --prompts mine.txt --calibrate nemo:non_memorized --out s.csv
+  torchrun --nproc_per_node 4 -m memlib detect --model path/to/sd --prompts nemo --out s.csv   (one rank per GPU)
   memlib explain --model testbed --prompt "small magenta square at the bottom right rhetov"
   memlib generate --model testbed --prompts mine.txt --method wen_pe --gens 4 --knob l_target=2.26 --out images/
   memlib methods
@@ -111,13 +112,25 @@ def _note(a) -> None:
 
 
 def _detect(a) -> int:
+    from . import distributed
     from .detection import detect
     a.out = a.out or str(outputs_dir("demo") / "scores.csv" if a.demo else
                          default_out("detect", a.model) / "scores.csv")
-    _note(a)
-    res = detect(_records(a.prompts, a.max_prompts), steps=a.steps, gens=a.gens, threshold=a.threshold,
-                 calibrate=_records([a.calibrate], 0) if a.calibrate else None, fpr=a.fpr, out=a.out,
-                 batch_size=a.batch_size, overwrite=a.overwrite, demo=a.demo, **_common(a))
+    a.device = distributed.start(a.device)   # under torchrun: join its process group, one GPU per rank
+    try:
+        rank = distributed.world()[0]
+        if rank == 0:
+            _note(a)
+        res = detect(_records(a.prompts, a.max_prompts), steps=a.steps, gens=a.gens, threshold=a.threshold,
+                     calibrate=_records([a.calibrate], 0) if a.calibrate else None, fpr=a.fpr, out=a.out,
+                     batch_size=a.batch_size, overwrite=a.overwrite, demo=a.demo,
+                     **dict(_common(a), progress=not a.quiet and rank == 0))
+    finally:
+        distributed.stop()
+    return _print_detection(a, res) if rank == 0 else 0
+
+
+def _print_detection(a, res) -> int:
     print(res.table(a.show))
     s = res.summary
     print(f"\nthreshold: {'-' if res.threshold is None else f'{res.threshold:.4g}'} ({res.threshold_note})")

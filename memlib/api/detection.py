@@ -7,7 +7,8 @@ threshold is given, or calibrated on prompts known not to be memorized so that a
 above it (below 1/fpr negatives that means none does). With labelled prompts the result holds AUC with a
 bootstrap interval over prompts, TPR at 1 % FPR (at >= 100 negatives; below, the TPR at zero false positives,
 named so) and an ROC plot. Scores are written to the CSV as each batch finishes; rerunning the same command
-resumes (``memlib.api.store``).
+resumes (``memlib.api.store``). Under ``torchrun`` the prompts are sharded over the ranks, with the same scores
+as one process (``memlib.api.distributed``).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ..generation import GenerationConfig, generate
 from ..metrics import bootstrap_roc, roc, tpr_statistic_name
 from ..prompt_files import PromptRecord, read_many
 from ..wen.scores import wen_score
+from . import distributed
 from .model_setup import default_batch_size, default_guidance, model_identity, open_model, weights_dtype
 from .store import RowStore
 
@@ -126,6 +128,53 @@ def _score(backend, records: list[PromptRecord], gen_cfg: GenerationConfig, step
             bar.update(len(texts))
     scores = np.array([float(store.rows[r.text]["score"]) for r in records])
     return scores, len(todo), len(distinct) - len(todo)
+
+
+def _scored(backend, records: list[PromptRecord], path: Path | None, desc: str, *, gen_cfg: GenerationConfig,
+            steps: int, settings: dict, overwrite: bool, progress: bool,
+            threshold: float | None = None) -> tuple[np.ndarray, int, int]:
+    """``_score`` into the CSV at ``path`` (None: in memory), finished in the records' order; under torchrun the
+    prompts are sharded over the ranks (``memlib.api.distributed``) and every rank returns the merged result."""
+    if distributed.world()[1] > 1:
+        return _scored_sharded(backend, records, path, desc, gen_cfg, steps, settings, overwrite, progress,
+                               threshold)
+    store = RowStore(path, settings, COLUMNS, "prompt", overwrite) if path else _Memory()
+    scores, computed, read_back = _score(backend, records, gen_cfg, steps, store, progress, desc, threshold)
+    store.finish([_row(i, r, s, threshold) for i, (r, s) in enumerate(zip(records, scores))])
+    return scores, computed, read_back
+
+
+def _scored_sharded(backend, records, path, desc, gen_cfg, steps, settings, overwrite, progress, threshold):
+    """Rank 0 reads back the merged CSV; the prompts still to do are cut into the batches one process would
+    run, dealt to the ranks, scored into per-rank CSVs (resumable) and merged on rank 0."""
+    rank, n_ranks = distributed.world()
+    merged, done = None, None
+    if rank == 0:
+        merged = RowStore(path, settings, COLUMNS, "prompt", overwrite) if path else _Memory()
+        done = [t for t, row in merged.rows.items() if _is_number(row.get("score"))]
+    done = set(distributed.broadcast(done))
+    distinct = list(dict.fromkeys(r.text for r in records))
+    todo = [t for t in distinct if t not in done]
+    mine = set(distributed.shard(todo, max(1, gen_cfg.batch_size // gen_cfg.n_gens), rank, n_ranks))
+    own = [r for r in records if r.text in mine]
+    shard = RowStore(distributed.shard_path(path, rank, n_ranks), settings, COLUMNS, "prompt", overwrite) \
+        if path else _Memory()
+    computed = read_back = 0
+    if own:
+        _, computed, read_back = _score(backend, own, gen_cfg, steps, shard, progress and rank == 0,
+                                        f"{desc} (rank 0 of {n_ranks})", threshold)
+    parts = distributed.all_gather(({t: shard.rows[t] for t in mine}, computed, read_back))
+    result = None
+    if rank == 0:
+        for rows, _, _ in parts:
+            merged.rows.update(rows)
+        scores = np.array([float(merged.rows[r.text]["score"]) for r in records])
+        merged.finish([_row(i, r, s, threshold) for i, (r, s) in enumerate(zip(records, scores))])
+        result = (scores, sum(p[1] for p in parts), len(done.intersection(distinct)) + sum(p[2] for p in parts))
+    result = distributed.broadcast(result)   # after the merged file is written: the shards are redundant now
+    if path:
+        shard.discard()
+    return result
 
 
 def _is_number(text) -> bool:
@@ -259,30 +308,27 @@ def detect(prompts=None, model: str = "testbed", *, steps: int = 1, gens: int = 
         cal = cal if threshold is None else None
     gen_cfg = GenerationConfig(num_steps=num_steps, n_gens=gens, seed=seed,
                                guidance_scale=default_guidance(backend) if guidance_scale is None else guidance_scale,
-                               batch_size=batch_size or default_batch_size(backend))
+                               batch_size=batch_size or min(distributed.all_gather(default_batch_size(backend))))
     settings = {"model": model_identity(model, backend), "steps": steps, "gens": gens, "num_steps": num_steps,
                 "guidance_scale": gen_cfg.guidance_scale, "seed": seed, "dtype": weights_dtype(backend)}
     out = Path(out).expanduser() if out is not None else None
     note = "given" if threshold is not None else "none: pass --threshold or --calibrate to flag prompts"
-    if cal is not None:
-        store = RowStore(out.with_name(out.stem + ".calibration.csv"), settings, COLUMNS, "prompt", overwrite) \
-            if out else _Memory()
-        neg, _, _ = _score(backend, cal, gen_cfg, steps, store, progress, "calibrating")
-        store.finish([_row(i, r, s, None) for i, (r, s) in enumerate(zip(cal, neg))])
+    stored = dict(gen_cfg=gen_cfg, steps=steps, settings=settings, overwrite=overwrite, progress=progress)
+    if cal is not None:   # every rank gets the merged negatives, so every rank derives the same threshold
+        neg, _, _ = _scored(backend, cal, out and out.with_name(out.stem + ".calibration.csv"), "calibrating",
+                            **stored)
         threshold, note = calibrated_threshold(neg, fpr)
         if dropped:
             note += f"; {dropped} calibration rows labelled memorized were left out"
-    store = RowStore(out, settings, COLUMNS, "prompt", overwrite) if out else _Memory()
     t0 = time.perf_counter()
-    scores, computed, read_back = _score(backend, records, gen_cfg, steps, store, progress, "scoring", threshold)
+    scores, computed, read_back = _scored(backend, records, out, "scoring", threshold=threshold, **stored)
     seconds = time.perf_counter() - t0
-    store.finish([_row(i, r, s, threshold) for i, (r, s) in enumerate(zip(records, scores))])
     summary = _summary(records, scores, threshold, n_boot, seed)
     summary.update(threshold=threshold, threshold_note=note, settings=settings,
                    seconds_per_prompt=seconds / computed if computed else None,
                    model_evals_per_prompt=2 * steps * gens)
     res = DetectResult(records, scores, threshold, note, summary, out, None, computed, read_back)
-    if out:
+    if out and distributed.world()[0] == 0:
         if "auc" in summary:
             res.roc = _plot_roc(records, scores, summary, threshold, out.with_name(out.stem + "_roc.png"),
                                 f"Wen et al. detection on {model}")

@@ -116,6 +116,15 @@ class RowStore:
             f.flush()
             os.fsync(f.fileno())
 
+    def discard(self) -> None:
+        """Remove the file, its settings and its lock (its rows live on elsewhere, e.g. merged into another file)."""
+        self.path.unlink(missing_ok=True)
+        self.sidecar.unlink(missing_ok=True)
+        if self._lock is not None:
+            Path(self._lock.name).unlink(missing_ok=True)
+            self._lock.close()
+            self._lock = None
+
     def finish(self, ordered: list[dict]) -> None:
         """Write ``ordered`` (every row, final values) in place of the file, atomically."""
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
