@@ -1,7 +1,9 @@
 """Throughput at Stable Diffusion size, on random weights built from configs (nothing is downloaded); writes
-benchmarks/results/sd_scale-<size>-<dtype>-<device>.json and regenerates the table of every such file (sd_scale.md beside it).
+benchmarks/results/sd_scale-<size>-<dtype>-<device>.json and regenerates the table of every such file
+(sd_scale.md beside it).
 
     .venv/bin/python benchmarks/sd_scale.py --device cuda --dtype fp16        # SD-v1, batches from free memory
+    .venv/bin/python benchmarks/sd_scale.py --device cuda --dtype bf16
     .venv/bin/python benchmarks/sd_scale.py --size tiny --device cpu          # the tiny configuration (tests)
     .venv/bin/python benchmarks/sd_scale.py --table                           # print the table of the results
 
@@ -247,7 +249,7 @@ def method_arms(backend, names: list[str], prompts: list[str], num_steps: int, b
 
 
 def targets(result: dict) -> dict:
-    """The issue's targets at SD-v1 fp16 on one H100, judged only where this run is that setting."""
+    """The targets at SD-v1 fp16 on one H100, judged only where this run is that setting."""
     applies = result["size"] == "sd-v1" and result["dtype"] == "fp16" and "H100" in result["device"]
     det, arms = result.get("detection", {}), result.get("arms", {})
     rows = {"detection_prompts_per_s": (det.get("batched_prompts_per_s"), ">=", 100),
