@@ -222,7 +222,7 @@ class PRSSResult:
             "operating": op, "dev_rows": self.dev_rows, "cheap_check": self.check,
             "dev_magnitudes": self.dev_magnitudes,
             "replication_rate_none": none[REP], "clip_score_none": none[CLIP], "clip_heldout_none": none[HELD],
-            "evals_per_image_none": none["evals_per_image"], "seconds_per_image_none": none["seconds_per_image"],
+            "evals_per_image_none": none["evals_per_image"], "seconds_per_image_none": self.rows["none"].seconds_per_image,
             "claims": found, "rebound_claim": rebound_claim(rebound),
             "prss_vs_pe_wins_matched_privacy": keep["prss_above_pe_at_matched_privacy"]["wins"],
             "pe_clip_drop_at_best": keep["prss_loses_at_most_half_of_pe_drop"]["pe_clip_drop"],
