@@ -193,6 +193,7 @@ def test_02_explain_runs(quick_runs, tiny_data):
 @pytest.mark.slow
 def test_03_mitigation_runs(quick_runs, tiny_data):
     from memlib.mitigate.evalset import evaluation_prompts
+    from memlib.wen import mitigation_report as report
 
     body, folder = _quick("03_mitigation", quick_runs)
     m, q = body["metrics"], QUICK_PARAMS["03_mitigation"]
@@ -208,21 +209,50 @@ def test_03_mitigation_runs(quick_runs, tiny_data):
         assert by_method[name] == [m.value for m in sweep(name)], name
     assert by_method["random_token"] == [1, 2, 4, 6, 8]
     mem = [p for p in test if p.memorized]
-    for r in rows:   # one entry per method and knob value, with N and seeds; rates are shares of N x n_gens
+    for r in rows + m["filter_rows"]:   # one entry per method and knob value; rates are shares of N x n_gens
         assert r["n_gens"] == q["n_gens"] and r["seed"] == 0 and r["half"] == "test"
         assert sum(v for k, v in r.items() if k.startswith("n_prompts_")) == len(test)
-        copies = r["replication_memorized"] * len(mem) * q["n_gens"]
-        assert abs(copies - round(copies)) < 1e-6
-        assert r["replication_ci_memorized"][0] <= r["replication_memorized"] <= r["replication_ci_memorized"][1]
+        for col in ("replication", "copy_rate"):         # the paper's pixel criterion and the independent detector
+            hits = r[f"{col}_memorized"] * len(mem) * q["n_gens"]
+            assert abs(hits - round(hits)) < 1e-6, col
+            assert r[f"{col}_ci_memorized"][0] <= r[f"{col}_memorized"] <= r[f"{col}_ci_memorized"][1], col
+        assert 0 <= r["nn_is_planted_memorized"] <= 1 and -1 <= r["clip_phrasings_memorized"] <= 1
+    # the content caption alone: memorized prompts only, its nearest-is-planted share the chance level
+    ref = m["content_reference"]
+    assert sum(v for k, v in ref.items() if k.startswith("n_prompts_")) == len(mem) and "n_prompts_heldout" not in ref
+    assert m["nn_planted_chance"] == ref["nn_is_planted_memorized"]
+    # every chosen point compared with no mitigation over the same prompts, its interval around its estimate
+    assert set(m["chosen_points"]) == {"wen_pe", *q["baselines"].split(",")}
+    assert m["chosen_points"]["wen_pe"]["value"] == m["pe_operating_l_target"]
+    for name, c in list(m["chosen_points"].items()) + [("wen_filter", {"paired": m["filter_paired"]})]:
+        for col in ("copy", "replication", "clip_phrasings"):
+            d = c["paired"][col]
+            assert d["ci95"][0] <= d["estimate"] <= d["ci95"][1] and d["n_prompts"] == len(mem), (name, col)
     none = rows[0]
     pe = [r for r in rows if r["method"] == "wen_pe"]
     assert all(r["evals_per_image"] > none["evals_per_image"] or r["acted_heldout"] == 0 for r in pe)
     assert m["pe_operating_l_target"] in m["l_targets"] and m["l_targets"] == sorted(m["l_targets"], reverse=True)
     if m["pe_n_untouched"]:
         assert m["pe_untouched_bit_identical_share"] == 1.0
-    assert len(m["filter_rows"]) == 1 + len(q["filter_percentiles"].split(","))
+    # the filter: tau chosen on the dev half's memorized prompts, reported on the test half
+    assert len(m["filter_rows"]) == len(m["filter_dev_rows"]) == 1 + len(q["filter_percentiles"].split(","))
     assert m["filter_rows"][0]["method"] == "unfiltered" and len(m["probe_auc"]) == 8
+    assert m["filter_chosen_tau"] in m["filter_taus"].values()
+    assert all(r["half"] == "dev" and "n_prompts_heldout" not in r for r in m["filter_dev_rows"])
     assert len(m["rebound_memorized"]["none"]) == q["num_steps"]
+    assert {k: m[k] for k, _, _ in report.HEADLINES} and all(m[k] is not None for k, _, _ in report.HEADLINES
+                                                            if k != "pe_untouched_bit_identical_share")
+    # wall-clock seconds are in timings.json, not in the metrics (a rerun from cache writes the same metrics)
+    assert "second" not in json.dumps(m)
+    timings = json.loads((folder / "03_mitigation" / "timings.json").read_text())
+    n_rows = (len(rows) + 2 * len(m["filter_rows"]) + len(m["dev_rows"]) + 1
+              + sum(len(s["rows"]) + len(s["dev_rows"]) + 1 - (s["rows"].get("pe_own") == s["rows"].get("pe_transfer"))
+                    for s in m["seeds"].values()))
+    assert len(timings["rows"]) == n_rows and all(r["seconds_per_image"] > 0 for r in timings["rows"])
+    for s, sm in m["seeds"].items():              # seed 0's choices carried over, and the seed's own
+        assert sm["pe_transfer_l_target"] == m["pe_operating_l_target"] and sm["pe_operating_l_target"] in sm["l_targets"]
+        assert set(sm["rows"]) == {"none", "pe_transfer", "pe_own", *q["baselines"].split(",")}
+        assert set(sm["paired"]) == set(sm["rows"]) - {"none"}
     for name in ("calibration_dev", "privacy_utility", "magnitude_rebound", "grid_before_after", "filter_probe",
                  "filter_training"):
         assert (folder / "03_mitigation" / f"{name}.png").exists(), name

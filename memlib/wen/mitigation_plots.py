@@ -20,11 +20,14 @@ def plot_calibration_dev(res):
                 title="Dev half: where the l_target sweep sits (dashed)")
     axes[0].legend(fontsize=7)
     dev_none, dev_pe = res.dev_rows[0], res.dev_rows[1:]
-    axes[1].plot([r.value for r in dev_pe], [r.replication["memorized"] for r in dev_pe], "o-", label="PE")
-    axes[1].axhline(dev_none.replication["memorized"], color="grey", ls=":", label="no mitigation")
+    axes[1].plot([r.value for r in dev_pe], [r.replication["memorized"] for r in dev_pe], "o-",
+                 label="PE: pixel Gu (chooses)")
+    axes[1].plot([r.value for r in dev_pe], [r.copy_rate.get("memorized", np.nan) for r in dev_pe], "s--",
+                 color="tab:purple", label="PE: copy rate (not used)")
+    axes[1].axhline(dev_none.replication["memorized"], color="grey", ls=":", label="no mitigation (pixel Gu)")
     if res.pe_operating_l_target is not None:
         axes[1].axvline(res.pe_operating_l_target, color="tab:red", lw=0.8, label="operating point")
-    axes[1].set(xlabel="l_target", ylabel="pooled memorized replication (Gu)", ylim=(-0.03, 1.03),
+    axes[1].set(xlabel="l_target", ylabel="pooled memorized rate", ylim=(-0.03, 1.03),
                 title="Dev half: PE's replication by l_target")
     axes[1].invert_xaxis()
     axes[1].legend(fontsize=7)
@@ -32,32 +35,44 @@ def plot_calibration_dev(res):
     return fig
 
 
+def _phrasings(r, group: str = "memorized") -> float:
+    return r.clip_phrasings.get(group, np.nan)
+
+
 def plot_privacy_utility(res):
-    """Test half: every method over its knob, replication and NCC to the planted image against content CLIP, and
-    the price on held-out prompts; plain CFG as a star (``privacy_utility``)."""
+    """Test half: every method over its knob, the independent copy rate, the paper's pixel Gu replication and the
+    NCC to the planted image against every-phrasing CLIP, and the price on held-out prompts; plain CFG as a star,
+    the content caption alone as a cross (``privacy_utility``)."""
     none = res.none
     methods = list(dict.fromkeys(r.method for r in res.rows if r.method != "none"))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
+    ys = [lambda r: r.copy_rate.get("memorized", np.nan), lambda r: r.replication["memorized"],
+          lambda r: r.similarity_mean["memorized"]]
     for k, name in enumerate(methods):
         rs = [r for r in res.rows if r.method == name]
         style = dict(marker="o", lw=2.2 if name == "wen_pe" else 1.2,
                      color="tab:red" if name == "wen_pe" else f"C{k}")
-        x = [r.clip_content["memorized"] for r in rs]
-        axes[0].plot(x, [r.replication["memorized"] for r in rs], label=name, **style)
-        axes[1].plot(x, [r.similarity_mean["memorized"] for r in rs], label=name, **style)
-        axes[2].plot([r.clip_content["heldout"] for r in rs], [r.similarity_mean["memorized"] for r in rs],
+        x = [_phrasings(r) for r in rs]
+        for ax, y in zip(axes[:3], ys):
+            ax.plot(x, [y(r) for r in rs], label=name, **style)
+        axes[3].plot([_phrasings(r, "heldout") for r in rs], [r.copy_rate.get("memorized", np.nan) for r in rs],
                      label=name, **style)
         for r, xi in zip(rs, x):
-            axes[1].annotate(f"{r.value:g}", (xi, r.similarity_mean["memorized"]), fontsize=6, alpha=0.7)
-    for ax, xv, yv in [(axes[0], none.clip_content["memorized"], none.replication["memorized"]),
-                       (axes[1], none.clip_content["memorized"], none.similarity_mean["memorized"]),
-                       (axes[2], none.clip_content["heldout"], none.similarity_mean["memorized"])]:
-        ax.plot([xv], [yv], "k*", ms=14, label="no mitigation")
-    axes[0].set(xlabel="content-caption CLIP, memorized prompts", ylabel="replication (Gu), memorized prompts",
-                title="Replication vs utility")
-    axes[1].set(xlabel="content-caption CLIP, memorized prompts", ylabel="mean NCC to the planted image",
-                title="Similarity vs utility (knob values annotated)")
-    axes[2].set(xlabel="CLIP score, held-out prompts", ylabel="mean NCC to the planted image (memorized)",
+            axes[0].annotate(f"{r.value:g}", (xi, ys[0](r)), fontsize=6, alpha=0.7)
+    for ax, y in zip(axes[:3], ys):
+        ax.plot([_phrasings(none)], [y(none)], "k*", ms=14, label="no mitigation")
+    axes[3].plot([_phrasings(none, "heldout")], [ys[0](none)], "k*", ms=14, label="no mitigation")
+    ref = res.content_reference
+    if ref is not None:
+        for ax, y in zip(axes[:3], ys):
+            ax.plot([_phrasings(ref)], [y(ref)], "kx", ms=10, label="content caption alone")
+    axes[0].set(xlabel="every-phrasing CLIP, memorized prompts", ylabel="independent copy rate, memorized prompts",
+                title="Copy rate vs utility (knob values annotated)")
+    axes[1].set(xlabel="every-phrasing CLIP, memorized prompts", ylabel="pixel Gu replication, memorized prompts",
+                title="The paper's pixel criterion vs utility")
+    axes[2].set(xlabel="every-phrasing CLIP, memorized prompts", ylabel="mean NCC to the planted image",
+                title="Similarity vs utility")
+    axes[3].set(xlabel="every-phrasing CLIP, held-out prompts", ylabel="copy rate, memorized prompts",
                 title="The price on held-out prompts")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
@@ -123,36 +138,50 @@ def plot_filter_probe(res):
 
 
 def filter_run_names(res) -> list[str]:
-    """The filter runs' labels: the unfiltered run, then each tau."""
-    return ["unfiltered"] + [f"tau={r.value:g}" for r in res.filter_rows[1:]]
+    """The filter runs' labels: the unfiltered run, then each tau (the dev half's choice marked)."""
+    return ["unfiltered"] + [f"tau={r.value:g}" + (" (dev)" if r.value == res.filter_chosen_tau else "")
+                             for r in res.filter_rows[1:]]
+
+
+def _bars(ax, x, width, values, cis, label, color):
+    v = np.array(values, float)
+    lo, hi = np.array(cis, float).T if cis else (v, v)
+    ax.bar(x, v, width, yerr=[np.maximum(v - lo, 0), np.maximum(hi - v, 0)], capsize=2, label=label, color=color)
 
 
 def plot_filter_training(res):
-    """The filtered runs against the unfiltered one: verbatim replication, held-out CLIP and held-out Fréchet
-    distance with bootstrap intervals (``filter_training``); None without filter runs."""
+    """The filtered runs against the unfiltered one (test half): the independent copy rate and pooled pixel Gu
+    replication, pixel replication per planted group, held-out CLIP (content caption and every phrasing), and the
+    held-out Fréchet distance beside its floor (``filter_training``); None without filter runs."""
     if not res.filter_rows:
         return None
     rows = res.filter_rows
     x = np.arange(len(rows))
     names = filter_run_names(res)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
-    for ax, get, ci, title in [
-            (axes[0], lambda r: r.replication["verbatim"], lambda r: r.replication_ci["verbatim"],
-             "verbatim replication (Gu)"),
-            (axes[1], lambda r: r.clip_content["heldout"], lambda r: r.clip_content_ci["heldout"],
-             "held-out CLIP score"),
-            (axes[2], lambda r: r.frechet["heldout"], lambda r: (r.frechet["heldout"],) * 2,
-             "held-out Fréchet distance (no interval)")]:
-        v = np.array([get(r) for r in rows])
-        lo, hi = np.array([ci(r) for r in rows]).T
-        ax.bar(x, v, yerr=[np.maximum(v - lo, 0), np.maximum(hi - v, 0)], capsize=3,
-               color=["grey"] + ["tab:blue"] * (len(rows) - 1))
-        ax.scatter(x, lo, marker="_", color="k"), ax.scatter(x, hi, marker="_", color="k")
+    fig, axes = plt.subplots(1, 4, figsize=(20, 3.8))
+    nan2 = (np.nan, np.nan)
+    _bars(axes[0], x - 0.2, 0.4, [r.copy_rate.get("memorized", np.nan) for r in rows],
+          [r.copy_rate_ci.get("memorized", nan2) for r in rows], "copy rate", "tab:purple")
+    _bars(axes[0], x + 0.2, 0.4, [r.replication["memorized"] for r in rows],
+          [r.replication_ci["memorized"] for r in rows], "pixel Gu, pooled", "tab:blue")
+    axes[0].set_title("memorized prompts: copy rate and pooled pixel Gu", fontsize=9)
+    groups = ("verbatim", "image_dup", "caption_dup")
+    for k, g in enumerate(groups):
+        _bars(axes[1], x + (k - 1) * 0.27, 0.27, [r.replication.get(g, np.nan) for r in rows],
+              [r.replication_ci.get(g, nan2) for r in rows], g, f"C{k}")
+    axes[1].set_title("pixel Gu replication by planted group", fontsize=9)
+    _bars(axes[2], x - 0.2, 0.4, [r.clip_content["heldout"] for r in rows],
+          [r.clip_content_ci["heldout"] for r in rows], "content caption", "grey")
+    _bars(axes[2], x + 0.2, 0.4, [_phrasings(r, "heldout") for r in rows],
+          [r.clip_phrasings_ci.get("heldout", nan2) for r in rows], "every phrasing", "tab:green")
+    axes[2].set_title("held-out CLIP score", fontsize=9)
+    _bars(axes[3], x, 0.6, [r.frechet["heldout"] for r in rows], None, None, "tab:blue")
+    axes[3].axhline(rows[0].frechet_floor["heldout"], color="k", ls=":", lw=0.8, label="noise floor")
+    axes[3].set_title("held-out Fréchet distance (no interval)", fontsize=9)
+    for ax in axes:
         ax.set_xticks(x, names, fontsize=8)
-        ax.set_title(title, fontsize=9)
-    axes[2].axhline(rows[0].frechet_floor["heldout"], color="k", ls=":", lw=0.8, label="noise floor")
-    axes[2].legend(fontsize=7)
-    fig.suptitle("Training-time filter at equal steps and seed (test half, 95 % bootstrap intervals over prompts)",
+        ax.legend(fontsize=7)
+    fig.suptitle("Training-time filter at equal steps and seed (test half, 95 % intervals over planted images)",
                  fontsize=10)
     fig.tight_layout()
     return fig

@@ -4,16 +4,21 @@
    places the l_target sweep between them (``memlib.first_step_magnitude.l_target_sweep``); PE's operating point
    is the largest l_target that halves pooled memorized replication on the dev half.
 2. Curves (test half): every inference-time method at each knob value on the same prompts and noises
-   (``memlib.mitigate.run_method``): privacy (Gu replication, similarity to the planted image) against utility
-   (content-caption CLIP), plus the per-step magnitude after PE (does it rebound once sampling leaves x_T?).
+   (``memlib.mitigate.run_method``), scored by three privacy columns (the independent copy detector's copy rate,
+   the paper's pixel Gu replication, nearest-is-planted beside its content-caption chance,
+   ``run_content_reference``) against utility (content-caption and every-phrasing CLIP); each method at its
+   chosen value (PE: the dev choice; a baseline: its registry default) against no mitigation with paired
+   intervals; the per-step magnitude after PE (does it rebound once sampling leaves x_T?).
 3. Training time: the probe (does the per-sample magnitude separate planted from ordinary training rows at a
    fixed t?), then the testbed trained from scratch with the filter at tau from ordinary rows' percentiles,
    against the unfiltered run at equal steps and seed (the shipped checkpoint, rounded as the filtered ones are
-   stored).
+   stored); tau is chosen on the dev half by PE's criterion and reported on the test half.
+4. Further testbed seeds (``more_testbed_seeds``): seed 0's dev choices carried over to each seed's test half,
+   and each seed's own dev-chosen l_target; the filter is not retrained for them.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -24,13 +29,14 @@ from ..first_step_magnitude import joint_first_step, l_target_sweep
 from ..generation import GenerationConfig
 from ..mitigate import baselines as _baselines  # noqa: F401  (registers "none" and the baselines)
 from ..mitigate.columns import Evaluator
-from ..mitigate.evalset import cap_heldout, evaluation_prompts
+from ..mitigate.evalset import EvalPrompt, cap_heldout, evaluation_prompts
 from ..mitigate.registry import available, make_method, sweep
-from ..mitigate.run import run_method
+from ..mitigate.run import run_content_reference, run_method
 from ..testbed.build import TestbedRef
 from .filter_train import ProbeResult, magnitude_probe, round_to_float16, tau_from_percentiles, train_filtered
 from .methods import filter_method
-from .mitigation_results import MitigationResult, matched_comparison, pe_operating_point
+from .mitigation_results import (MitigationResult, SeedResult, matched_comparison, matched_paired, operating_point,
+                                 paired_summary)
 
 
 @dataclass
@@ -53,6 +59,7 @@ class MitigationConfig(Config):
     matched_levels: int = 4          # utility levels where PE and random-token addition are compared
     grid_prompts: int = 6            # memorized test prompts in the before/after grid
     chunk: int = 48                  # prompts per cached chunk
+    more_testbed_seeds: str = "1"    # further testbed seeds: seed 0's choices carried over, and their own ('': none)
     progress: bool = True
 
     def validate(self) -> None:
@@ -69,7 +76,13 @@ class MitigationConfig(Config):
         if bad:
             raise ConfigError(f"parameter 'baselines' names {bad}; choose from {sorted(known)}")
         self.percentiles()
+        self.extra_seeds()
         self.generation_config()
+
+    def extra_seeds(self) -> list[int]:
+        """``more_testbed_seeds`` as integers, without the main seed."""
+        seeds = parse_number_list("more_testbed_seeds", self.more_testbed_seeds, int, 0)
+        return [s for s in dict.fromkeys(seeds) if s != self.testbed.seed]
 
     def baseline_names(self) -> list[str]:
         return [b.strip() for b in self.baselines.split(",") if b.strip()]
@@ -93,30 +106,53 @@ def _grid(cfg, prompts, runs: dict, data) -> dict:
             "rows": {label: run.images[idx, 0] for label, run in runs.items()}}
 
 
+def _halves(tb, cfg: MitigationConfig) -> tuple[list[EvalPrompt], list[EvalPrompt]]:
+    return tuple(cap_heldout(evaluation_prompts(tb.data, half, max_per_group=cfg.max_prompts_per_group),
+                             cfg.heldout_prompts) for half in ("dev", "test"))
+
+
+@dataclass
+class _Calibration:
+    magnitudes: np.ndarray          # joint first-step magnitude of every dev prompt
+    l_targets: list[float]
+    rows: list                      # dev memorized prompts: none, then PE at each l_target
+    operating: float | None
+
+
+def _calibrate(backend, dev: list[EvalPrompt], gen: GenerationConfig, cfg: MitigationConfig, run) -> _Calibration:
+    """The l_target sweep between the memorized and held-out dev medians of the joint first-step magnitude, and
+    PE's operating point: the largest l_target that lowers pooled memorized dev replication by ``pe_reduction_bar``
+    (``operating_point``)."""
+    mag = joint_first_step(backend, [p.text for p in dev], gen)
+    mem = np.array([p.memorized for p in dev])
+    l_targets = l_target_sweep(mag[mem], mag[~mem], cfg.pe_points)
+    dev_mem = [p for p in dev if p.memorized]      # the operating point is a replication criterion
+    rows = [run(make_method("none"), dev_mem).row] + [run(make_method("wen_pe", lt), dev_mem).row for lt in l_targets]
+    return _Calibration(mag, l_targets, rows, operating_point(rows[0], rows[1:], cfg.pe_reduction_bar))
+
+
+def _by_group(values: np.ndarray, prompts: list[EvalPrompt]) -> dict[str, np.ndarray]:
+    return {g: values[np.array([p.group == g for p in prompts])] for g in dict.fromkeys(p.group for p in prompts)}
+
+
 def run_study(cfg: MitigationConfig) -> MitigationResult:
-    """Run notebook 03: calibration on the dev half, every curve on the test half, then the training-time filter
-    (the steps of the module docstring)."""
+    """Run notebook 03: calibration on the dev half, every curve on the test half, the training-time filter, then
+    the further testbed seeds (the steps of the module docstring)."""
     tb = cfg.testbed.load(progress=cfg.progress)
     clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
     backend = TestbedBackend(tb.model, tb)
     gen = cfg.generation_config()
     evaluator = Evaluator.for_testbed(cfg.testbed, tb, clip, seed=cfg.seed, progress=cfg.progress)
-    dev, test = (cap_heldout(evaluation_prompts(tb.data, half, max_per_group=cfg.max_prompts_per_group),
-                         cfg.heldout_prompts) for half in ("dev", "test"))
+    dev, test = _halves(tb, cfg)
 
     def run(method, prompts, ev=evaluator, model=backend):
         return run_method(model, method, prompts, ev, gen, chunk=cfg.chunk, progress=cfg.progress)
 
     # 1. calibration on the dev half
-    dev_mag = joint_first_step(backend, [p.text for p in dev], gen)
-    mem = np.array([p.memorized for p in dev])
-    l_targets = l_target_sweep(dev_mag[mem], dev_mag[~mem], cfg.pe_points)
-    dev_mem = [p for p in dev if p.memorized]      # the operating point is a replication criterion
-    dev_none = run(make_method("none"), dev_mem).row
-    dev_pe = [run(make_method("wen_pe", lt), dev_mem).row for lt in l_targets]
-    operating = pe_operating_point(dev_none, dev_pe, cfg.pe_reduction_bar)
+    cal = _calibrate(backend, dev, gen, cfg, run)
+    l_targets, operating = cal.l_targets, cal.operating
 
-    # 2. curves on the test half
+    # 2. curves on the test half, and the content-caption reference (the chance level of nearest-is-planted)
     runs = {"none": run(make_method("none"), test)}
     for name in cfg.baseline_names():
         for m in sweep(name):
@@ -126,8 +162,13 @@ def run_study(cfg: MitigationConfig) -> MitigationResult:
         m = make_method("wen_pe", lt)
         runs[m.label] = run(m, test)
         pe_labels.append(m.label)
+    content = run_content_reference(backend, test, evaluator, gen, cfg.chunk, progress=cfg.progress).row
     rows = [r.row for r in runs.values()]
+    none = runs["none"].row
     headline = runs[make_method("wen_pe", operating).label] if operating is not None else None
+    chosen = {name: runs[make_method(name).label].row for name in cfg.baseline_names()}
+    if headline is not None:
+        chosen = {"wen_pe": headline.row, **chosen}
     held = np.array([p.group == "heldout" for p in test])
     zero = None
     if headline is not None:
@@ -146,40 +187,96 @@ def run_study(cfg: MitigationConfig) -> MitigationResult:
         if name in cfg.baseline_names():
             m = sweep(name)[-1]
             grid_runs[m.label] = runs[m.label]
-    matched = matched_comparison([runs[lb].row for lb in pe_labels],
-                                 [r for r in rows if r.method == "random_token"], runs["none"].row,
-                                 cfg.matched_levels)
+    pe_rows = [runs[lb].row for lb in pe_labels]
+    rt_rows = [r for r in rows if r.method == "random_token"]
+    matched = matched_comparison(pe_rows, rt_rows, none, cfg.matched_levels)
 
     # 3. training time
+    filt = _filter_study(cfg, tb, backend, dev, test, evaluator, run)
+
+    # 4. further testbed seeds: seed 0's dev choices carried over, and each seed's own PE choice
+    seeds = {s: seed_study(cfg, s, operating, gen) for s in cfg.extra_seeds()}
+    return MitigationResult(
+        rows=rows, l_targets=l_targets, dev_magnitudes=_by_group(cal.magnitudes, dev), dev_rows=cal.rows,
+        pe_operating_l_target=operating, zero_iteration=zero, rebound=rebound, rebound_heldout=rebound_heldout,
+        timesteps=_timesteps(backend, gen), matched=matched, grid=_grid(cfg, test, grid_runs, tb.data),
+        gen_cfg=gen, checkpoint=str(tb.folder.name),
+        pe_iterations={lb: runs[lb].info["iterations"] for lb in pe_labels}, test_groups=[p.group for p in test],
+        content_reference=content, chosen=chosen, paired={k: paired_summary(none, r) for k, r in chosen.items()},
+        matched_paired=matched_paired(pe_rows, rt_rows, none, cfg.matched_levels), seeds=seeds,
+        reduction_bar=cfg.pe_reduction_bar, **filt)
+
+
+def _filter_study(cfg: MitigationConfig, tb, backend, dev, test, evaluator, run) -> dict:
+    """The probe on the shipped checkpoint; then the testbed trained with the filter at each tau, scored from its
+    saved float16 weights against the unfiltered run rounded the same way, on the dev half's memorized prompts
+    (where tau is chosen, as PE's l_target is) and on the whole test half."""
     weights = weights_fingerprint(backend)
     probe = ProbeResult(**{k: (v.tolist() if v.ndim else int(v)) for k, v in cached_arrays(
         "filter-probe", {"weights": weights, "rows": cfg.probe_rows, "seed": cfg.seed},
         lambda: {k: np.asarray(v) for k, v in asdict(magnitude_probe(tb, cfg.probe_rows, seed=cfg.seed)).items()}
     ).items()})
-    filter_rows, taus, drops = [], {}, {}
-    if cfg.percentiles():
-        got = cached_arrays("filter-taus", {"weights": weights, "p": cfg.percentiles(), "seed": cfg.seed + 1},
-                            lambda: {"tau": np.array(list(tau_from_percentiles(tb, cfg.percentiles(),
-                                                                                seed=cfg.seed + 1).values()))})
-        taus = dict(zip(cfg.percentiles(), got["tau"].tolist()))
-        fd_eval = evaluator
-        unf = round_to_float16(tb)
-        base_row = run(make_method("none"), test, fd_eval, TestbedBackend(unf.model, unf)).row
-        base_row.method = "unfiltered"      # the shipped run: equal steps, seed and batch order, no filter
-        filter_rows.append(base_row)
-        for p, tau in taus.items():
-            tf = train_filtered(cfg.testbed, tau, retrain=cfg.retrain, progress=cfg.progress, base=tb)
-            filter_rows.append(run(filter_method(cfg.testbed, tau, base=tb), test, fd_eval).row)
-            drops[tau] = _drop_stats(tf, tb.data)
-    return MitigationResult(
-        rows=rows, l_targets=l_targets, dev_magnitudes={g: dev_mag[np.array([p.group == g for p in dev])]
-                                                        for g in dict.fromkeys(p.group for p in dev)},
-        dev_rows=[dev_none] + dev_pe, pe_operating_l_target=operating, zero_iteration=zero,
-        rebound=rebound, rebound_heldout=rebound_heldout, timesteps=_timesteps(backend, gen),
-        matched=matched, grid=_grid(cfg, test, grid_runs, tb.data), probe=probe, taus=taus,
-        filter_rows=filter_rows, filter_drops=drops, gen_cfg=gen, checkpoint=str(tb.folder.name),
-        pe_iterations={lb: runs[lb].info["iterations"] for lb in pe_labels},
-        test_groups=[p.group for p in test])
+    out = {"probe": probe, "taus": {}, "filter_rows": [], "filter_drops": {}, "filter_dev_rows": []}
+    if not cfg.percentiles():
+        return out
+    got = cached_arrays("filter-taus", {"weights": weights, "p": cfg.percentiles(), "seed": cfg.seed + 1},
+                        lambda: {"tau": np.array(list(tau_from_percentiles(tb, cfg.percentiles(),
+                                                                            seed=cfg.seed + 1).values()))})
+    taus = dict(zip(cfg.percentiles(), got["tau"].tolist()))
+    unf = round_to_float16(tb)
+    unf_backend = TestbedBackend(unf.model, unf)
+    dev_mem = [p for p in dev if p.memorized]
+    rows, dev_rows, drops = [], [], {}
+    for prompts, into in ((test, rows), (dev_mem, dev_rows)):
+        base = run(make_method("none"), prompts, model=unf_backend).row
+        base.method = "unfiltered"      # the shipped run: equal steps, seed and batch order, no filter
+        into.append(base)
+    for tau in taus.values():
+        trained, method = filter_run(cfg, tau, tb)
+        drops[tau] = _drop_stats(trained, tb.data)
+        rows.append(run(method, test).row)
+        dev_rows.append(run(method, dev_mem).row)
+    chosen = operating_point(dev_rows[0], dev_rows[1:], cfg.pe_reduction_bar)
+    best = next(r for r in rows[1:] if r.value == chosen)
+    return {**out, "taus": taus, "filter_rows": rows, "filter_drops": drops, "filter_dev_rows": dev_rows,
+            "filter_chosen_tau": chosen, "filter_paired": paired_summary(rows[0], best)}
+
+
+def filter_run(cfg: MitigationConfig, tau: float, tb) -> tuple:
+    """(the filtered run at ``tau``, the harness method that scores it). The run is trained now unless it is
+    saved (``retrain`` redoes it); the float32 weights training ended with stay in its memory, and the method
+    loads the saved float16 weights instead (``filter_method``), so the run that trains scores what every later
+    run loads."""
+    trained = train_filtered(cfg.testbed, tau, retrain=cfg.retrain, progress=cfg.progress, base=tb)
+    return trained, filter_method(cfg.testbed, tau, base=tb)
+
+
+def seed_study(cfg: MitigationConfig, seed: int, transfer: float | None, gen: GenerationConfig) -> SeedResult:
+    """Testbed ``seed`` (its shipped UNet and CLIP; its own copy detector): its dev calibration, then on its test
+    half no mitigation, the content-caption reference, PE at seed 0's l_target and at its own, and each baseline
+    at its chosen value. The training-time filter is not retrained here."""
+    ref = replace(cfg.testbed, seed=seed)
+    tb = ref.load(progress=cfg.progress)
+    clip = ref.load_clip(tb, progress=cfg.progress)
+    backend = TestbedBackend(tb.model, tb)
+    evaluator = Evaluator.for_testbed(ref, tb, clip, seed=cfg.seed, progress=cfg.progress)
+    dev, test = _halves(tb, cfg)
+
+    def run(method, prompts):
+        return run_method(backend, method, prompts, evaluator, gen, chunk=cfg.chunk, progress=cfg.progress)
+
+    cal = _calibrate(backend, dev, gen, cfg, run)
+    rows = {"none": run(make_method("none"), test).row}
+    done = {}
+    for role, lt in (("pe_transfer", transfer), ("pe_own", cal.operating)):
+        if lt is not None:
+            done.setdefault(lt, run(make_method("wen_pe", lt), test).row)
+            rows[role] = done[lt]
+    rows.update({name: run(make_method(name), test).row for name in cfg.baseline_names()})
+    content = run_content_reference(backend, test, evaluator, gen, cfg.chunk, progress=cfg.progress).row
+    return SeedResult(seed, str(tb.folder.name), cal.l_targets, _by_group(cal.magnitudes, dev), cal.rows,
+                      cal.operating, transfer, rows, content,
+                      {k: paired_summary(rows["none"], r) for k, r in rows.items() if k != "none"})
 
 
 def _timesteps(backend, gen: GenerationConfig) -> list[int]:
@@ -189,11 +286,11 @@ def _timesteps(backend, gen: GenerationConfig) -> list[int]:
 
 
 def _drop_stats(tf, data) -> dict:
-    """How much the filter dropped: share of all drawn samples, and how the drops split over row kinds."""
-    state = (tf.train_state or {}).get("loss_state") if tf.train_state else None
-    if state is None:
-        from ..checkpoint import load_loss_state
-        state = load_loss_state(tf.folder)
+    """How much the filter dropped: share of all drawn samples, and how the drops split over row kinds (from the
+    loss state saved beside the weights, as a later run reads it)."""
+    from ..checkpoint import load_loss_state
+
+    state = load_loss_state(tf.folder)
     skips = state["skips"].numpy()
     dropped = state["dropped"].numpy()
     steps = len(dropped)
