@@ -278,7 +278,7 @@ def test_the_cycle_finder_can_fail():
 # A mitigation that could read the copy detector could optimise against it, as AMG's guidance optimises pixel NCC.
 MITIGATION_FOLDERS = ("amg", "prss", "wen", "ietagc", "mitigate")
 EVALUATION_ONLY = ("copydetect",)
-EVALUATION_ONLY_USERS = {"mitigate.columns", "mitigate.digits"}   # the scoring modules of the mitigation tables
+EVALUATION_ONLY_USERS = {"mitigate.columns", "mitigate.digits", "amg.descriptor_sigma"}   # scoring; AMG's SSCD sigma
 
 
 def evaluation_only_imports(package: Path) -> dict[str, list[str]]:

@@ -262,36 +262,79 @@ def test_03_mitigation_runs(quick_runs, tiny_data):
 
 @pytest.mark.slow
 def test_04_amg_runs(quick_runs, tiny_data):
+    from memlib.amg.report_tables import DESCRIPTOR_ROW, OWN, TRANSFER, WEN_PE_ROW
     from memlib.mitigate.evalset import evaluation_prompts
 
     body, folder = _quick("04_amg", quick_runs)
     m, q = body["metrics"], QUICK_PARAMS["04_amg"]
     test = evaluation_prompts(tiny_data, "test", max_per_group=q["max_prompts_per_group"])
-    n_test = len([p for p in test if p.group != "heldout"]) + min(q["heldout_prompts"],
-                                                                   sum(p.group == "heldout" for p in test))
+    n_mem = len([p for p in test if p.group != "heldout"])
+    n_test = n_mem + min(q["heldout_prompts"], sum(p.group == "heldout" for p in test))
     rows = m["rows"]
     for label in ("none", "AMG Main", "AMG Strong", "AMG, released-code gating", "AMG, released-code c1 = 13", "spe",
-                  "dup", "sim", "spe+dup", "spe+sim", "dup+sim", "switch always on", "constant threshold"):
-        assert label in rows, label                          # Table 1, 4 and 5 rows
-    for r in rows.values():
+                  "dup", "sim", "spe+dup", "spe+sim", "dup+sim", "switch always on", "constant threshold",
+                  DESCRIPTOR_ROW, WEN_PE_ROW):
+        assert label in rows, label                          # Table 1, 4 and 5 rows, the variants beside them
+
+    def share(v, lo=0.0, hi=1.0):
+        return isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi   # NaN fails
+
+    def within(v, ci):
+        return share(ci[0], -1, 1) and share(ci[1], -1, 1) and ci[0] <= v <= ci[1]
+
+    for label, r in rows.items():
         assert r["n_gens"] == q["n_gens"] and r["half"] == "test"
         assert sum(v for k, v in r.items() if k.startswith("n_prompts_")) == n_test
-        assert r["replication_ci_memorized"][0] <= r["replication_memorized"] <= r["replication_ci_memorized"][1]
+        # the three privacy columns: (b) copy rate, (a) pixel Gu, (c) nearest-is-planted; and both utilities
+        for key in ("copy_rate_memorized", "replication_memorized", "nn_is_planted_memorized",
+                    "lowpass_replication_memorized"):
+            assert share(r[key]), (label, key)
+        assert within(r["replication_memorized"], r["replication_ci_memorized"]), label
+        assert within(r["copy_rate_memorized"], r["copy_rate_ci_memorized"]), label
+        assert share(r["clip_phrasings_memorized"], -1) and share(r["clip_content_memorized"], -1), label
+    assert rows[DESCRIPTOR_ROW]["gamed_columns"] == ["copy_rate"] and "gamed_columns" not in rows["AMG Main"]
     # the headline numbers are finite, in range and the rows' own
     none, main = rows["none"], rows["AMG Main"]
-    for key, row, col, lo, hi in (("replication_rate_none", none, "replication_memorized", 0, 1),
+    for key, row, col, lo, hi in (("copy_rate_none", none, "copy_rate_memorized", 0, 1),
+                                  ("copy_rate_amg", main, "copy_rate_memorized", 0, 1),
+                                  ("lowpass_replication_amg", main, "lowpass_replication_memorized", 0, 1),
+                                  ("replication_rate_none", none, "replication_memorized", 0, 1),
                                   ("replication_rate_amg", main, "replication_memorized", 0, 1),
                                   ("clip_score_none", none, "clip_content_memorized", -1, 1),
                                   ("clip_score_amg", main, "clip_content_memorized", -1, 1),
+                                  ("clip_phrasings_amg", main, "clip_phrasings_memorized", -1, 1),
                                   ("fd_none", none, "frechet_heldout", 0, math.inf),
                                   ("fd_amg", main, "frechet_heldout", 0, math.inf)):
-        assert math.isfinite(m[key]) and lo <= m[key] <= hi and m[key] == row[col], key
+        assert share(m[key], lo, hi) and m[key] == row[col], key
+    ref = m["content_reference"]   # the chance level of nearest-is-planted: content captions of memorized prompts
+    assert ref["n_gens"] == q["n_gens"] and sum(v for k, v in ref.items() if k.startswith("n_prompts_")) == n_mem
+    assert share(m["nn_is_planted_chance"]) and m["nn_is_planted_chance"] == ref["nn_is_planted_memorized"]
     change = (m["clip_score_amg"] - m["clip_score_none"]) / m["clip_score_none"]
     assert m["clip_content_change_amg"] == pytest.approx(change, rel=1e-3, abs=1e-6)   # metrics keep 6 digits
-    assert 0 <= m["switch_fired_heldout"] <= 1 and 0 <= m["switch_fired_memorized"] <= 1
+    assert share(m["switch_fired_heldout"]) and share(m["switch_fired_memorized"])
     assert m["evals_ratio_amg"] == pytest.approx(main["evals_per_image"] / none["evals_per_image"], rel=1e-4)
-    assert 1 <= m["evals_ratio_amg"] <= 3 and math.isfinite(m["seconds_ratio_amg"]) and m["seconds_ratio_amg"] > 0
-    assert m["main_c3"] in (10, 100) and m["strong_c3"] >= m["main_c3"]
+    assert 1 <= m["evals_ratio_amg"] <= 3 and m["main_c3"] in (10, 100) and m["strong_c3"] >= m["main_c3"]
+    # paired changes against no mitigation: the rows' own difference, an interval around it, memorized prompts
+    for label, p in m["paired_vs_none"].items():
+        assert {"copy", "replication", "lowpass", "nn_planted", "clip_phrasings_relative"} <= set(p), label
+        for col, key in (("copy", "copy_rate"), ("replication", "replication"), ("lowpass", "lowpass_replication")):
+            d = p[col]
+            assert d["n_prompts"] == n_mem and within(d["estimate"], d["ci95"]), (label, col)
+            assert d["estimate"] == pytest.approx(rows[label][f"{key}_memorized"] - none[f"{key}_memorized"],
+                                                  abs=2e-6), (label, col)
+    assert set(m["paired_vs_none"]) == set(rows) - {"none"}
+    assert {"copy_verbatim", "copy_image_dup"} <= set(m["paired_vs_main"]["sim"])
+    d = m["descriptor_sigma"]   # Main on the copy descriptor's sigma: its own calibration and dev-chosen c3
+    assert d["chosen_by"] == "copy" and d["c3"] in (10, 100) and len(d["dev_sweep"]) == 2 and d["detector"]
+    assert d["calibration"]["n_trajectories"] == m["calibration"]["n_trajectories"]
+    assert set(d["paired_vs_pixel"]) >= {"copy", "replication", "lowpass"}
+    # the second testbed: seed 0's c3 transferred and its own dev-chosen one, beside its none and chance level
+    s = m["seeds"]["1"]
+    assert s["transfer_c3"] == m["main_c3"] and s["own_c3"] in (10, 100) and s["checkpoint"] != m["checkpoint"]
+    assert set(s["rows"]) == {"none", TRANSFER, OWN} and share(s["chance_nn_planted"])
+    n_seed = {sum(v for k, v in r.items() if k.startswith("n_prompts_")) for r in s["rows"].values()}
+    assert len(n_seed) == 1 and all(share(r["copy_rate_memorized"]) for r in s["rows"].values())
+    assert set(s["paired_vs_none"]) == {TRANSFER, OWN} and len(s["dev_sweep"]) == 2
     # Table 5's thresholds: the constant fires on the fitted lambda_t's share of the held-out dev trajectories,
     # and with the switch always on G_sim is measured from their lowest sigma_t
     cal = m["calibration"]
@@ -299,7 +342,7 @@ def test_04_amg_runs(quick_runs, tiny_data):
     assert cal["n_trajectories"] == held_dev * q["calib_gens"] and cal["percentile"] == 100.0
     assert abs(cal["constant_fire_share"] - cal["fire_share"]) <= 1 / cal["n_trajectories"]
     assert cal["always"]["kind"] == "always" and cal["always"]["a"] == cal["floor"] <= min(cal["curve"])
-    assert all(0 <= v <= 1 for v in m["sigma_auc_per_step"])      # NaN fails
+    assert all(share(v) for v in m["sigma_auc_per_step"])
     assert not m["matched_to_03"]["available"] and "not comparable" in m["matched_to_03"]["reason"]
     assert set(m["dev_sweep"]) == {"code", "constant"} and all(len(v) == 2 for v in m["dev_sweep"].values())
     assert len(m["sigma_auc_per_step"]) == q["num_steps"] == len(m["calibration"]["timesteps"])
@@ -307,6 +350,19 @@ def test_04_amg_runs(quick_runs, tiny_data):
     for name in ("unconditional", "class-conditional"):
         d = m["digits"][name]
         assert set(d["test"]) == {"none", "AMG Main", "AMG Strong"} and d["test"]["none"]["n"] == q["digits_samples"]
+        assert d["detector_data_matches"] is True and d["copy_detector"].startswith("copydetect-digits-")
+        for r in d["test"].values():
+            assert share(r["copy_rate"]) and within(r["copy_rate"], r["copy_rate_ci"])
+            assert share(r["lowpass_replication"])
+        p = d["paired_vs_none"]["AMG Main"]
+        assert p["gu"]["n_prompts"] == q["digits_samples"] and within(p["copy"]["estimate"], p["copy"]["ci95"])
+    # wall-clock seconds live in timings.json, never in the metrics (a rerun from cache writes the same bytes)
+    assert "seconds" not in json.dumps(m)
+    t = json.loads((folder / "04_amg" / "timings.json").read_text())
+    assert t["seconds_ratio_amg"] == pytest.approx(t["seconds_per_image_amg"] / t["seconds_per_image_none"], rel=1e-4)
+    assert share(t["seconds_ratio_amg"], 0, math.inf) and t["seconds_ratio_amg"] > 0
+    assert all(share(r["seconds_per_image"], 0, math.inf) and r["images"] > 0 for r in t["rows"])
+    assert len(t["rows"]) > len(rows) and set(t["digits_seconds_per_image"]) == {"unconditional", "class-conditional"}
     for name in ("sigma_calibration", "c3_dev_sweep", "ablations", "per_step_terms", "grid_nearest",
                  "digits_dev_sweep", "digits_grid"):
         assert (folder / "04_amg" / f"{name}.png").exists(), name

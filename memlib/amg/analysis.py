@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..mitigate.columns import MethodRow
+from ..mitigate.evalset import MEMORIZED_GROUPS
 from .guidance import AMGSettings, neighbour_caption
 
 
@@ -14,18 +15,34 @@ def memorized_replication(row: MethodRow) -> float:
     return row.replication.get("memorized", float("nan"))
 
 
-def choose_c3(dev_rows: dict[str, list[MethodRow]], sweep: list[float], bar: float) -> tuple[str, float, float]:
+def memorized_privacy(row: MethodRow, column: str = "replication") -> float:
+    """Pooled over the memorized groups: pixel Gu replication ('replication') or the copy detector's rate ('copy')."""
+    if column not in ("replication", "copy"):
+        raise ValueError(f"privacy column {column!r}: choose 'replication' or 'copy'")
+    return memorized_replication(row) if column == "replication" else row.copy_rate.get("memorized", float("nan"))
+
+
+def fired_share(fired: np.ndarray, groups, group: str = "heldout") -> float:
+    """Share of the group's generations where AMG's switch fired at some step (``fired``: (P, G, S))."""
+    hit = np.nan_to_num(fired).any(-1)
+    sel = np.isin(groups, MEMORIZED_GROUPS) if group == "memorized" else np.asarray(groups) == group
+    return float(hit[sel].mean())
+
+
+def choose_c3(dev_rows: dict[str, list[MethodRow]], sweep: list[float], bar: float,
+              column: str = "replication") -> tuple[str, float, float]:
     """(schedule, Main c3, Strong c3) from the dev sweep: per schedule the smallest c3 whose pooled memorized
-    replication is <= ``bar``; across schedules the one keeping more content CLIP there. If none reaches the bar,
-    the lowest replication (then the higher CLIP). Strong is the next value of the same schedule's sweep."""
+    privacy ``column`` (``memorized_privacy``) is <= ``bar``; across schedules the one keeping more content CLIP
+    there. If none reaches the bar, the lowest value (then the higher CLIP). Strong is the next value of the same
+    schedule's sweep."""
     cands = []
     for sched, rows in dev_rows.items():
-        ok = [r for r in rows if memorized_replication(r) <= bar]
+        ok = [r for r in rows if memorized_privacy(r, column) <= bar]
         if ok:
             r = min(ok, key=lambda r: r.value)
             cands.append((0, -r.clip_content["memorized"], sched, r.value))
     if not cands:
-        cands = [(memorized_replication(r), -r.clip_content["memorized"], s, r.value)
+        cands = [(memorized_privacy(r, column), -r.clip_content["memorized"], s, r.value)
                  for s, rows in dev_rows.items() for r in rows]
     _, _, sched, c3 = min(cands)
     i = sweep.index(c3)
@@ -79,11 +96,14 @@ def _at(level: float, xs: np.ndarray, ys: np.ndarray) -> float | None:
 
 
 def matched_to_notebook_03(result, cfg, path=None) -> dict:
-    """Notebook 03's methods beside AMG Main, each curve (its knob values plus no mitigation) linearly
-    interpolated, from notebook 03's committed metrics when both notebooks used the same prompts, seeds and
-    generation settings. Per method: replication and NCC at AMG Main's content CLIP on memorized prompts (matched
-    utility) and content CLIP at AMG Main's replication (matched privacy), each None where the curve does not
-    reach that level, with the curve's range; and the curve's point nearest AMG Main in content CLIP."""
+    """Notebook 03's methods (Wen's PE among them) beside AMG Main, each curve (its knob values plus no mitigation)
+    linearly interpolated, from notebook 03's committed metrics when both notebooks used the same prompts, seeds
+    and generation settings. Utility is every-phrasing CLIP on memorized prompts where notebook 03 measured it
+    (``utility``), else content CLIP. Per method: replication, copy rate and NCC at AMG Main's utility (matched
+    utility) and utility at AMG Main's replication and at its copy rate (matched privacy), each None where the
+    curve does not reach that level or notebook 03 did not measure the column, with the curve's range; and the
+    curve's point nearest AMG Main in utility. No interval: the two notebooks' per-prompt values are not stored
+    (the paired comparison with Wen's PE is the row notebook 04 runs itself)."""
     from ..mitigate.reference_runs import committed_metrics
 
     m, out = committed_metrics("03_mitigation", cfg, path)
@@ -93,24 +113,33 @@ def matched_to_notebook_03(result, cfg, path=None) -> dict:
     rows = m["rows"]
     none = [r for r in rows if r["method"] == "none"]
     amg = result.rows["AMG Main"]
-    x, rep = amg.clip_content["memorized"], memorized_replication(amg)
-    out.update(clip_level=x, replication_level=rep,
-               amg={"replication": rep, "similarity": amg.similarity_mean["memorized"], "clip_content": x},
-               methods={})
+    has = lambda key: all(key in r for r in rows)
+    utility = "clip_phrasings" if has("clip_phrasings_memorized") and amg.clip_phrasings else "clip_content"
+    ukey = f"{utility}_memorized"
+    x, rep = getattr(amg, utility)["memorized"], memorized_replication(amg)
+    copy = amg.copy_rate.get("memorized", float("nan"))
+    out.update(utility=utility, clip_level=x, replication_level=rep, copy_rate_level=copy,
+               amg={"replication": rep, "copy_rate": copy, "similarity": amg.similarity_mean["memorized"],
+                    "clip_content": x}, methods={})
+    privacy = [(y, key) for y, key in (("replication", "replication_memorized"), ("copy_rate", "copy_rate_memorized"),
+                                       ("similarity", "similarity_mean_memorized")) if has(key)]
     for name in sorted({r["method"] for r in rows} - {"none"}):
         fam = [r for r in rows if r["method"] == name] + none
-        entry = {}
-        for y, key in (("replication", "replication_memorized"), ("similarity", "similarity_mean_memorized")):
-            xs, ys = _curve(fam, "clip_content_memorized", key)
+        entry = {"copy_rate": None}
+        for y, key in privacy:
+            xs, ys = _curve(fam, ukey, key)
             entry[y] = _at(x, xs, ys)
         entry["clip_range"] = [float(xs.min()), float(xs.max())]
-        xs, ys = _curve(fam, "replication_memorized", "clip_content_memorized")
-        entry["clip_at_amg_replication"] = _at(rep, xs, ys)
-        entry["replication_range"] = [float(xs.min()), float(xs.max())]
-        near = min((r for r in fam if r["method"] == name), key=lambda r: abs(r["clip_content_memorized"] - x))
-        entry["nearest"] = {"knob": near.get("knob", ""), "value": near["value"],
-                            "clip_content": near["clip_content_memorized"],
+        for y, key, level in (("replication", "replication_memorized", rep),
+                              ("copy_rate", "copy_rate_memorized", copy)):
+            if has(key):
+                xs, ys = _curve(fam, key, ukey)
+                entry[f"clip_at_amg_{y}"] = _at(level, xs, ys) if np.isfinite(level) else None
+                entry[f"{y}_range"] = [float(xs.min()), float(xs.max())]
+        near = min((r for r in fam if r["method"] == name), key=lambda r: abs(r[ukey] - x))
+        entry["nearest"] = {"knob": near.get("knob", ""), "value": near["value"], "clip_content": near[ukey],
                             "replication": near["replication_memorized"],
+                            "copy_rate": near.get("copy_rate_memorized"),
                             "similarity": near["similarity_mean_memorized"]}
         out["methods"][name] = entry
     return out

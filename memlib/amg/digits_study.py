@@ -3,7 +3,11 @@
 Per model (unconditional, class-conditional): unguided samples of dev seeds give lambda_t (fitted to the
 ``digits_percentile`` of sigma_t = -nL2 over the trajectories that did not end as Gu replicas) and c3 (the smallest
 of the sweep that lowers dev Gu replication by ``digits_reduction``; Strong is the next); the test seeds are
-scored without guidance, with Main and with Strong. Samples are cached on the weights, seeds and settings.
+scored without guidance, with Main and with Strong, by the pixel criteria (Gu ratio, nL2), the digits' independent
+copy detector (``DigitsScorer.for_digits``: the shipped detector, trained and calibrated on the default digits
+data, which is the data these DDPMs train on) and the low-pass Gu ratio, with paired intervals against no guidance
+(the same seeds, so the same initial noises; each sample its own unit). Samples are cached on the weights, seeds
+and settings; their wall-clock seconds go to timings.json (``DigitsResult.seconds``), not to the metrics.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from ..testbed.digits import load_digits_model, make_digits_data
 from ..train import TrainConfig
 from .calibrate import calibrate
 from ..mitigate.digits import DigitsScorer
+from ..paired_bootstrap import paired_difference
+from ..testbed.digits import DigitsDataConfig
 from .digits import sample_digits
 from .threshold import Threshold
 
@@ -39,14 +45,18 @@ class DigitsResult:
     main_c3: float
     strong_c3: float
     test: dict                          # 'none', 'AMG Main', 'AMG Strong' -> scores on the test seeds
+    paired_vs_none: dict = field(default_factory=dict)   # 'AMG Main', 'AMG Strong' -> {column: paired change}
+    copy_detector: str = ""             # the digits copy detector's checkpoint
+    detector_data_matches: bool = False  # these digits are the data the detector was trained and calibrated on
     grid: dict = field(default_factory=dict, repr=False)
+    seconds: dict = field(default_factory=dict, repr=False)   # run -> {'seconds_per_image', 'n'} (timings.json)
 
     def reduction(self, label: str = "AMG Main") -> float:
         b = self.test["none"]["gu_replication"]
         return 1 - self.test[label]["gu_replication"] / b if b > 0 else float("nan")
 
     def to_metrics(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "grid"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("grid", "seconds")}
 
 
 def _cached_samples(backend, seeds, cfg, weights: str, threshold: Threshold | None, c3: float, index):
@@ -65,18 +75,40 @@ def _score(scorer, arr, seed) -> dict:
     out = scorer.score(torch.from_numpy(arr["samples"]), seed=seed)
     fired = arr["fired"]
     out.update(fired_share=float(np.nan_to_num(fired).any(1).mean()) if np.isfinite(fired).any() else 0.0,
-               seconds_per_image=float(arr["seconds"]), evals_per_image=float(arr["evals"]))
+               evals_per_image=float(arr["evals"]))
     return out
 
 
-def run_digits(cfg, class_conditional: bool) -> DigitsResult:
+def _per_sample(scorer, arr) -> dict[str, np.ndarray]:
+    """Each sample's Gu copy, detector copy and planted-copy flags, for paired comparisons."""
+    x = torch.from_numpy(arr["samples"]).clamp(-1, 1)
+    res = scorer.rep.query(x)
+    gu = res.ratio < 1 / 3
+    return {"gu": gu.astype(float), "copy": scorer.copies(x).astype(float),
+            "planted": (gu & np.isin(res.nn_cluster, scorer.planted)).astype(float)}
+
+
+def _paired(scorer, base, arr, seed) -> dict:
+    a, b = _per_sample(scorer, base), _per_sample(scorer, arr)
+    return {k: paired_difference(a[k], b[k], seed=seed).to_dict() for k in a if np.isfinite(a[k]).all()
+            and np.isfinite(b[k]).all()}
+
+
+def digits_scorer(cfg) -> DigitsScorer:
+    """The scorer of the digits data both models train on (the default ``DigitsDataConfig``), with the shipped
+    digits copy detector, which was trained and calibrated on that same data."""
+    return DigitsScorer.for_digits(make_digits_data(), seed=cfg.seed, progress=cfg.progress)
+
+
+def run_digits(cfg, class_conditional: bool, scorer: DigitsScorer | None = None) -> DigitsResult:
     steps = cfg.digits_train_steps
     train_cfg = TrainConfig(steps=steps, batch_size=128, lr=1e-3, checkpoint_every=min(200, steps))
     unet, n_classes, meta = load_digits_model(class_conditional=class_conditional, train_cfg=train_cfg,
                                               retrain=cfg.retrain, progress=cfg.progress)
     backend = DigitsBackend(unet, n_classes, meta=meta)
-    data = make_digits_data()
-    scorer = DigitsScorer(data, seed=cfg.seed)
+    scorer = scorer or digits_scorer(cfg)
+    data = scorer.data
+    detector_data = scorer.detector.trained_on.get("data")
     weights = weights_fingerprint(unet)
     n = cfg.digits_samples // 2 * 2
     dev, test = range(DEV_SEED, DEV_SEED + n), range(TEST_SEED, TEST_SEED + n)
@@ -89,9 +121,11 @@ def run_digits(cfg, class_conditional: bool) -> DigitsResult:
     cal = calibrate(base["sigma"][~rep], ts, cfg.digits_percentile)
     dev_scores = {"none": _score(scorer, base, cfg.seed)}
     sweep = parse_number_list("digits_c3_sweep", cfg.digits_c3_sweep, float)
+    seconds = {"dev none": {"seconds_per_image": float(base["seconds"]), "n": n}}
     for c3 in sweep:
-        dev_scores[c3] = _score(scorer, _cached_samples(backend, dev, cfg, weights, cal.threshold, c3, scorer.index),
-                                cfg.seed)
+        arr = _cached_samples(backend, dev, cfg, weights, cal.threshold, c3, scorer.index)
+        dev_scores[c3] = _score(scorer, arr, cfg.seed)
+        seconds[f"dev c3 = {c3:g}"] = {"seconds_per_image": float(arr["seconds"]), "n": n}
     b = dev_scores["none"]["gu_replication"]
     ok = [c for c in sweep if dev_scores[c]["gu_replication"] <= (1 - cfg.digits_reduction) * b]
     main = ok[0] if ok else min(sweep, key=lambda c: dev_scores[c]["gu_replication"])
@@ -100,6 +134,8 @@ def run_digits(cfg, class_conditional: bool) -> DigitsResult:
             "AMG Main": _cached_samples(backend, test, cfg, weights, cal.threshold, main, scorer.index),
             "AMG Strong": _cached_samples(backend, test, cfg, weights, cal.threshold, strong, scorer.index)}
     test_scores = {k: _score(scorer, a, cfg.seed) for k, a in arrs.items()}
+    paired = {k: _paired(scorer, arrs["none"], arrs[k], cfg.seed) for k in ("AMG Main", "AMG Strong")}
+    seconds.update({f"test {k}": {"seconds_per_image": float(a["seconds"]), "n": n} for k, a in arrs.items()})
     # the grid: test samples the unguided model copies, next to the guided ones from the same noise
     copies = np.flatnonzero(scorer.rep.query(torch.from_numpy(arrs["none"]["samples"])).ratio < 1 / 3)[:10]
     copies = copies if len(copies) else np.arange(min(10, n))
@@ -110,4 +146,5 @@ def run_digits(cfg, class_conditional: bool) -> DigitsResult:
         "class-conditional" if class_conditional else "unconditional", meta.get("folder", ""),
         int(len(data.images)), int(data.duplicated.sum()), scorer.classifier_accuracy,
         float((scorer.nl2(data.heldout_images) < 1.4).mean()), cal.to_dict(),
-        {str(k): v for k, v in dev_scores.items()}, main, strong, test_scores, grid)
+        {str(k): v for k, v in dev_scores.items()}, main, strong, test_scores, paired, scorer.detector.name,
+        detector_data == data.config.to_dict() == DigitsDataConfig().to_dict(), grid, seconds)

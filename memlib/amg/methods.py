@@ -19,7 +19,9 @@ On another model:
 - ``Threshold``: lambda_t, time-varying ``a + (b - a) exp(-c t)``, constant or always on.
 - ``sigma_traces``: sigma_t along plain-CFG trajectories of your prompts (what the calibration fits).
 - ``calibrate``: lambda_t fitted to a percentile of held-out sigma_t per step (returns a ``Calibration``).
-- ``AMGSetup`` + ``amg_method``: the same guidance as a harness method over your training images and captions.
+- ``AMGSetup`` + ``amg_method``: the same guidance as a harness method over your training images and captions;
+  ``testbed_setup(backend, similarity='pixel' | 'descriptor', ref=...)`` builds it for the embedded testbed, with
+  sigma_t on pixels (the registry's ``amg``) or on the testbed copy detector's descriptors (Eq. 9's SSCD).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from .guidance import TRACES, AMGGuidance, AMGSettings
 from .threshold import Threshold
 
 __all__ = ["AMGSettings", "AMGGuidance", "Threshold", "sigma_traces", "calibrate", "Calibration", "AMGSetup",
-           "amg_method", "testbed_setup", "main_settings", "C3_KNOB", "MAIN_C3", "MAIN_SCHEDULE",
+           "amg_method", "testbed_setup", "main_settings", "SIMILARITIES", "C3_KNOB", "MAIN_C3", "MAIN_SCHEDULE",
            "MAIN_CALIBRATION", "MAIN_PERCENTILE"]
 
 # AMG Main on the testbed. The G_sim schedule and c3 are what notebook 04 chose on its development half
@@ -58,18 +60,29 @@ def main_settings(schedule: str = MAIN_SCHEDULE, c3: float = MAIN_C3, **changes)
     return AMGSettings(schedule=schedule, c3=c3, **changes)
 
 
+SIMILARITIES = ("pixel", "descriptor")
+
+
 @dataclass
 class AMGSetup:
-    """What AMG needs besides the model: the training set it guards (index and captions) and the switch."""
+    """What AMG needs besides the model: the training set it guards (index and captions) and the switch.
+    ``similarity`` names what sigma_t compares: 'pixel' (the index holds images: NCC or -nL2) or 'descriptor'
+    (the index holds the copy detector's descriptors of the training images and ``to_pixels`` is the descriptor
+    network: Eq. 9's SSCD similarity, ``memlib.amg.descriptor_sigma``)."""
     index: SimilarityIndex
     threshold: Threshold
     settings: AMGSettings = AMGSettings()
     captions: list[str] | None = None
     to_pixels: Callable | None = None          # latent models: decoder to the index's pixel space
+    similarity: str = "pixel"
+
+    def __post_init__(self):
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"AMG similarity {self.similarity!r}: choose one of {SIMILARITIES}")
 
     def params(self) -> dict:
         return {"settings": self.settings.to_dict(), "threshold": self.threshold.to_dict(),
-                "index": [len(self.index), float(self.index.x.sum())]}
+                "index": [len(self.index), float(self.index.x.sum())], "similarity": self.similarity}
 
 
 def _build(setup: AMGSetup):
@@ -101,20 +114,40 @@ def amg_method(setup: AMGSetup, c3: float | None = None, name: str = "amg", desc
     """AMG with ``setup`` at dissimilarity scale ``c3`` (default: the setup's)."""
     value = C3_KNOB.check(name, setup.settings.c3 if c3 is None else c3)
     return Method(name, C3_KNOB, value, _build(setup), description=description or
-                  f"AMG ({setup.settings.mode} gating, terms {'+'.join(setup.settings.terms)})",
+                  f"AMG ({setup.settings.mode} gating, terms {'+'.join(setup.settings.terms)}, "
+                  f"{setup.similarity} sigma)",
                   params=setup.params())
 
 
-def testbed_setup(backend, settings: AMGSettings | None = None, threshold: Threshold | None = None) -> AMGSetup:
+def testbed_setup(backend, settings: AMGSettings | None = None, threshold: Threshold | None = None,
+                  similarity: str = "pixel", ref=None) -> AMGSetup:
     """The testbed's training set as AMG's index, with Main's settings and threshold (``MAIN_CALIBRATION`` on its
-    held-out dev prompts) unless given."""
+    held-out dev prompts, on the same sigma) unless given. ``similarity='descriptor'`` compares descriptors of the
+    copy detector of testbed ``ref`` (a ``TestbedRef``; ``memlib.amg.descriptor_sigma``) instead of pixels."""
     tb = getattr(backend, "testbed", None)
     if tb is None:
         raise ValueError("AMG needs the training images it guards; through the registry it runs on the embedded "
                          "testbed. For another model build an AMGSetup with your images (memlib.amg.amg_method)")
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"AMG similarity {similarity!r}: choose one of {SIMILARITIES}")
+    settings = settings or main_settings()
+    if similarity == "pixel":
+        if threshold is None:
+            threshold = calibrate_testbed(backend, MAIN_CALIBRATION, MAIN_PERCENTILE).threshold
+        return AMGSetup(SimilarityIndex(tb.data.images), threshold, settings, tb.data.captions)
+    from .descriptor_sigma import descriptor_calibration, descriptor_index, testbed_descriptor
+
+    if ref is None:
+        raise ValueError("AMG's descriptor similarity needs the testbed's copy detector: pass ref=TestbedRef(...) of "
+                         "the testbed the backend runs")
+    if settings.similarity != "ncc":
+        raise ValueError(f"AMG's descriptor similarity is a cosine: give AMGSettings(similarity='ncc'), not "
+                         f"{settings.similarity!r}")
+    detector = testbed_descriptor(ref)
     if threshold is None:
-        threshold = calibrate_testbed(backend, MAIN_CALIBRATION, MAIN_PERCENTILE).threshold
-    return AMGSetup(SimilarityIndex(tb.data.images), threshold, settings or main_settings(), tb.data.captions)
+        threshold = descriptor_calibration(backend, detector, MAIN_CALIBRATION, MAIN_PERCENTILE).threshold
+    index, net = descriptor_index(detector, tb.data.images)
+    return AMGSetup(index, threshold, settings, tb.data.captions, to_pixels=net, similarity="descriptor")
 
 
 def _registry_build(ctx: Context, c3: float) -> Plan:

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..plotting import to_hwc
-from .report import ROW_ORDER
+from .report_tables import DESCRIPTOR_ROW, ROW_ORDER
 
 
 def plot_sigma_calibration(res):
@@ -44,16 +44,25 @@ def plot_sigma_calibration(res):
 
 
 def plot_c3_dev_sweep(res, cfg):
-    """Dev-half replication and content CLIP against c3, per G_sim schedule (``c3_dev_sweep``)."""
+    """Dev-half replication (pixel Gu, solid; independent copy rate, dashed) and content CLIP against c3, per G_sim
+    schedule, with the descriptor-sigma variant's sweep where it ran (``c3_dev_sweep``)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
-    for sched, rows in res.dev_sweep.items():
+    sweeps = dict(res.dev_sweep)
+    if res.descriptor:
+        sweeps[f"descriptor sigma, {res.descriptor['schedule']}"] = res.descriptor["dev_sweep"]
+    for k, (sched, rows) in enumerate(sweeps.items()):
         c3 = [r["value"] for r in rows]
-        axes[0].plot(c3, [r["replication_memorized"] for r in rows], "o-", label=f"{sched} schedule")
-        axes[1].plot(c3, [r["clip_content_memorized"] for r in rows], "o-", label=f"{sched} schedule")
+        axes[0].plot(c3, [r["replication_memorized"] for r in rows], "o-", color=f"C{k}", label=f"{sched} schedule")
+        axes[0].plot(c3, [r.get("copy_rate_memorized", np.nan) for r in rows], "s--", color=f"C{k}", alpha=0.7,
+                     label=f"{sched} schedule, copy rate")
+        axes[1].plot(c3, [r["clip_content_memorized"] for r in rows], "o-", color=f"C{k}", label=f"{sched} schedule")
     axes[0].axhline(res.dev_none["replication_memorized"], color="grey", ls=":", label="no guidance")
+    axes[0].axhline(res.dev_none.get("copy_rate_memorized", np.nan), color="grey", ls="--", lw=0.7,
+                    label="no guidance, copy rate")
     axes[0].axhline(cfg.rep_bar, color="tab:red", lw=0.7, label="bar")
     axes[1].axhline(res.dev_none["clip_content_memorized"], color="grey", ls=":", label="no guidance")
-    axes[0].set(xscale="log", xlabel="c3", ylabel="pooled memorized replication (Gu)", title="Dev half: replication")
+    axes[0].set(xscale="log", xlabel="c3", ylabel="memorized: Gu replication / copy rate",
+                title="Dev half: pixel Gu (solid), copy detector (dashed)")
     axes[1].set(xscale="log", xlabel="c3", ylabel="content-caption CLIP, memorized", title="Dev half: utility")
     for ax in axes:
         ax.legend(fontsize=7)
@@ -62,22 +71,24 @@ def plot_c3_dev_sweep(res, cfg):
 
 
 def plot_ablations(res):
-    """Replication per planted group for every test-half row (Table 4 analogue), and privacy against utility
-    (``ablations``)."""
-    labels = [k for k in ROW_ORDER if k in res.rows and k != "dup, y_N = top-k caption"]
+    """Pixel Gu replication per planted group for every test-half row (Table 4 analogue), and the independent copy
+    rate against every-phrasing CLIP (``ablations``); the descriptor-sigma row, whose copy rate is gamed, is left
+    out."""
+    labels = [k for k in ROW_ORDER if k in res.rows and k not in ("dup, y_N = top-k caption", DESCRIPTOR_ROW)]
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.2))
     x = np.arange(len(labels))
     for k, g in enumerate(("verbatim", "image_dup", "caption_dup")):
         axes[0].bar(x + (k - 1) * 0.27, [res.rows[l].replication.get(g, np.nan) for l in labels], 0.27, label=g)
     axes[0].set_xticks(x, labels, rotation=55, ha="right", fontsize=7)
-    axes[0].set(ylabel="replication (Gu)", title="Per planted group (Table 4 analogue)")
+    axes[0].set(ylabel="replication (pixel Gu)", title="Per planted group (Table 4 analogue)")
     axes[0].legend(fontsize=7)
     for l in labels:
         r = res.rows[l]
-        axes[1].plot(r.clip_content["memorized"], r.replication["memorized"], "o")
-        axes[1].annotate(l, (r.clip_content["memorized"], r.replication["memorized"]), fontsize=6)
-    axes[1].set(xlabel="content-caption CLIP, memorized", ylabel="pooled replication (Gu)",
-                title="Privacy against utility, every row")
+        x, y = r.clip_phrasings["memorized"], r.copy_rate["memorized"]
+        axes[1].plot(x, y, "o")
+        axes[1].annotate(l, (x, y), fontsize=6)
+    axes[1].set(xlabel="every-phrasing CLIP, memorized", ylabel="independent copy rate, memorized",
+                title="Privacy (copy detector) against utility, every row")
     fig.tight_layout()
     return fig
 

@@ -5,43 +5,53 @@
 1. Calibration (dev half): lambda_t fitted to the held-out trajectories (``calibrate_testbed``, as the registry's
    ``amg`` calibrates); the dissimilarity scale c3 and its schedule chosen on the dev memorized prompts: Main is
    the smallest c3 that brings pooled replication to ``rep_bar``, Strong the next value of the sweep.
-2. Tables on the test half (the harness's columns): Table 1 (none, Main, Strong, the released code's gating, the
-   released code's c1 = 13), Table 4 (each term and pair), Table 5 (switch always on, constant threshold at the
-   time-varying one's held-out firing share), all at Main's c3. Main's settings come from
-   ``methods.main_settings`` and the parameters' defaults from ``methods``' Main constants: the registry's
-   ``amg`` is this Main.
-3. Digits (Tables 2-3): unconditional and class-conditional, dissimilarity guidance only (``digits``).
+2. Tables on the test half (the harness's columns, privacy judged by the independent copy detector beside the
+   paper's pixel criterion): Table 1 (none, Main, Strong, the released code's gating, the released code's
+   c1 = 13), Table 4 (each term and pair), Table 5 (switch always on, constant threshold at the time-varying one's
+   held-out firing share), all at Main's c3; the content-caption reference (chance of nearest-is-planted); Wen's
+   PE at notebook 03's operating point (the registry's ``wen_pe``) on the same prompts and noises; paired
+   intervals of every row against no mitigation and of the ablations against Main (``privacy.compare``). Main's
+   settings come from ``methods.main_settings`` and the parameters' defaults from ``methods``' Main constants:
+   the registry's ``amg`` is this Main.
+3. Main with sigma = the copy detector's descriptor cosine (Eq. 9's SSCD; ``descriptor_sigma``): lambda_t and c3
+   chosen on the dev half as Main's, c3 by the copy rate it optimises; judged by the pixel and low-pass Gu ratios.
+4. Further testbeds (``seeds``): Main transferred from seed 0 and at each seed's own dev-chosen c3.
+5. Digits (Tables 2-3): unconditional and class-conditional, dissimilarity guidance only (``digits``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..backends.testbed import TestbedBackend
 from ..cache import cached_arrays, weights_fingerprint
-from ..claims import Claim
-from ..config import Config, check_range, parse_number_list
+from ..config import Config, ConfigError, check_range, parse_number_list
 from ..generation import GenerationConfig
 from ..metrics import auc_and_tpr
 from ..mitigate import baselines as _baselines  # noqa: F401  (registers "none" and "lower_guidance")
 from ..mitigate.columns import Evaluator
 from ..mitigate.evalset import MEMORIZED_GROUPS, cap_heldout, evaluation_prompts
 from ..mitigate.registry import make_method
-from ..mitigate.run import run_method
 from ..mitigate.similarity import SimilarityIndex
 from ..testbed.build import TestbedRef
-from .analysis import choose_c3, matched_to_notebook_03, memorized_replication, y_n_rules
+from ..wen import methods as _wen_methods  # noqa: F401  (registers "wen_pe": notebook 03's operating point)
+from .analysis import choose_c3, fired_share, matched_to_notebook_03, y_n_rules
 from .calibrate import calibrate, heldout_sigma_traces, sigma_traces
+from .descriptor_sigma import descriptor_calibration, descriptor_index, testbed_descriptor
 from .guidance import TERMS
-from .methods import C3_KNOB, MAIN_CALIBRATION, MAIN_PERCENTILE, AMGSetup, amg_method, main_settings
-from .report import CODE_C1_ROW, ablation_tests
-from .report import claims as report_claims
+from .methods import C3_KNOB, MAIN_CALIBRATION, MAIN_PERCENTILE, main_settings
+from .privacy import compare, compare_all
+from .report_tables import CODE_C1_ROW, DESCRIPTOR_ROW, WEN_PE_ROW
+from .result import AMGResult
+from .runner import Runner
 
 ABLATIONS = [("spe",), ("dup",), ("sim",), ("spe", "dup"), ("spe", "sim"), ("dup", "sim")]
 CODE_C1 = 13.0   # the released SD code's despecification scale (s1 = clip(13 sigma, 0, 6.5) at s0 = 7.5)
+SCALE_MAX = 1000.0   # c1, c2: above this s1 and s2 sit at their caps for any sigma_t above 0.002
 MAIN = main_settings()
-
+VS_MAIN = ("AMG Strong", "spe", "dup", "sim", "switch always on", "constant threshold", WEN_PE_ROW, DESCRIPTOR_ROW)
 
 @dataclass
 class AMGStudyConfig(Config):
@@ -62,6 +72,8 @@ class AMGStudyConfig(Config):
     schedules: str = "code,constant"       # G_sim weight schedules tried on the dev half
     dev_gens: int = 2                # generations per dev prompt in the c3 sweep
     rep_bar: float = 0.02            # Main: the smallest c3 whose dev replication is at most this
+    descriptor_sigma: bool = True    # also run Main with sigma = the copy detector's descriptor cosine
+    more_testbed_seeds: str = "1"    # further testbeds: seed 0's Main transferred and their own dev c3 ('' for none)
     retrain: bool = False            # retrain the digits models instead of loading the shipped ones
     digits_train_steps: int = 3000   # digits DDPM training steps (batch 128; the shipped models)
     digits_samples: int = 1000       # samples per digits model and half (seeds split dev / test)
@@ -74,6 +86,19 @@ class AMGStudyConfig(Config):
     progress: bool = True
 
     def validate(self) -> None:
+        if self.max_prompts_per_group < 0:
+            raise ConfigError(f"parameter 'max_prompts_per_group' = {self.max_prompts_per_group}: give 0 (every "
+                              "prompt) or a cap of at least 1 per group and half")
+        for name in ("c1", "c2"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0 <= v <= SCALE_MAX):
+                raise ConfigError(f"parameter {name!r} = {v!r}: give a finite scale in [0, {SCALE_MAX:g}] (the "
+                                  f"released code's c1 is 13; above {SCALE_MAX:g} the term sits at its cap)")
+        for name in ("chunk", "digits_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"parameter {name!r} = {getattr(self, name)}: give a positive number "
+                                  f"({'prompts per cached chunk' if name == 'chunk' else 'DDIM steps'})")
+        check_range("digits_steps", self.digits_steps, 1, 1000)
         check_range("n_gens", self.n_gens, 1, 64)
         check_range("calib_gens", self.calib_gens, 1, 64)
         check_range("dev_gens", self.dev_gens, 1, 64)
@@ -86,13 +111,27 @@ class AMGStudyConfig(Config):
         check_range("heldout_prompts", self.heldout_prompts, 0)
         check_range("grid_prompts", self.grid_prompts, 0, 32)
         for name in ("c3_sweep", "digits_c3_sweep"):
-            vals = parse_number_list(name, getattr(self, name), float)
-            if not vals or any(v <= 0 for v in vals):
-                raise ValueError(f"parameter {name!r} = {getattr(self, name)!r}: give positive numbers, e.g. '10,100'")
+            self.sweep(name)
         bad = [s for s in self.schedule_names() if s not in ("code", "constant")]
         if bad or not self.schedule_names():
-            raise ValueError(f"parameter 'schedules' = {self.schedules!r}: choose from 'code', 'constant'")
+            raise ConfigError(f"parameter 'schedules' = {self.schedules!r}: choose from 'code', 'constant'")
+        self.extra_seeds()
         self.generation_config()
+
+    def sweep(self, name: str = "c3_sweep") -> list[float]:
+        """A c3 sweep parameter: at least two positive scales, weakest first (Main is the smallest reaching the
+        bar, Strong the next)."""
+        text = getattr(self, name)
+        vals = parse_number_list(name, text, float)
+        if len(vals) < 2 or vals[0] <= 0 or any(b <= a for a, b in zip(vals, vals[1:])) or vals[-1] > C3_KNOB.hi:
+            raise ConfigError(f"parameter {name!r} = {text!r}: give at least two positive scales up to "
+                              f"{C3_KNOB.hi:g} in increasing order, e.g. '10,100'")
+        return vals
+
+    def extra_seeds(self) -> list[int]:
+        """``more_testbed_seeds`` as integers, without ``testbed_seed`` (measured first) or repeats."""
+        seeds = parse_number_list("more_testbed_seeds", self.more_testbed_seeds, int, 0)
+        return [s for s in dict.fromkeys(seeds) if s != self.testbed.seed]
 
     def schedule_names(self) -> list[str]:
         return [s.strip() for s in self.schedules.split(",") if s.strip()]
@@ -100,91 +139,6 @@ class AMGStudyConfig(Config):
     def generation_config(self, n_gens: int | None = None) -> GenerationConfig:
         return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale,
                                 n_gens=n_gens or self.n_gens, batch_size=self.gen_batch_size, seed=self.seed)
-
-
-@dataclass
-class AMGResult:
-    """What ``run_study`` measured: the dev-half checks and choices, the test-half rows and the digits runs."""
-    config: dict
-    checkpoint: str
-    calibration: dict
-    sigma_auc_per_step: list
-    dev_sigma: np.ndarray = field(repr=False)      # (P, G, S) plain-CFG sigma_t on the dev half
-    dev_groups: list = field(repr=False)
-    guidance_1: dict = field(default_factory=dict)
-    y_n_rules: dict = field(default_factory=dict)
-    dev_none: dict = field(default_factory=dict)
-    dev_sweep: dict = field(default_factory=dict)
-    main_schedule: str = ""
-    main_c3: float = 0.0
-    strong_c3: float = 0.0
-    rows: dict = field(default_factory=dict)       # label -> MethodRow (test half)
-    traces: dict = field(default_factory=dict, repr=False)
-    groups: list = field(default_factory=list, repr=False)
-    digits: dict = field(default_factory=dict)
-    siblings: dict = field(default_factory=dict)
-    grid: dict = field(default_factory=dict, repr=False)
-    matched: dict = field(default_factory=dict)
-
-    def fired_share(self, label: str = "AMG Main", group: str = "heldout") -> float:
-        """Share of the group's test generations where the switch fired at some step."""
-        fired = np.nan_to_num(self.traces[label]["fired"]).any(-1)          # (P, G)
-        sel = np.array([g == group for g in self.groups]) if group != "memorized" else \
-            np.isin(self.groups, MEMORIZED_GROUPS)
-        return float(fired[sel].mean())
-
-    def claims(self) -> list[Claim]:
-        """The paper's claims as this run measured them (``report.claims`` on ``to_metrics()``)."""
-        return report_claims(self.to_metrics())
-
-    def to_metrics(self) -> dict:
-        """What ``write_metrics`` stores; its ``claims`` entry holds the ablation tests on the rows
-        (``report.ablation_tests``)."""
-        none, amg = self.rows["none"], self.rows["AMG Main"]
-        rel = lambda a, b: (a - b) / b if b else float("nan")
-        fd_n, fd_a = none.frechet.get("heldout"), amg.frechet.get("heldout")
-        digits = {k: d.to_metrics() for k, d in self.digits.items()}
-        rows = {label: row.to_metrics() for label, row in self.rows.items()}
-        return {
-            "checkpoint": self.checkpoint, "calibration": self.calibration, "main_schedule": self.main_schedule,
-            "main_c3": self.main_c3, "strong_c3": self.strong_c3,
-            "replication_rate_none": memorized_replication(none), "replication_rate_amg": memorized_replication(amg),
-            "replication_rate_none_ci95": list(none.replication_ci["memorized"]),
-            "replication_rate_amg_ci95": list(amg.replication_ci["memorized"]),
-            "clip_score_none": none.clip_content["memorized"], "clip_score_amg": amg.clip_content["memorized"],
-            "clip_content_change_amg": rel(amg.clip_content["memorized"], none.clip_content["memorized"]),
-            "clip_heldout_none": none.clip_content["heldout"], "clip_heldout_amg": amg.clip_content["heldout"],
-            "fd_none": fd_n, "fd_amg": fd_a, "fd_floor": none.frechet_floor.get("heldout"),
-            "fd_heldout_change_amg": rel(fd_a, fd_n),
-            "fd_memorized_none": none.frechet.get("memorized"), "fd_memorized_amg": amg.frechet.get("memorized"),
-            "switch_fired_heldout": self.fired_share(), "switch_fired_memorized": self.fired_share(group="memorized"),
-            "evals_per_image_none": none.evals_per_image, "evals_per_image_amg": amg.evals_per_image,
-            "seconds_per_image_none": none.seconds_per_image, "seconds_per_image_amg": amg.seconds_per_image,
-            "evals_ratio_amg": amg.evals_per_image / none.evals_per_image,
-            "seconds_ratio_amg": amg.seconds_per_image / none.seconds_per_image,
-            "digits_uncond_reduction": self.digits["unconditional"].reduction(),
-            "digits_class_reduction": self.digits["class-conditional"].reduction(),
-            "digits": digits, "claims": ablation_tests(rows), "sigma_auc_per_step": list(self.sigma_auc_per_step),
-            "guidance_1": self.guidance_1, "y_n_rules": self.y_n_rules, "siblings": self.siblings,
-            "dev_none": self.dev_none, "dev_sweep": self.dev_sweep, "matched_to_03": self.matched,
-            "rows": rows,
-        }
-
-    def table(self):
-        """The test-half rows as a DataFrame (the notebook's table and ``amg_rows.csv``)."""
-        import pandas as pd
-
-        cols = []
-        for label, r in self.rows.items():
-            cols.append({"method": label, "replication": memorized_replication(r),
-                         **{f"rep {g}": r.replication.get(g) for g in MEMORIZED_GROUPS},
-                         "NN planted": r.nn_is_planted["memorized"], "NCC": r.similarity_mean["memorized"],
-                         "CLIP content (mem)": r.clip_content["memorized"],
-                         "CLIP content (held-out)": r.clip_content["heldout"],
-                         "retrieval": r.retrieval_top1["memorized"], "FD mem": r.frechet.get("memorized"),
-                         "FD held-out": r.frechet.get("heldout"), "evals/img": r.evals_per_image,
-                         "s/img": r.seconds_per_image})
-        return pd.DataFrame(cols).set_index("method")
 
 
 def _checks(cfg, backend, data, dev, index, run) -> dict:
@@ -218,7 +172,8 @@ def _checks(cfg, backend, data, dev, index, run) -> dict:
 
 
 def run_study(cfg: AMGStudyConfig) -> AMGResult:
-    """Every experiment of notebook 04: the checks, the dev-half choices, the test-half tables and the digits."""
+    """Every experiment of notebook 04: the checks, the dev-half choices, the test-half tables, the descriptor
+    sigma, the further testbeds and the digits."""
     tb = cfg.testbed.load(progress=cfg.progress)
     clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
     backend, data = TestbedBackend(tb.model, tb), tb.data
@@ -227,11 +182,7 @@ def run_study(cfg: AMGStudyConfig) -> AMGResult:
     dev_all = evaluation_prompts(data, "dev", max_per_group=cfg.max_prompts_per_group)   # calibration: all held-out
     dev, test = cap_heldout(dev_all, cfg.heldout_prompts), cap_heldout(
         evaluation_prompts(data, "test", max_per_group=cfg.max_prompts_per_group), cfg.heldout_prompts)
-
-    def run(method, prompts, n_gens=None):
-        return run_method(backend, method, prompts, evaluator, cfg.generation_config(n_gens), chunk=cfg.chunk,
-                          progress=cfg.progress)
-
+    run = Runner(cfg, backend, evaluator)
     checks = _checks(cfg, backend, data, dev_all, index, run)
     cal: "Calibration" = checks["cal"]   # noqa: F821
 
@@ -239,47 +190,94 @@ def run_study(cfg: AMGStudyConfig) -> AMGResult:
         return main_settings(schedule, c3, c1=cfg.c1, c2=cfg.c2, **changes)
 
     def amg(name, settings, threshold=cal.threshold):   # at the settings' own c3
-        return amg_method(AMGSetup(index, threshold, settings, data.captions), name=name)
+        return run.amg(name, index, threshold, settings)
 
     # 1. c3 and schedule on the dev memorized prompts
     dev_mem = [p for p in dev if p.memorized]
     dev_none = run(make_method("none"), dev_mem, n_gens=cfg.dev_gens).row
-    sweep = parse_number_list("c3_sweep", cfg.c3_sweep, float)
+    sweep = cfg.sweep()
     dev_rows = {s: [run(amg(f"amg[{s}]", settings(s, c)), dev_mem, cfg.dev_gens).row for c in sweep]
                 for s in cfg.schedule_names()}
     main_schedule, main_c3, strong_c3 = choose_c3(dev_rows, sweep, cfg.rep_bar)
     main = settings(main_schedule, main_c3)
 
     # 2. the tables on the test half
-    runs = {"none": run(make_method("none"), test)}
-    runs["AMG Main"] = run(amg("amg", main), test)
-    runs["AMG Strong"] = run(amg("amg", replace(main, c3=strong_c3)), test)
-    runs["AMG, released-code gating"] = run(amg("amg_code", replace(main, mode="code")), test)
-    runs[CODE_C1_ROW] = run(amg("amg_c1_13", replace(main, c1=CODE_C1)), test)
+    runs = {"none": run(make_method("none"), test, lowpass=True)}
+    runs["AMG Main"] = run(amg("amg", main), test, lowpass=True)
+    runs["AMG Strong"] = run(amg("amg", replace(main, c3=strong_c3)), test, lowpass=True)
+    runs["AMG, released-code gating"] = run(amg("amg_code", replace(main, mode="code")), test, lowpass=True)
+    runs[CODE_C1_ROW] = run(amg("amg_c1_13", replace(main, c1=CODE_C1)), test, lowpass=True)
     for terms in ABLATIONS:
-        runs["+".join(terms)] = run(amg("amg_" + "+".join(terms), replace(main, terms=terms)), test)
-    runs["dup, y_N = top-k caption"] = run(amg("amg_dup_topk", replace(main, terms=("dup",), caption="topk")), test)
-    runs["switch always on"] = run(amg("amg_always", main, cal.always), test)
-    runs["constant threshold"] = run(amg("amg_constant", main, cal.constant), test)
+        runs["+".join(terms)] = run(amg("amg_" + "+".join(terms), replace(main, terms=terms)), test, lowpass=True)
+    runs["dup, y_N = top-k caption"] = run(amg("amg_dup_topk", replace(main, terms=("dup",), caption="topk")), test,
+                                           lowpass=True)
+    runs["switch always on"] = run(amg("amg_always", main, cal.always), test, lowpass=True)
+    runs["constant threshold"] = run(amg("amg_constant", main, cal.constant), test, lowpass=True)
+    runs[WEN_PE_ROW] = run(make_method("wen_pe"), test, lowpass=True)
+    reference = run.content_reference(test)
 
-    from .digits_study import run_digits
-    digits = {name: run_digits(cfg, class_conditional=cc) for name, cc in (("unconditional", False),
-                                                                            ("class-conditional", True))}
+    # 3. Main with the copy detector's descriptor as sigma
+    descriptor = {}
+    if cfg.descriptor_sigma:
+        runs[DESCRIPTOR_ROW], descriptor = _descriptor_main(cfg, run, backend, data, dev_mem, test, main_schedule)
+
+    # 4. further testbeds
+    from .seeds import run_seed
+    seeds = {}
+    for s in cfg.extra_seeds():
+        seeds[str(s)], seed_rows = run_seed(cfg, s, main_schedule, main_c3)
+        run.rows += seed_rows
+
+    from .digits_study import digits_scorer, run_digits
+    scorer = digits_scorer(cfg)   # both digits models train on the same data: one scorer
+    digits = {name: run_digits(cfg, class_conditional=cc, scorer=scorer) for name, cc in (("unconditional", False),
+                                                                                          ("class-conditional", True))}
+    rows = {label: r.row for label, r in runs.items()}
+    if DESCRIPTOR_ROW in rows:   # b minus a: the descriptor sigma against the pixel sigma, same prompts and noises
+        descriptor["paired_vs_pixel"] = compare(rows["AMG Main"], rows[DESCRIPTOR_ROW], seed=cfg.seed)
     result = AMGResult(
         config=cfg.to_dict(), checkpoint=tb.folder.name, calibration=cal.to_dict(),
         sigma_auc_per_step=checks["auc_per_step"], dev_sigma=checks["sigma"], dev_groups=checks["groups"],
         guidance_1=checks["guidance_1"].to_metrics(), y_n_rules=checks["y_n_rules"],
         dev_none=dev_none.to_metrics(),
-        dev_sweep={s: [r.to_metrics() for r in rows] for s, rows in dev_rows.items()},
-        main_schedule=main_schedule, main_c3=main_c3, strong_c3=strong_c3,
-        rows={label: r.row for label, r in runs.items()},
+        dev_sweep={s: [r.to_metrics() for r in rs] for s, rs in dev_rows.items()},
+        main_schedule=main_schedule, main_c3=main_c3, strong_c3=strong_c3, rows=rows, reference=reference.row,
+        paired_vs_none=compare_all(rows["none"], rows, seed=cfg.seed),
+        paired_vs_main={k: compare(rows["AMG Main"], rows[k], seed=cfg.seed, by_group=k in TERMS)
+                        for k in VS_MAIN if k in rows},
+        descriptor=descriptor, seeds=seeds, copy_detector=evaluator.detector.name,
         traces={label: {k: runs[label].info[f"amg_{k}"] for k in ("sigma", "fired", "spe", "dup", "sim")}
                 for label in ("AMG Main", "switch always on")},
-        groups=[p.group for p in test], digits=digits)
+        groups=[p.group for p in test], digits=digits, computed_rows=run.rows)
     result.siblings = _siblings(evaluator, test, runs["none"].images, runs["AMG Main"].images)
     result.grid = _grid(cfg, test, runs, data)
     result.matched = matched_to_notebook_03(result, cfg)
     return result
+
+
+def _descriptor_main(cfg, run, backend, data, dev_mem, test, schedule):
+    """(test run, metrics) of Main with sigma_t = the testbed copy detector's descriptor cosine: lambda_t fitted to
+    descriptor sigma_t of the held-out dev trajectories, c3 the smallest of the sweep (at Main's schedule) whose
+    dev copy rate reaches ``rep_bar``, as Main's c3 is chosen on the pixel criterion it optimises."""
+    detector = testbed_descriptor(cfg.testbed, cfg.progress)
+    cal = descriptor_calibration(backend, detector, cfg.generation_config(cfg.calib_gens), cfg.calib_percentile,
+                                 cfg.max_prompts_per_group, cfg.progress)
+    index, net = descriptor_index(detector, data.images)
+
+    def amg(c3):
+        return run.amg("amg_descriptor", index, cal.threshold, main_settings(schedule, c3, c1=cfg.c1, c2=cfg.c2),
+                       to_pixels=net, similarity="descriptor")
+
+    sweep = cfg.sweep()
+    dev_rows = [run(amg(c), dev_mem, cfg.dev_gens).row for c in sweep]
+    _, c3, _ = choose_c3({schedule: dev_rows}, sweep, cfg.rep_bar, column="copy")
+    test_run = run(amg(c3), test, lowpass=True)
+    fired = test_run.info["amg_fired"]
+    return test_run, {"detector": detector.name, "calibration": cal.to_dict(), "schedule": schedule, "c3": c3,
+                      "chosen_by": "copy", "gamed_columns": ["copy_rate"],
+                      "dev_sweep": [r.to_metrics() for r in dev_rows],
+                      "switch_fired_heldout": fired_share(fired, [p.group for p in test]),
+                      "switch_fired_memorized": fired_share(fired, [p.group for p in test], "memorized")}
 
 
 def _siblings(evaluator, prompts, before, after) -> dict:
