@@ -84,3 +84,32 @@ def test_run_plan_gives_every_run_the_same_probe_visits_and_rejects_uneven_split
         IETAGCStudyConfig(mem_threshold=0.25)
     with pytest.raises((ValueError, ConfigError), match="seeds"):
         IETAGCStudyConfig(seeds="zero")
+
+
+@pytest.mark.parametrize("bad, named", [
+    (dict(loss_noises=0), "loss_noises"), (dict(steps=0), "steps"), (dict(steps=-40), "steps"),
+    (dict(batch_size=0), "batch_size"), (dict(probe_samples=0), "probe_samples"), (dict(copies=0), "copies"),
+    (dict(n_duplicated=0), "n_duplicated"), (dict(max_images=-1), "max_images"), (dict(long_factor=0), "long_factor"),
+    (dict(long_factor=-2), "long_factor"), (dict(block_out_channels=""), "block_out_channels"),
+    (dict(block_out_channels=" , "), "block_out_channels"), (dict(max_images=10), "n_duplicated")])
+def test_config_refuses_parameters_that_would_train_or_score_nothing(bad, named, monkeypatch):
+    import memlib.ietagc.study as study
+    from memlib.ietagc.study import IETAGCStudyConfig
+
+    monkeypatch.setattr(study, "make_unconditional_unet", None)     # refused before any model is built
+    with pytest.raises(ValueError, match=f"parameter '{named}'") as e:
+        IETAGCStudyConfig(**bad)
+    assert "\n" not in str(e.value)
+
+
+def test_every_parameter_of_the_config_is_in_the_notebooks_parameters_cell():
+    import dataclasses
+    import json
+
+    from memlib.ietagc.study import IETAGCStudyConfig
+    from memlib.paths import repo_root
+
+    nb = json.loads((repo_root() / "notebooks" / "06_ietagc.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    names = [ln.split("=")[0].strip() for ln in "".join(cell["source"]).splitlines() if ln and not ln.startswith("#")]
+    assert names == [f.name for f in dataclasses.fields(IETAGCStudyConfig)]   # papermill knows every quick one

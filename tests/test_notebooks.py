@@ -404,25 +404,56 @@ def test_05_prss_runs(quick_runs):
 
 @pytest.mark.slow
 def test_06_ietagc_runs(quick_runs):
+    import shutil
+
+    from memlib.testbed.copy_detector import digits_detector_folder
+
+    shipped = repo_root() / "checkpoints" / digits_detector_folder().name   # as a checkout's run finds it
+    if not (quick_runs.checkpoints / shipped.name).exists():
+        shutil.copytree(shipped, quick_runs.checkpoints / shipped.name)
     body, folder = _quick("06_ietagc", quick_runs)
     m, q = body["metrics"], QUICK_PARAMS["06_ietagc"]
     runs = set(m["components"])
     assert runs == {"baseline-s0", "iet-s0", "agc-s0", "msr-s0", "full-s0", "long-s0", "bigbatch-s0"}
-    visits = q["steps"] * q["batch_size"]
-    for n, r in m["components"].items():
-        assert r["probe_visits"] == visits * (2 if n.startswith("long") else 1), n   # equal sample visits
-        assert 0 <= r["mem_score_ci"][0] <= r["mem_score"] <= r["mem_score_ci"][1] <= 1
-        assert sum(r["mq_counts"].values()) >= 0 and r["frechet"] > 0
+    visits, n, tau = q["steps"] * q["batch_size"], q["eval_samples"], f"{q['mem_threshold']:.3g}"
+    for name, r in m["components"].items():
+        assert r["probe_visits"] == visits * (2 if name.startswith("long") else 1), name   # equal sample visits
+        counts = list(r["mq_counts"].values())       # IET-AGC's thresholds, ascending: counts never fall
+        assert counts == sorted(counts) and counts[-1] <= n, name
+        assert r["mem_score"] == pytest.approx(r["mq_counts"][tau] / n), name      # the share under the threshold
+        for key in ("mem_score", "copy_rate"):       # (a) and (b), each inside its own interval
+            lo, hi = r[f"{key}_ci"]
+            assert 0 <= lo <= r[key] <= hi <= 1, (name, key)
+        assert r["copy_rate"] * n == round(r["copy_rate"] * n) and 0 <= r["nn_is_planted"] <= 1
+        assert r["frechet"] > 0
     assert m["components"]["full-s0"]["taa_visits"] > 0 and m["components"]["msr-s0"]["taa_visits"] == 0
     assert m["mem_threshold"] == q["mem_threshold"]
+    # the real held-out digits' row and the detector's record: quick runs train on 200 digits, not its data
+    assert 0 <= m["copy_rate_heldout_real"] <= 1 and 0 <= m["nn_is_planted_heldout_real"] <= 1
+    det = m["copy_detector"]
+    assert det["checkpoint"] == shipped.name and det["same_data"] is False and det["runs_data"]["max_images"] == 200
+    # paired over the same sample seeds: the difference of the runs' own rates
+    pair = m["paired"]["full_vs_baseline"]
+    assert pair["copy_rate"]["estimate"] == pytest.approx(m["copy_rate_full"] - m["copy_rate_baseline"], abs=1e-6)
+    assert pair["mem_score"]["n_units"] == n and set(m["paired"]) >= {"iet_vs_baseline", "iet_vs_bigbatch"}
     assert [len(v) for v in m["rounds"].values()] == [q["rounds"]] * 4
+    assert all(p["copy_rate"] is not None for v in m["rounds"].values() for p in v)   # the probes record (b)
     assert len([p for p in m["frontier_points"] if p["run"] == "baseline-s0"]) == q["frontier_points"]
     assert set(m["frontier_test"]) == {"iet-s0", "agc-s0", "msr-s0", "full-s0"}
-    assert all(isinstance(v["below"], bool) for v in m["frontier_test"].values())
-    assert set(m["acceptance"]) == {"mem_reduction_at_least_0.40", "fd_change_at_most_0.15", "full_below_frontier",
-                                    "met"}
+    for v in m["frontier_test"].values():
+        assert v["below"] == (v["probe_mem_score"] < v["frontier_mem_score"])
+        assert v["below_copy"] == (v["probe_copy_rate"] < v["frontier_copy_rate"])
+    acc = m["acceptance"]
+    assert acc["mem_reduction_at_least_0.40"] == (m["mem_reduction"] >= 0.40)      # NaN: not met
+    assert acc["fd_change_at_most_0.15"] == (m["fd_change"] <= 0.15)
+    assert acc["full_below_frontier"] == (m["below_frontier_share"] == 1.0)
+    assert acc["met"] == all(v for k, v in acc.items() if k != "met")
+    assert not [k for k in json.dumps(m).split('"') if "seconds" in k or k.endswith("_s")]   # times: timings.json
     for name in ("premise", "components", "frontier", "rounds", "loss_threshold", "samples"):
         assert (folder / "06_ietagc" / f"{name}.png").exists(), name
+    frontier_csv = (folder / "06_ietagc" / "ietagc_frontier_points.csv").read_text().splitlines()
+    assert frontier_csv[0].split(",")[:4] == ["run", "step", "visits", "copy_rate"]
+    assert len(frontier_csv) == 1 + len(m["frontier_points"]) + len(m["control_points"])
 
 
 @pytest.mark.slow

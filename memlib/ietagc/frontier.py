@@ -11,19 +11,20 @@ def probe_mem(entry: dict, tau: float, n: int) -> float:
     return entry["mq_counts"][f"{tau:.3g}"] / n
 
 
-def pareto(points: list[dict]) -> list[dict]:
-    """The baseline points no other point beats on both memorization and Fréchet distance, by Fréchet distance."""
+def pareto(points: list[dict], key: str = "mem_score") -> list[dict]:
+    """The baseline points no other point beats on both ``key`` (memorization score, or copy rate) and Fréchet
+    distance, by Fréchet distance."""
     out, best = [], np.inf
-    for p in sorted(points, key=lambda p: (p["frechet"], p["mem_score"])):
-        if p["mem_score"] < best:
+    for p in sorted(points, key=lambda p: (p["frechet"], p[key])):
+        if p[key] < best:
             out.append(p)
-            best = p["mem_score"]
+            best = p[key]
     return out
 
 
-def frontier_mem_at(fd: float, front: list[dict]) -> float:
-    """The frontier's memorization score at Fréchet distance ``fd``: linear between its points, flat past its ends
-    (a run with better fidelity than every baseline point is compared with the best-fidelity point)."""
+def frontier_mem_at(fd: float, front: list[dict], key: str = "mem_score") -> float:
+    """The frontier's ``key`` at Fréchet distance ``fd``: linear between its points, flat past its ends (a run
+    with better fidelity than every baseline point is compared with the best-fidelity point)."""
     xs = [p["frechet"] for p in front]
-    ys = [p["mem_score"] for p in front]
+    ys = [p[key] for p in front]
     return float(np.interp(fd, xs, ys))

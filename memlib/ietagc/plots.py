@@ -26,52 +26,64 @@ def plot_premise(res):
     return fig
 
 
+def _bars(ax, x, values, cis, color):
+    v = np.array(values, dtype=float)
+    ci = np.array([c if isinstance(c, list) else [np.nan, np.nan] for c in cis], dtype=float)
+    ax.bar(x, v, yerr=[np.nan_to_num(v - ci[:, 0]), np.nan_to_num(ci[:, 1] - v)], capsize=3, color=color)
+
+
 def plot_components(res):
-    """Every final model's memorization score (with its interval) and Fréchet distance, against the real floors."""
+    """Every final model's independent copy rate and memorization score (with their intervals) and Fréchet
+    distance, against the real held-out digits' floors."""
     metrics = res.to_metrics()
     tau = metrics["mem_threshold"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
-    names = list(metrics["components"])
+    comps = metrics["components"]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 3.8))
+    names = list(comps)
     x = np.arange(len(names))
-    ms = [metrics["components"][n]["mem_score"] for n in names]
-    ci = np.array([metrics["components"][n]["mem_score_ci"] for n in names])
-    axes[0].bar(x, ms, yerr=[np.subtract(ms, ci[:, 0]), np.subtract(ci[:, 1], ms)], capsize=3, color="tab:red")
-    axes[0].axhline(metrics["mem_score_heldout_real"], color="k", ls=":", lw=0.8, label="real held-out digits")
-    axes[0].set(ylabel=f"memorization score (ratio < {tau:.3g})", title="Memorization (test seeds)")
-    axes[0].legend(fontsize=7)
-    axes[1].bar(x, [metrics["components"][n]["frechet"] for n in names], color="tab:blue")
-    axes[1].axhline(metrics["frechet_floor"], color="k", ls=":", lw=0.8, label="floor (real training digits)")
-    axes[1].set(ylabel="Fréchet distance (classifier features)", title="Fidelity (lower is better)")
-    axes[1].legend(fontsize=7)
+    _bars(axes[0], x, [comps[n]["copy_rate"] for n in names], [comps[n]["copy_rate_ci"] for n in names], "tab:purple")
+    axes[0].axhline(metrics["copy_rate_heldout_real"], color="k", ls=":", lw=0.8, label="real held-out digits")
+    axes[0].set(ylabel="copy rate (independent detector)", title="(b) Copies the detector calls (test seeds)")
+    _bars(axes[1], x, [comps[n]["mem_score"] for n in names], [comps[n]["mem_score_ci"] for n in names], "tab:red")
+    axes[1].axhline(metrics["mem_score_heldout_real"], color="k", ls=":", lw=0.8, label="real held-out digits")
+    axes[1].set(ylabel=f"memorization score (ratio < {tau:.3g})", title="(a) The papers' criterion (test seeds)")
+    axes[2].bar(x, [comps[n]["frechet"] for n in names], color="tab:blue")
+    axes[2].axhline(metrics["frechet_floor"], color="k", ls=":", lw=0.8, label="floor (real training digits)")
+    axes[2].set(ylabel="Fréchet distance (classifier features)", title="Fidelity (lower is better)")
     for ax in axes:
         ax.set_xticks(x, names, rotation=30, fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
 def plot_frontier(res):
-    """The baseline's checkpoints (memorization against Fréchet distance), their frontier, the control, and each IET
-    run's final round."""
+    """The baseline's checkpoints (memorization score, and copy rate where the probes recorded it, against Fréchet
+    distance), their frontiers, the control, and each IET run's final round."""
     metrics, kinds = res.to_metrics(), res.kinds()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for n in kinds["baseline"] + kinds["long"]:
-        pts = [p for p in metrics["frontier_points"] if p["run"] == n]
-        ax.plot([p["frechet"] for p in pts], [p["mem_score"] for p in pts], "o-", alpha=0.6, label=f"{n} checkpoints")
-        for p in pts[:: max(1, len(pts) // 4)]:
-            ax.annotate(str(p["step"]), (p["frechet"], p["mem_score"]), fontsize=6)
-    front = [p for p in metrics["frontier_points"] if f"{p['run']}@{p['step']}" in metrics["frontier"]]
-    front = sorted(front, key=lambda p: p["frechet"])
-    ax.plot([p["frechet"] for p in front], [p["mem_score"] for p in front], "k--", lw=1, label="frontier")
-    ctl = metrics["control_points"]
-    if ctl:
-        ax.plot([p["frechet"] for p in ctl], [p["mem_score"] for p in ctl], "s:", color="grey", alpha=0.8,
-                label=f"{ctl[0]['run']} checkpoints (control: K x batch)")
-    for n, v in metrics["frontier_test"].items():
-        ax.plot(v["probe_frechet"], v["probe_mem_score"], "*", ms=12, label=f"{n} (final round)")
-    ax.set_xscale("log")
-    ax.set(xlabel="Fréchet distance (probe, log scale)", ylabel="memorization score (probe)",
-           title="Memorization against fidelity")
-    ax.legend(fontsize=7)
+    copy = bool(metrics["frontier_copy"])
+    fig, axes = plt.subplots(1, 2 if copy else 1, figsize=(15 if copy else 8, 5), squeeze=False)
+    panels = [("mem_score", "frontier", "probe_mem_score", "memorization score (probe)")]
+    if copy:
+        panels.append(("copy_rate", "frontier_copy", "probe_copy_rate", "copy rate (probe, independent detector)"))
+    for ax, (key, names, probe_key, ylabel) in zip(axes[0], panels):
+        for n in kinds["baseline"] + kinds["long"]:
+            pts = [p for p in metrics["frontier_points"] if p["run"] == n]
+            ax.plot([p["frechet"] for p in pts], [p[key] for p in pts], "o-", alpha=0.6, label=f"{n} checkpoints")
+            for p in pts[:: max(1, len(pts) // 4)]:
+                ax.annotate(str(p["step"]), (p["frechet"], p[key]), fontsize=6)
+        front = [p for p in metrics["frontier_points"] if f"{p['run']}@{p['step']}" in metrics[names]]
+        front = sorted(front, key=lambda p: p["frechet"])
+        ax.plot([p["frechet"] for p in front], [p[key] for p in front], "k--", lw=1, label="frontier")
+        ctl = metrics["control_points"]
+        if ctl:
+            ax.plot([p["frechet"] for p in ctl], [p[key] for p in ctl], "s:", color="grey", alpha=0.8,
+                    label=f"{ctl[0]['run']} checkpoints (control: K x batch)")
+        for n, v in metrics["frontier_test"].items():
+            ax.plot(v["probe_frechet"], v[probe_key], "*", ms=12, label=f"{n} (final round)")
+        ax.set_xscale("log")
+        ax.set(xlabel="Fréchet distance (probe, log scale)", ylabel=ylabel, title="Memorization against fidelity")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -3,7 +3,9 @@ notebook 06 can plot memorization over rounds and AGC's premise during training,
 
 - at each finished round (IET) or frontier checkpoint (baseline): unguided 50-step DDIM samples of the current
   model scored by ``memlib.mitigate.digits.DigitsScorer`` (IET-AGC's memorization ratio, Gu replication, planted
-  replication, Fréchet distance) and ``premise.loss_premise`` (planted against ordinary rows' loss per timestep);
+  replication, Fréchet distance, and the independent copy detector's rate, nearest-is-planted and the low-pass Gu
+  ratio: recorded, never read by the training) and ``premise.loss_premise`` (planted against ordinary rows' loss
+  per timestep);
 - for IET runs, the proxies' AGC banks (binned; whole at the last round) and where the skips fell: each row's
   skips summed over proxies, split into planted and ordinary rows, and TAA's extra steps and magnitudes.
 Probe seeds (``PROBE_SEED``...) are disjoint from the notebook's evaluation seeds.
@@ -17,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..backends.testbed import DigitsBackend
+from ..checkpoint import CheckpointError
 from ..mitigate.digits import DigitsScorer
 from ..sampling import sample, seeded_rows
 from ..schedule import sd_scheduler
@@ -46,14 +49,15 @@ class Probe:
         self.data, self.n, self.steps, self.n_noise = data, int(n_samples), int(steps), int(n_noise)
         key = (json.dumps(data.config.to_dict(), sort_keys=True), seed)
         if key not in _SCORERS:                 # one classifier per data set in a process (runs in turn)
-            _SCORERS[key] = DigitsScorer(data, seed=seed)
+            _SCORERS[key] = DigitsScorer.for_digits(data, seed=seed)
         self.scorer = _SCORERS[key]
         self.planted = torch.as_tensor(data.duplicated)
 
     def model(self, unet) -> dict:
         x = sample_unconditional(unet.eval(), range(PROBE_SEED, PROBE_SEED + self.n), self.steps)
         s = self.scorer.score(x)
-        out = {k: s[k] for k in ("gu_replication", "planted_replication", "frechet")}
+        out = {k: s[k] for k in ("gu_replication", "planted_replication", "frechet", "copy_rate", "nn_is_planted",
+                                 "lowpass_replication")}
         out.update(self.scorer.memorization(x))
         prem = loss_premise(unet, self.data, PROBE_TIMESTEPS, n_ordinary=128, n_noise=self.n_noise)["per_timestep"]
         out["premise"] = {t: {"ratio": round(v["ratio"], 4), "auc": round(v["auc_planted_lower"], 4)}
@@ -80,7 +84,7 @@ class Probe:
 def update_progress(folder: str | Path, key: str, entry: dict) -> None:
     """Add ``entry`` under ``key`` in ``folder/progress.json``, atomically (a resumed run rewrites the same keys)."""
     path = Path(folder) / "progress.json"
-    rec = json.loads(path.read_text()) if path.exists() else {}
+    rec = read_progress(folder)
     rec[key] = entry
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(rec, indent=1, default=float) + "\n")
@@ -88,6 +92,17 @@ def update_progress(folder: str | Path, key: str, entry: dict) -> None:
 
 
 def read_progress(folder: str | Path) -> dict:
+    """What the run in ``folder`` recorded ({} before its first probe); a damaged file is a one-line error."""
     path = Path(folder) / "progress.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        rec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        rec = e
+    if not isinstance(rec, dict) or not all(isinstance(v, dict) for v in rec.values()):
+        why = f"not JSON: {rec}" if isinstance(rec, Exception) else "not a dict of probes"
+        raise CheckpointError(f"{path} is damaged ({why}): restore it (git checkout, if it ships) or move "
+                              f"{path.parent} aside so the run trains again")
+    return rec
 

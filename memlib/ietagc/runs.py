@@ -20,8 +20,10 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoint import CheckpointError, set_aside, verify_checkpoint
 from ..config import Config, check_range
 from ..paths import checkpoints_dir
+from .probe import read_progress
 
 COMPONENTS = {"iet": {}, "agc": {"agc": True}, "msr": {"agc": True, "msr": True},
               "full": {"agc": True, "msr": True, "taa": True}}
@@ -110,12 +112,36 @@ def finished(folder: Path) -> bool:
     return (folder / "final" / "meta.json").exists()
 
 
+def probe_keys(spec: dict) -> list[str]:
+    """The keys of ``progress.json`` a finished run holds: one probe per IET round, or per baseline checkpoint."""
+    if "iet" in spec:
+        return [f"round-{r:03d}" for r in range(spec["iet"]["rounds"])]
+    steps = sorted(set(int(s) for s in spec.get("frontier", [])) | {spec["baseline"]["steps"]})
+    return [f"step-{s:05d}" for s in steps]
+
+
+def checked_progress(name: str, spec: dict, folder: Path) -> dict:
+    """A finished run's ``progress.json``, with every probe the study reads; else a one-line error saying what to do."""
+    progress = read_progress(folder)
+    missing = [k for k in probe_keys(spec) if k not in progress]
+    if missing:
+        shown = f"{missing[:3]}{' ...' if len(missing) > 3 else ''}"
+        raise CheckpointError(f"{folder / 'progress.json'} lacks the probes {shown} of run {name}: restore the file "
+                              f"(git checkout, if it ships) or move {folder} aside so the run trains again")
+    return progress
+
+
 def launch(name: str, spec: dict, ranks: int = 2, log=None) -> Path:
     """Train ``spec`` in its folder (resuming) unless it has finished: IET runs under ``torchrun`` with ``ranks``
-    processes (1: in this process), the baseline as one process."""
+    processes (1: in this process), the baseline as one process. Damaged final weights are set aside (kept) and
+    rebuilt from what the run saved (its rounds, or the baseline's checkpoints; what is missing trains again)."""
     folder = run_folder(name, spec)
     if finished(folder):
-        return folder
+        try:
+            verify_checkpoint(folder / "final")
+            return folder
+        except CheckpointError as e:
+            set_aside(folder / "final", f"the final weights of run {name} are damaged ({e})")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
     if "iet" in spec and ranks > 1:

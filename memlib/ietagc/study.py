@@ -3,8 +3,10 @@
 The runs (``runs.RunPlan``: baseline, IET, +AGC, +MSR, +TAA = the full method, two seeds for the baseline and the
 full method, a baseline trained twice as long, a large-batch baseline with IET's number of sequential steps) are
 trained once by ``launch`` (torchrun) and ship; ``run_study`` launches any that are missing, then evaluates every
-final model on the same test seeds: IET-AGC's memorization ratio (the share under the threshold is the
-memorization score, counts at every threshold kept), Gu and planted replication, Fréchet distance of
+final model on the same test seeds in three privacy columns (``privacy``): (a) the papers' criterion, IET-AGC's
+memorization ratio (the share under the threshold is the memorization score, counts at every threshold kept) and
+Gu replication; (b) the independent copy detector's copy rate (the headline); (c) whether the nearest training row
+is planted, beside the same share for real held-out digits; plus planted replication and the Fréchet distance of
 digit-classifier features against held-out real digits. The memorization-fidelity frontier and the curves over
 rounds come from what the jobs recorded while training (``probe``): every baseline checkpoint and every IET round
 scored on the same probe seeds. No knob is tuned here: r, beta, kappa, A and p are the papers' defaults, so the
@@ -12,6 +14,7 @@ study has no dev half; probe and test seeds are disjoint.
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 
@@ -21,23 +24,28 @@ import torch
 from ..cache import cached_arrays, weights_fingerprint
 from ..checkpoint import load_weights, set_aside
 from ..claims import Claim
-from ..config import Config, check_range, parse_number_list
+from ..config import Config, ConfigError, check_range, parse_number_list
 from ..mitigate.digits import MQ_THRESHOLDS, DigitsScorer
 from ..paths import checkout_root
 from ..testbed.digits import DigitsDataConfig, make_digits_data
 from ..testbed.model import make_unconditional_unet
 from . import report
-from .frontier import frontier_mem_at, pareto, probe_mem
 from .launch import model_config
 from .premise import row_losses
-from .probe import read_progress, sample_unconditional
-from .runs import RunPlan, finished, launch, run_folder
+from .privacy import detector_record, sample_columns
+from .probe import sample_unconditional
+from .runs import RunPlan, checked_progress, finished, launch, run_folder
+from .summary import REFERENCE_KEYS, metrics
 
 EVAL_SEED = 400_000
 KINDS = ("baseline", "iet", "agc", "msr", "full", "long", "bigbatch")
-# what each run's row in the metrics keeps of its final model's scores
-KEYS = ("mem_score", "mem_score_ci", "mq_counts", "mq_ratio_median", "gu_replication", "gu_replication_ci",
-        "planted_replication", "nn_is_planted", "frechet", "frechet_floor")
+# parameters that must be at least 1, and why (0 would train nothing, or make every loss or score empty)
+POSITIVE = {"steps": "baseline optimizer steps", "batch_size": "samples per step",
+            "probe_samples": "the frontier and the curves over rounds score that many samples per probe",
+            "copies": "rows per planted digit, the digit itself included",
+            "n_duplicated": "the planted digits are what the runs memorize",
+            "loss_noises": "each row's loss averages over that many noises; 0 makes every loss 0",
+            "long_factor": "1 trains no long baseline, 2 or more trains one with that many times the visits"}
 
 
 @dataclass
@@ -67,6 +75,14 @@ class IETAGCStudyConfig(Config):
 
     def validate(self) -> None:
         check_range("ranks", self.ranks, 1, 64)
+        for name, why in POSITIVE.items():
+            if getattr(self, name) < 1:
+                raise ConfigError(f"parameter {name!r} = {getattr(self, name)!r}: give at least 1 ({why})")
+        if self.max_images < 0:
+            raise ConfigError(f"parameter 'max_images' = {self.max_images}: give 0 (all 1,797 digits) or how many "
+                              f"of the first digits to keep")
+        if not parse_number_list("block_out_channels", self.block_out_channels, lo=8):
+            raise ConfigError("parameter 'block_out_channels' is empty: give the UNet's widths, e.g. '16,32'")
         check_range("eval_samples", self.eval_samples, 16)     # the sample grid shows 16
         check_range("sample_steps", self.sample_steps, 1, 1000)
         check_range("mem_heldout_share", self.mem_heldout_share, 0.0, 1.0)
@@ -74,6 +90,10 @@ class IETAGCStudyConfig(Config):
             raise ValueError(f"parameter 'mem_threshold' = {self.mem_threshold}: give 0 (calibrated) or one of "
                              f"{[round(t, 3) for t in MQ_THRESHOLDS]} (the training probes count at those)")
         self.plan()
+        make_digits_data(self.data_config())      # too few digits for the planted ones: its error names the parameter
+
+    def data_config(self) -> DigitsDataConfig:
+        return DigitsDataConfig(n_duplicated=self.n_duplicated, copies=self.copies, max_images=self.max_images)
 
     def plan(self) -> RunPlan:
         return RunPlan(steps=self.steps, batch=self.batch_size, shards=self.shards, rounds=self.rounds,
@@ -97,12 +117,16 @@ class IETAGCResult:
     progress: dict                  # run -> what the job recorded (probe scores per checkpoint or round)
     losses: dict                    # run -> {t: {"planted": [...], "ordinary": [...]}}, final models
     thresholds: dict                # t -> M[t] / r of the full method's proxies at the end (mean, min, max)
-    heldout_real: dict              # the memorization score of real held-out digits (the floor)
+    heldout_real: dict              # real held-out digits' scores: the floor of (a) and (b), the chance of (c)
     frechet_floor: float
     mem_threshold: float            # the memorization ratio threshold in use
     samples: dict = field(default_factory=dict, repr=False)   # run -> first samples, for the grid
     nearest: dict = field(default_factory=dict, repr=False)   # run -> their nearest training digits
     premise_before: dict = field(default_factory=dict)        # AGC's premise before the runs: {model: {t: ...}}
+    detector: dict = field(default_factory=dict)              # what the copy detector was trained and calibrated on
+    seed: int = 0                                             # of the bootstrap intervals
+    columns: dict = field(default_factory=dict, repr=False)   # run -> per-sample privacy columns, for pairing
+    _metrics: dict | None = field(default=None, repr=False, compare=False)   # computed once (bootstraps)
 
     def runs(self, kind: str) -> list[str]:
         return [n for n in self.specs if n.rsplit("-s", 1)[0] == kind]
@@ -112,7 +136,9 @@ class IETAGCResult:
         return {k: self.runs(k) for k in KINDS}
 
     def to_metrics(self) -> dict:
-        return _metrics(self)
+        if self._metrics is None:
+            self._metrics = metrics(self)
+        return copy.deepcopy(self._metrics)
 
     def claims(self) -> list[Claim]:
         return report.claims(self.to_metrics())
@@ -124,6 +150,10 @@ class IETAGCResult:
     def run_rows(self) -> list[dict]:
         """One row per run (its scalar scores): the CSV beside the figures."""
         return report.run_rows(self.to_metrics())
+
+    def frontier_rows(self) -> list[dict]:
+        """Every baseline and control probe in its three privacy columns: the CSV beside the frontier figure."""
+        return report.frontier_rows(self.to_metrics())
 
     def premise_table(self) -> str:
         """AGC's premise before the runs (notebook 04's digits DDPM) and at each baseline's last checkpoint."""
@@ -154,9 +184,7 @@ def _premise_before() -> dict:
             {t: {"ratio": v["ratio"], "auc": v["auc_planted_lower"]} for t, v in b["per_timestep"].items()}}
 
 
-def run_study(cfg: IETAGCStudyConfig) -> IETAGCResult:
-    plan = cfg.plan()
-    specs = plan.specs()
+def _launch_all(cfg: IETAGCStudyConfig, specs: dict) -> dict:
     folders = {}
     for name, spec in specs.items():
         folder = run_folder(name, spec)
@@ -165,20 +193,31 @@ def run_study(cfg: IETAGCStudyConfig) -> IETAGCResult:
         if not finished(folder):
             print(f"[ietagc] {name} has no finished run in {folder.name}: training it ({cfg.ranks} ranks)")
         folders[name] = launch(name, spec, cfg.ranks)
-    data = make_digits_data(DigitsDataConfig(**specs[next(iter(specs))]["data"]))
-    scorer = DigitsScorer(data, seed=cfg.seed)
+    return folders
+
+
+def run_study(cfg: IETAGCStudyConfig) -> IETAGCResult:
+    specs = cfg.plan().specs()
+    data = make_digits_data(cfg.data_config())
+    # the copy detector loads (or trains once) before any run trains: the runs' probes record its rate too
+    scorer = DigitsScorer.for_digits(data, seed=cfg.seed, progress=True)
+    folders = _launch_all(cfg, specs)
+    progress = {name: checked_progress(name, spec, folders[name]) for name, spec in specs.items()}
     first = [n for n in specs if n.startswith("full")][0]
     tau = cfg.mem_threshold or scorer.calibrated_threshold(cfg.mem_heldout_share)
     heldout = dict(scorer.memorization(data.heldout_images, cfg.seed, tau), n=len(data.heldout_images))
-    res = IETAGCResult(specs, {k: v.name for k, v in folders.items()}, {}, {}, {}, {}, heldout, scorer.floor, tau,
-                       premise_before=_premise_before())
+    real = scorer.score(data.heldout_images, seed=cfg.seed)
+    heldout.update({k: real[k] for k in REFERENCE_KEYS})
+    res = IETAGCResult(specs, {k: v.name for k, v in folders.items()}, {}, progress, {}, {}, heldout, scorer.floor,
+                       tau, premise_before=_premise_before(), detector=detector_record(scorer, data), seed=cfg.seed)
+    res.columns["heldout_real"] = sample_columns(scorer, data.heldout_images, tau)
     for name, spec in specs.items():
         unet = _load(folders[name], spec)
         x = torch.from_numpy(_samples(unet, cfg))
         s = scorer.score(x, seed=cfg.seed)
         s.update(scorer.memorization(x, cfg.seed, tau))
         res.eval[name] = s
-        res.progress[name] = read_progress(folders[name])
+        res.columns[name] = sample_columns(scorer, x, tau)
         if name in (first, [n for n in specs if n.startswith("baseline")][0]):
             res.losses[name] = row_losses(unet, data, n_noise=cfg.loss_noises, seed=cfg.seed)
         res.samples[name] = x[:16]
@@ -195,103 +234,3 @@ def run_study(cfg: IETAGCStudyConfig) -> IETAGCResult:
 def _nearest(scorer: DigitsScorer, x: torch.Tensor) -> np.ndarray:
     d = torch.cdist(x.flatten(1).float(), scorer.unique.flatten(1).float())
     return d.argmin(1).numpy()
-
-
-def _final(progress: dict) -> dict:
-    return progress[max(progress)] if progress else {}
-
-
-def _metrics(res: IETAGCResult) -> dict:
-    """What ``write_metrics`` stores: the headline comparison (full method against the baseline, every seed), each
-    component's step, the frontier test, rounds, AGC's premise during training, where the skips fell, TAA's work."""
-    ev, specs, tau = res.eval, res.specs, res.mem_threshold
-    kinds = res.kinds()
-    mb = [ev[n]["mem_score"] for n in kinds["baseline"]]
-    mf = [ev[n]["mem_score"] for n in kinds["full"]]
-    fb = [ev[n]["frechet"] for n in kinds["baseline"]]
-    ff = [ev[n]["frechet"] for n in kinds["full"]]
-    m = {"mem_score_baseline": float(np.mean(mb)), "mem_score_baseline_seeds": mb,
-         "mem_score_full": float(np.mean(mf)), "mem_score_full_seeds": mf,
-         "fd_baseline": float(np.mean(fb)), "fd_baseline_seeds": fb, "fd_full": float(np.mean(ff)), "fd_full_seeds": ff,
-         "mem_reduction": 1 - float(np.mean(mf)) / float(np.mean(mb)) if np.mean(mb) > 0 else float("nan"),
-         "fd_change": float(np.mean(ff)) / float(np.mean(fb)) - 1,
-         "n_eval_samples": ev[kinds["baseline"][0]]["n"], "folders": res.folders,
-         "mem_threshold": tau, "mem_score_heldout_real": res.heldout_real["mem_score"],
-         "mq_counts_heldout_real": res.heldout_real["mq_counts"], "n_heldout_real": res.heldout_real["n"],
-         "frechet_floor": res.frechet_floor}
-    for k in ("gu_replication", "planted_replication"):
-        m[f"{k}_baseline"] = float(np.mean([ev[n][k] for n in kinds["baseline"]]))
-        m[f"{k}_full"] = float(np.mean([ev[n][k] for n in kinds["full"]]))
-    comps = {}
-    for kind, runs in kinds.items():
-        for n in runs:
-            spec, prog = specs[n], res.progress[n]
-            last = _final(prog)
-            comps[n] = {"label": report.LABELS[kind], **{k: ev[n][k] for k in KEYS if k in ev[n]},
-                        "mem_score_at_one_third": ev[n]["mq_counts"]["0.333"] / ev[n]["n"],
-                        "probe_visits": last.get("probe_visits"), "taa_visits": last.get("taa_visits", 0)}
-    m["components"] = comps
-    first = {k: v[0] for k, v in kinds.items() if v}
-    order = [first[k] for k in ("baseline", "iet", "agc", "msr", "full") if k in first]
-    if "iet" in first and "full" in first and "baseline" in first:
-        drop = ev[first["baseline"]]["mem_score"] - ev[first["full"]]["mem_score"]
-        m["iet_share_of_reduction"] = (ev[first["baseline"]]["mem_score"] - ev[first["iet"]]["mem_score"]) / drop \
-            if drop > 0 else float("nan")
-    m["component_steps"] = [{"from": a, "to": b, "mem_score_change": ev[b]["mem_score"] - ev[a]["mem_score"],
-                             "frechet_change": ev[b]["frechet"] - ev[a]["frechet"]} for a, b in zip(order, order[1:])]
-    # the frontier: every baseline checkpoint's probe (all seeds and the long run), same probe seeds as the rounds
-    n_probe = {n: spec["probe"]["n_samples"] for n, spec in specs.items()}
-    points = [{"run": n, "step": v["step"], "visits": v["probe_visits"], "mem_score": probe_mem(v, tau, n_probe[n]),
-               "frechet": v["frechet"], "gu_replication": v["gu_replication"]}
-              for n in kinds["baseline"] + kinds["long"] for v in res.progress[n].values()]
-    front = pareto(points)
-    m["frontier_points"], m["frontier"] = points, [p["run"] + f"@{p['step']}" for p in front]
-    below = {}
-    for n in kinds["iet"] + kinds["agc"] + kinds["msr"] + kinds["full"]:
-        last = _final(res.progress[n])
-        at = frontier_mem_at(last["frechet"], front)
-        mem = probe_mem(last, tau, n_probe[n])
-        below[n] = {"probe_mem_score": mem, "probe_frechet": last["frechet"], "frontier_mem_score": at,
-                    "below": bool(mem < at)}
-    m["frontier_test"] = below
-    # the control for IET itself: as many sequential optimizer steps as a proxy, on all rows, at the same visits
-    m["control_points"] = [{"run": n, "step": v["step"], "visits": v["probe_visits"],
-                            "mem_score": probe_mem(v, tau, n_probe[n]), "frechet": v["frechet"],
-                            "gu_replication": v["gu_replication"]}
-                           for n in kinds["bigbatch"] for v in res.progress[n].values()]
-    if kinds["bigbatch"] and kinds["iet"]:
-        b, i = kinds["bigbatch"][0], kinds["iet"][0]
-        m["iet_vs_bigbatch"] = {"iet_mem_score": ev[i]["mem_score"], "bigbatch_mem_score": ev[b]["mem_score"],
-                                "iet_frechet": ev[i]["frechet"], "bigbatch_frechet": ev[b]["frechet"],
-                                "bigbatch_below_frontier": bool(
-                                    m["control_points"][-1]["mem_score"]
-                                    < frontier_mem_at(m["control_points"][-1]["frechet"], front))}
-    m["below_frontier_share"] = float(np.mean([below[n]["below"] for n in kinds["full"]]))
-    m["rounds"] = {n: [{"round": v["round"], "visits": v["probe_visits"], "mem_score": probe_mem(v, tau, n_probe[n]),
-                        "frechet": v["frechet"], "gu_replication": v["gu_replication"],
-                        "planted_replication": v["planted_replication"],
-                        "skips_share_planted": v["skips_share_planted"]} for v in res.progress[n].values()]
-                   for n in kinds["iet"] + kinds["agc"] + kinds["msr"] + kinds["full"]}
-    m["premise_during_training"] = {n: {str(v["step"]): v["premise"] for v in res.progress[n].values()}
-                                    for n in kinds["baseline"]}
-    m["premise_by_round"] = {n: {str(v["round"]): v["premise"] for v in res.progress[n].values()}
-                             for n in kinds["iet"][:1] + kinds["full"][:1]}
-    m["skips"] = {n: {k: _final(res.progress[n])[k] for k in ("skips_total", "skips_per_planted_row",
-                                                               "skips_per_ordinary_row", "skips_share_planted")}
-                  for n in kinds["agc"] + kinds["msr"] + kinds["full"]}
-    finals = {n: _final(res.progress[n]) for n in kinds["full"]}
-    m["taa"] = {n: {"extra_steps": int(sum(f["taa_steps"])), "extra_visits": f["taa_visits"],
-                    "mean_magnitude": f["taa_mean_magnitude"]} for n, f in finals.items()}
-    m["loss_vs_threshold"] = {}
-    for t, thr in res.thresholds.items():
-        full = res.losses[kinds["full"][0]][t]
-        m["loss_vs_threshold"][str(t)] = {
-            "threshold": thr, "planted_mean": float(np.mean(full["planted"])),
-            "ordinary_mean": float(np.mean(full["ordinary"])),
-            "planted_below": float(np.mean(np.array(full["planted"]) < thr["mean"])),
-            "ordinary_below": float(np.mean(np.array(full["ordinary"]) < thr["mean"]))}
-    m["acceptance"] = {"mem_reduction_at_least_0.40": bool(m["mem_reduction"] >= 0.40),
-                       "fd_change_at_most_0.15": bool(m["fd_change"] <= 0.15),
-                       "full_below_frontier": bool(m["below_frontier_share"] == 1.0)}
-    m["acceptance"]["met"] = all(m["acceptance"].values())
-    return m

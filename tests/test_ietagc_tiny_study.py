@@ -1,0 +1,106 @@
+"""Notebook 06's study end to end on tiny runs: the three privacy columns and their pairing, and damaged run
+files (truncated final weights rebuilt from the saved rounds; a damaged or emptied progress.json named)."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from memlib.checkpoint import CheckpointError
+from memlib.paths import checkpoints_dir, repo_root
+
+pytestmark = pytest.mark.slow
+
+PARAMS = dict(steps=8, batch_size=8, shards=2, rounds=2, ranks=1, seeds="0", frontier_points=1, probe_samples=8,
+              max_images=64, n_duplicated=2, copies=3, eval_samples=16, sample_steps=2, loss_noises=1,
+              mem_threshold=0.15, long_factor=1, bigbatch=False)
+
+
+def shipped_digits_detector() -> None:
+    """The shipped digits copy detector in this session's checkpoints (training it takes minutes)."""
+    from memlib.testbed.copy_detector import digits_detector_folder
+
+    name = digits_detector_folder().name
+    if not (checkpoints_dir() / name).exists():
+        shutil.copytree(repo_root() / "checkpoints" / name, checkpoints_dir() / name)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from memlib.ietagc.study import IETAGCStudyConfig, run_study
+
+    base = tmp_path_factory.getbasetemp()
+    for var, sub in (("MEMLIB_CHECKPOINTS", "checkpoints"), ("MEMLIB_CACHE", "cache")):
+        os.environ[var] = str(base / sub)      # as the per-test isolation sets them (module fixtures run first)
+    shipped_digits_detector()
+    cfg = IETAGCStudyConfig(**PARAMS)
+    return cfg, run_study(cfg)
+
+
+def test_every_run_is_scored_in_three_columns_paired_over_the_same_samples(study):
+    cfg, res = study
+    m = res.to_metrics()
+    assert set(m["components"]) == {"baseline-s0", "iet-s0", "agc-s0", "msr-s0", "full-s0"}
+    for n, r in m["components"].items():
+        cols = res.columns[n]
+        assert len(cols["copy_rate"]) == cfg.eval_samples
+        for key in ("copy_rate", "mem_score", "gu_replication", "nn_is_planted"):   # the per-sample columns add up
+            assert r[key] == pytest.approx(cols[key].mean()), (n, key)
+        assert r["copy_rate_ci"][0] <= r["copy_rate"] <= r["copy_rate_ci"][1]
+    pair = m["paired"]["full_vs_baseline"]["copy_rate"]
+    assert pair["estimate"] == pytest.approx(m["copy_rate_full"] - m["copy_rate_baseline"])
+    assert pair["n_units"] == cfg.eval_samples and m["copy_rate_change"] == pair["estimate"]
+    step = m["component_steps"][0]
+    assert (step["from"], step["to"]) == ("baseline-s0", "iet-s0")
+    assert step["paired"]["mem_score"]["estimate"] == pytest.approx(step["mem_score_change"])
+    held = res.columns["heldout_real"]
+    assert m["copy_rate_heldout_real"] == pytest.approx(held["copy_rate"].mean())
+    assert m["nn_is_planted_heldout_real"] == pytest.approx(held["nn_is_planted"].mean())
+    det = m["copy_detector"]         # the shipped detector knows the default data; these runs train on fewer digits
+    assert det["same_data"] is False and det["runs_data"]["max_images"] == 64 and 0 < det["heldout_seen_by_detector"]
+    assert 0 < det["threshold"] < 1 and "seconds" not in str(det)
+    # the probes recorded the copy rate too: the frontier on it is measured
+    assert all(p["copy_rate"] is not None for p in m["frontier_points"]) and m["frontier_copy"]
+    assert isinstance(m["frontier_test"]["full-s0"]["below_copy"], bool)
+    assert not [k for k in _keys(m) if "second" in k or k.endswith("_s")]      # no wall-clock time
+
+
+def _keys(d):
+    if isinstance(d, dict):
+        for k, v in d.items():
+            yield k
+            yield from _keys(v)
+    elif isinstance(d, list):
+        for v in d:
+            yield from _keys(v)
+
+
+def test_truncated_final_weights_are_rebuilt_to_the_same_metrics(study):
+    from memlib.ietagc.study import run_study
+
+    cfg, res = study
+    folder = checkpoints_dir() / res.folders["agc-s0"]
+    path = folder / "final" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.warns(UserWarning, match="final weights of run agc-s0 are damaged"):
+        again = run_study(cfg)
+    assert json.dumps(again.to_metrics(), sort_keys=True) == json.dumps(res.to_metrics(), sort_keys=True)
+    assert len([p for p in folder.iterdir() if p.name.startswith("final.corrupt-")]) == 1   # kept, not deleted
+
+
+@pytest.mark.parametrize("text, why", [("{\"round-000\": {\"round\": 0", "is damaged"), ("{}", "lacks the probes")])
+def test_damaged_progress_stops_the_study_with_the_file_and_what_to_do(study, text, why):
+    from memlib.ietagc.study import run_study
+
+    cfg, res = study
+    path = checkpoints_dir() / res.folders["msr-s0"] / "progress.json"
+    good = path.read_text()
+    path.write_text(text)
+    try:
+        with pytest.raises(CheckpointError, match=why) as e:
+            run_study(cfg)
+        assert str(path) in str(e.value) and "trains again" in str(e.value) and "\n" not in str(e.value)
+    finally:
+        path.write_text(good)
+    assert np.isfinite(res.to_metrics()["components"]["msr-s0"]["mem_score"])
