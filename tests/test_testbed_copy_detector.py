@@ -92,3 +92,13 @@ def test_the_tiny_detector_trains_calibrates_reloads_and_measures_robustness(tin
         assert all(0 <= v <= 1 for k in ("detector", "pixel_gu", "lowpass_gu") for v in curves[k])
     data = tiny_testbed.data
     assert rob["n_images"] == np.unique(data.cluster[data.group != "generic"]).size
+
+
+def test_a_checkpoints_folder_without_the_detector_gets_the_shipped_copy_not_a_retrain(tmp_path, monkeypatch):
+    import memlib.testbed.copy_detector as cd
+
+    monkeypatch.setenv("MEMLIB_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setattr(cd, "train_descriptor", lambda *a, **k: pytest.fail("the shipped detector was trained again"))
+    det = cd.load_digits_detector(progress=False)
+    assert det.threshold == shipped(cd.digits_detector_folder()).threshold
+    assert (tmp_path / cd.digits_detector_folder().name / "model.safetensors").is_file()

@@ -26,18 +26,21 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..checkpoint import load_or_build
+from ..checkpoint import CheckpointError, load_or_build, read_meta
 from ..config import Config, check_range
 from ..copydetect import (KIND, AugmentConfig, CopyDetector, Descriptor, DescriptorConfig, DescriptorTrainConfig,
                           calibrate_threshold, false_copy_rate, train_descriptor)
 from ..generation import GenerationConfig, generate
-from ..paths import checkpoints_dir
+from ..paths import checkout_root, checkpoints_dir
 from ..splits import HALVES, select
 from .build import Testbed, TestbedRef
 from .data import render_captions, run_digest
@@ -145,8 +148,27 @@ def _load_or_train(folder, recipe: DetectorRecipe, trained_on: dict, images_fn, 
         det.save(folder, {"recipe": recipe.to_dict(), "step": state["step"],
                           "final_loss": float(np.mean(state["history"][-50:]))})
 
+    if not retrain:
+        _copy_shipped(folder, finished)
     load_or_build(folder, descriptor, finished, build, retrain)
     return CopyDetector.load(folder)
+
+
+def _copy_shipped(folder: Path, finished) -> None:
+    """When ``folder`` (e.g. a quick run's or a test's checkpoints) lacks the detector but the checkout ships it
+    under the same name, copy the shipped one in: training it again gives the same weights after minutes."""
+    root = checkout_root()
+    shipped = root / "checkpoints" / folder.name if root is not None else None
+    if folder.exists() or shipped is None or not shipped.is_dir() or shipped.resolve() == folder.resolve():
+        return
+    try:
+        meta = read_meta(shipped)
+    except CheckpointError:
+        return
+    if finished(meta):
+        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+        shutil.copytree(shipped, tmp)
+        os.replace(tmp, folder)
 
 
 def detector_folder(ref: TestbedRef):
