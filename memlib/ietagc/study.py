@@ -73,8 +73,16 @@ class IETAGCStudyConfig(Config):
     retrain: bool = False
     seed: int = 0
 
+    def seed_list(self) -> list[int]:
+        """``seeds`` as integers: at least one, none twice (a repeat would count one training run twice)."""
+        seeds = parse_number_list("seeds", self.seeds, lo=0, distinct=True)
+        if not seeds:
+            raise ConfigError("parameter 'seeds' is empty; give at least one training seed, e.g. '0,1'")
+        return seeds
+
     def validate(self) -> None:
         check_range("ranks", self.ranks, 1, 64)
+        self.seed_list()
         for name, why in POSITIVE.items():
             if getattr(self, name) < 1:
                 raise ConfigError(f"parameter {name!r} = {getattr(self, name)!r}: give at least 1 ({why})")
@@ -98,7 +106,7 @@ class IETAGCStudyConfig(Config):
     def plan(self) -> RunPlan:
         return RunPlan(steps=self.steps, batch=self.batch_size, shards=self.shards, rounds=self.rounds,
                        frontier_points=self.frontier_points,
-                       seeds=tuple(parse_number_list("seeds", self.seeds, lo=0)),
+                       seeds=tuple(self.seed_list()),
                        block_out_channels=tuple(parse_number_list("block_out_channels", self.block_out_channels,
                                                                   lo=8)),
                        n_duplicated=self.n_duplicated, copies=self.copies, max_images=self.max_images,
