@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+from collections import defaultdict
 from pathlib import Path
 
 from ..paths import repo_root
@@ -148,7 +149,7 @@ def paper_block(stem: str, figures: Path | None = None, root: Path | None = None
     m = body["metrics"]
     timings = (figures or repo_root() / "figures") / stem / "timings.json"
     values = {**m, **report.values(m), "claims": {c.name: c for c in report.claims(m)},
-              "timings": json.loads(timings.read_text()) if timings.exists() else {}}
+              "timings": defaultdict(lambda: float("nan"), json.loads(timings.read_text()) if timings.exists() else {})}
     path = template_path(stem, root)
     return render(path.read_text().strip(), values, where=str(path))
 
