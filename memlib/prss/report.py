@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..claims import Claim, verdict
 from . import judge
-from .results import OWN, POINTS, SOURCES, TRANSFER
+from .results import OWN, POINTS, TRANSFER
 from .tables import NAN, change, groups_table, num, points_table, seed_table, testbed_table
 
 VERBATIM_BAR = 0.05      # operating point: verbatim replication at most this (test half)

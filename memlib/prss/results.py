@@ -100,10 +100,6 @@ def anchor_gap(info: dict, prompts) -> dict:
     return out
 
 
-SOURCES = {"trigger-keeping rewrites": ("PRSS", "SS alone"),
-           "rewrites that may drop the trigger": ("PRSS, may drop trigger", "SS alone, may drop trigger")}
-
-
 # PRSS per candidate source; the template calls the first "the faithful reading" (a meaning-preserving rewrite
 # keeps the trigger, as the paper's GPT-4 rewrites keep named entities) and the second "removes the memorized key
 # (upper bound)"
