@@ -146,30 +146,8 @@ def test_per_step_thresholds_follow_each_step_and_refuse_another_step_count():
         ReanchorHook((1.0, 0.5), (2.0, 1.0), [True, True])(s)
 
 
-def _pt(lam, rep, clip):
-    return {"value": lam, "replication_memorized": rep, "clip_content_memorized": clip}
-
-
-def test_claims_on_hand_made_curves():
-    from memlib.prss.results import choose_operating_lambda, claims, matched
-
-    none = _pt(0.0, 0.8, 0.60)
-    curves = {"PE": [_pt(2, 0.4, 0.55), _pt(1, 0.0, 0.40)],          # loses 0.2 CLIP at its best privacy
-              "PR alone": [_pt(2, 0.2, 0.50), _pt(1, 0.0, 0.35)],
-              "SS alone": [_pt(2, 0.6, 0.62), _pt(1, 0.3, 0.61)],
-              "PRSS": [_pt(2, 0.3, 0.58), _pt(1, 0.0, 0.52)]}       # loses 0.08 there: less than half
-    c = claims(curves, none, 4)
-    assert c["prss_above_pe_at_matched_privacy"]["wins"] == 4 and c["prss_above_pe_at_matched_privacy"]["holds"]
-    h = c["prss_loses_at_most_half_of_pe_drop"]
-    assert h["holds"] and abs(h["pe_clip_drop"] - 0.2) < 1e-9 and abs(h["prss_clip_drop"] - 0.08) < 1e-9
-    assert c["pr_most_privacy"]["holds"] and c["ss_best_utility"]["holds"]
-    curves["PRSS"] = [_pt(2, 0.7, 0.50), _pt(1, 0.2, 0.45)]           # worse everywhere, never reaches PE's best
-    c = claims(curves, none, 4)
-    assert c["prss_above_pe_at_matched_privacy"]["wins"] == 0
-    assert not c["prss_loses_at_most_half_of_pe_drop"]["holds"]
-    assert c["prss_loses_at_most_half_of_pe_drop"]["prss_clip_drop"] is None
-    m = matched(curves, none, "PRSS", "PE", 2, "clip_content_memorized", "replication_memorized", False)
-    assert len(m["levels"]) == 2 and m["wins"] == 0                   # at equal CLIP PRSS copies more
+def test_the_operating_lambda_is_chosen_on_dev_verbatim_replication():
+    from memlib.prss.results import choose_operating_lambda
 
     class Row:
         def __init__(self, value, verbatim, held):
@@ -178,3 +156,18 @@ def test_claims_on_hand_made_curves():
     assert choose_operating_lambda(rows, 0.05) == 2.0                 # best held-out CLIP under the bar
     assert choose_operating_lambda(rows, 0.0) == 1.0
     assert choose_operating_lambda([Row(3.0, 0.5, 0.7), Row(2.0, 0.5, 0.6)], 0.05) == 3.0   # none: lowest, larger
+    with pytest.raises(ValueError, match="at least one dev row"):
+        choose_operating_lambda([], 0.05)
+
+
+def test_more_testbed_seeds_are_parsed_and_checked():
+    from memlib.config import ConfigError
+    from memlib.prss.study import PRSSStudyConfig
+
+    assert PRSSStudyConfig(more_testbed_seeds="1").testbed_seeds() == [1]
+    assert PRSSStudyConfig(more_testbed_seeds="0,2").testbed_seeds() == [2]      # the main seed is not repeated
+    assert PRSSStudyConfig(more_testbed_seeds="").testbed_seeds() == []
+    with pytest.raises(ConfigError, match="more_testbed_seeds"):
+        PRSSStudyConfig(more_testbed_seeds="1,1")
+    with pytest.raises(ConfigError, match="more_testbed_seeds"):
+        PRSSStudyConfig(more_testbed_seeds="one")

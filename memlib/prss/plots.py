@@ -53,21 +53,32 @@ def plot_calibration(res, cfg):
 
 
 def plot_privacy_utility(res):
-    """Every curve (and the committed reference curves): replication against memorized and held-out content
-    CLIP, test half (``privacy_utility``)."""
+    """Every curve (and the committed reference curves that carry these columns) on the test half: the
+    independent copy rate and the paper's pixel criterion against every-phrasing CLIP on memorized prompts, and
+    the copy rate against held-out every-phrasing CLIP (``privacy_utility``)."""
     curves = res.curve_rows()
     none_m = res.rows["none"].to_metrics()
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.6))
+    panels = (("copy_rate_memorized", "clip_phrasings_memorized"),
+              ("replication_memorized", "clip_phrasings_memorized"),
+              ("copy_rate_memorized", "clip_phrasings_heldout"))
+    fig, axes = plt.subplots(1, 3, figsize=(19, 4.8))
     for name, pts in curves.items():
-        pts = [none_m] + sorted(pts, key=lambda r: r["replication_memorized"], reverse=True)
         own = name in res.curves
         style = dict(marker="o" if own else "s", lw=1.6 if own else 0.8, alpha=1.0 if own else 0.6,
                      ls="-" if own else "--")
-        for ax, y in zip(axes, ("clip_content_memorized", "clip_content_heldout")):
-            ax.plot([p["replication_memorized"] for p in pts], [p[y] for p in pts], label=name, **style)
-    axes[0].set(xlabel="pooled memorized replication (Gu), lower is more private",
-                ylabel="content-caption CLIP, memorized", title="Privacy against utility (test half)")
-    axes[1].set(xlabel="pooled memorized replication (Gu)", ylabel="content-caption CLIP, held-out",
+        for ax, (x, y) in zip(axes, panels):
+            if all(x in p and y in p for p in pts):
+                pts_xy = sorted([none_m] + list(pts), key=lambda r: r[x], reverse=True)
+                ax.plot([p[x] for p in pts_xy], [p[y] for p in pts_xy], label=name, **style)
+    if res.content is not None:
+        c = res.content.to_metrics()
+        for ax, (x, y) in zip(axes[:2], panels[:2]):
+            ax.plot([c[x]], [c[y]], "k*", ms=10, label="content caption alone (reference)")
+    axes[0].set(xlabel="independent copy rate (memorized), lower is more private",
+                ylabel="every-phrasing CLIP, memorized", title="Privacy (independent detector) against utility")
+    axes[1].set(xlabel="pixel Gu replication (memorized), the paper's criterion",
+                ylabel="every-phrasing CLIP, memorized", title="... by the paper's pixel criterion")
+    axes[2].set(xlabel="independent copy rate (memorized)", ylabel="every-phrasing CLIP, held-out",
                 title="... and what each costs held-out prompts")
     for ax in axes:
         ax.invert_xaxis()

@@ -1,9 +1,12 @@
-"""Notebook 05's typed results: every curve point, the comparisons the PRSS paper (Chen et al., CVPR 2025) makes,
-each tested as measured, and the per-step magnitudes (the paper: PE's magnitude rebounds after the first step,
-re-anchoring's does not).
+"""Notebook 05's typed results (PRSS, Chen et al., CVPR 2025): every curve point, the paper's comparisons with
+paired intervals (``memlib.prss.paired``), the per-step magnitudes (the paper: PE's magnitude rebounds after the
+first step, re-anchoring's does not) and the further testbed seeds (``memlib.prss.seeds``).
 
-Privacy is pooled memorized replication (Gu ratio); utility is content-caption CLIP on the memorized prompts,
-with held-out content CLIP beside it. A curve is its knob values plus no mitigation, linearly interpolated.
+Privacy has three columns (``memlib.mitigate.columns``): (a) the paper's pixel criterion (Gu-ratio replication),
+(b) the independent copy detector's copy rate, the headline and the privacy axis of every comparison, and (c)
+the share whose nearest training image is the planted one, beside its chance level (the content-caption
+reference row). Utility is the mean testbed CLIP over every phrasing of the content combination (a reference a
+rewrite cannot emit verbatim), with content-caption CLIP beside it. Wall-clock seconds go to timings.json.
 """
 from __future__ import annotations
 
@@ -13,8 +16,11 @@ import numpy as np
 
 from ..mitigate.columns import MethodRow
 from ..mitigate.evalset import MEMORIZED_GROUPS
+from . import judge
+from .paired import comparisons, late_magnitudes, rebound_paired, summary, vs_none
 
 REP, CLIP, HELD = "replication_memorized", "clip_content_memorized", "clip_content_heldout"
+COPY, PHRASINGS = "copy_rate_memorized", "clip_phrasings_memorized"
 
 
 def choose_operating_lambda(dev_rows: list[MethodRow], verbatim_bar: float) -> float:
@@ -59,50 +65,14 @@ def interp_inside(level: float, xs: np.ndarray, ys: np.ndarray) -> float | None:
     return float(np.interp(level, xs, ys)) if xs.min() <= level <= xs.max() else None
 
 
-def matched(curves: dict[str, list[dict]], none: dict, a: str, b: str, levels: int, x: str, y: str,
-            higher_is_better: bool) -> dict:
-    """Curve ``a`` against ``b`` at ``levels`` values of ``x`` inside both ranges; every curve's ``y`` there."""
-    xa, _ = curve_xy(curves[a], none, x, y)
-    xb, _ = curve_xy(curves[b], none, x, y)
-    lo, hi = max(xa.min(), xb.min()), min(xa.max(), xb.max())
-    out = {"x": x, "y": y, "levels": [], "values": {}, "wins": None, "n_levels": levels, "a": a, "b": b}
-    if not hi > lo:
-        out["note"] = f"{a} and {b} do not overlap in {x}"
-        return out
-    lv = np.linspace(lo, hi, levels + 2)[1:-1]
-    out["levels"] = lv.tolist()
+def reference_values(curves: dict[str, list[dict]], none: dict, x: str, y: str, levels: list[float]) -> dict:
+    """Each committed reference curve's mean ``y`` at the ``levels`` of ``x`` (None outside the curve; curves
+    whose rows lack a column are left out): from means only, so no paired interval."""
+    out = {}
     for name, pts in curves.items():
-        xs, ys = curve_xy(pts, none, x, y)
-        out["values"][name] = [interp_inside(v, xs, ys) for v in lv]
-    va, vb = out["values"][a], out["values"][b]
-    out["wins"] = int(sum((p >= q) if higher_is_better else (p <= q) for p, q in zip(va, vb)))
-    return out
-
-
-def claims(curves: dict[str, list[dict]], none: dict, levels: int, prss: str = "PRSS", ss: str = "SS alone") -> dict:
-    """The paper's comparisons as measured on the test half ("holds": True where the claim holds), for the PRSS
-    and SS curves named (one candidate source)."""
-    priv = matched(curves, none, prss, "PE", levels, REP, CLIP, higher_is_better=True)
-    out = {"prss_above_pe_at_matched_privacy": {
-        "holds": priv["wins"] is not None and priv["wins"] >= min(3, levels), "wins": priv["wins"],
-        "of": levels, "levels": priv["levels"], "prss": priv["values"].get(prss), "pe": priv["values"].get("PE")}}
-    pe_best = min(curves["PE"], key=lambda r: (r[REP], -r[CLIP]))
-    xs, ys = curve_xy(curves[prss], none, REP, CLIP)
-    prss_clip = interp_inside(pe_best[REP], xs, ys)
-    pe_drop = none[CLIP] - pe_best[CLIP]
-    prss_drop = None if prss_clip is None else none[CLIP] - prss_clip
-    out["prss_loses_at_most_half_of_pe_drop"] = {
-        "holds": prss_drop is not None and prss_drop <= 0.5 * max(pe_drop, 0.0),
-        "pe_best_replication": pe_best[REP], "pe_best_lambda": pe_best["value"], "pe_clip_drop": pe_drop,
-        "prss_clip_drop": prss_drop}
-    lams = [r["value"] for r in curves["PE"]]
-    at = {name: {r["value"]: r for r in curves[name]} for name in ("PE", "PR alone", ss, prss)}
-    pr_best = [lam for lam in lams if at["PR alone"][lam][REP] <= min(at["PE"][lam][REP], at[ss][lam][REP])]
-    ss_best = [lam for lam in lams if at[ss][lam][CLIP] >= max(at[n][lam][CLIP] for n in at)]
-    out["pr_most_privacy"] = {"holds": 2 * len(pr_best) > len(lams), "lambdas": pr_best, "of": len(lams),
-                              "replication": {n: [at[n][lam][REP] for lam in lams] for n in at}}
-    out["ss_best_utility"] = {"holds": 2 * len(ss_best) > len(lams), "lambdas": ss_best, "of": len(lams),
-                              "clip_memorized": {n: [at[n][lam][CLIP] for lam in lams] for n in at}}
+        if all(x in p and y in p for p in pts) and pts:
+            xs, ys = curve_xy(pts, none, x, y)
+            out[name] = [interp_inside(v, xs, ys) for v in levels]
     return out
 
 
@@ -118,14 +88,6 @@ def rebound_summary(curve: list[float]) -> dict:
             "rebound": float(c[1:].max() - c[0])}
 
 
-def rebound_claim(rebound: dict) -> dict:
-    """The paper: PE's magnitude rebounds after the first step, PR's does not. Holds where PR alone's second-half
-    mean magnitude (memorized prompts) is below PE's, at a majority of lambda."""
-    below = [lam for lam, v in rebound.items() if v["pr"]["late_mean"] < v["pe"]["late_mean"]]
-    return {"holds": 2 * len(below) > len(rebound), "lambdas": below, "of": len(rebound),
-            "pe_rebounds": [lam for lam, v in rebound.items() if v["pe"]["rebound"] > 0]}
-
-
 def anchor_gap(info: dict, prompts) -> dict:
     """Per group, the mean over steps where re-anchoring's branch ran of ||eps_s - eps_p|| / ||eps_p - eps_0||:
     near 0, the prompt in use predicts what the original does and re-anchoring only lowers the guidance scale."""
@@ -138,8 +100,18 @@ def anchor_gap(info: dict, prompts) -> dict:
     return out
 
 
+# PRSS per candidate source; the template calls the first "the faithful reading" (a meaning-preserving rewrite
+# keeps the trigger, as the paper's GPT-4 rewrites keep named entities) and the second "removes the memorized key
+# (upper bound)"
 SOURCES = {"trigger-keeping rewrites": ("PRSS", "SS alone"),
            "rewrites that may drop the trigger": ("PRSS, may drop trigger", "SS alone, may drop trigger")}
+# every curve's prefix in the flat metrics; a curve without an operating lambda is read at this curve's
+POINTS = {"PE": ("pe", "PRSS"), "PR alone": ("pr_alone", "PR alone"), "SS alone": ("ss", "PRSS"),
+          "PRSS": ("prss", "PRSS"), "SS alone, may drop trigger": ("ss_drop", "PRSS, may drop trigger"),
+          "PRSS, may drop trigger": ("prss_drop", "PRSS, may drop trigger")}
+TRANSFER, OWN = "main seed's lambda", "own lambda"   # a further seed's rows: '<curve>, <TRANSFER or OWN>'
+FLAT = ("lambda", "copy_rate", "copy_rate_ci95", "replication", "replication_ci95", "nn_is_planted",
+        "clip_phrasings_memorized", "clip_memorized", "clip_phrasings_heldout", "clip_heldout", "acted_heldout")
 
 
 @dataclass
@@ -150,13 +122,16 @@ class PRSSResult:
     tau: float
     M: float
     operating_lambda: dict                 # curve -> lambda chosen on the dev half
-    dev_rows: dict                         # curve -> its rows at each lambda on the dev half (metric dicts)
+    dev_rows: dict                         # curve -> its MethodRows at each lambda on the dev half
     check: dict                            # the cheap check: magnitudes of rewrites keeping / dropping the trigger
     dev_magnitudes: dict
     rows: dict                             # label -> MethodRow (test half)
     curves: dict                           # curve -> [labels], one per lambda
     references: dict                       # committed AMG and baseline curves
+    content: MethodRow | None = None       # content-caption reference (memorized test prompts): column (c)'s chance
+    seeds: dict = field(default_factory=dict)     # further testbed seed -> memlib.prss.seeds.SeedRun
     steps: dict = field(default_factory=dict)     # label -> per-step mean magnitude (memorized test prompts)
+    late: dict = field(default_factory=dict, repr=False)   # label -> per memorized prompt second-half magnitude
     search: dict = field(default_factory=dict)    # curve -> per lambda: how SS chose on flagged memorized prompts
     gap: dict = field(default_factory=dict)       # curve -> per group ||eps_s - eps_p|| / ||eps_p - eps_0|| (PR)
     grid: dict = field(default_factory=dict, repr=False)
@@ -164,17 +139,17 @@ class PRSSResult:
 
     @classmethod
     def from_runs(cls, cfg, checkpoint, prompts, runs, curves, lambdas, operating, dev_rows, tau, M, check,
-                  dev_magnitudes, references, data) -> "PRSSResult":
+                  dev_magnitudes, references, data, content=None, seeds=None) -> "PRSSResult":
         mem = np.array([p.memorized for p in prompts])
-        res = cls(cfg.to_dict(), checkpoint, list(lambdas), tau, M, operating,
-                  {c: [r.to_metrics() for r in rows] for c, rows in dev_rows.items()},
+        res = cls(cfg.to_dict(), checkpoint, list(lambdas), tau, M, operating, dict(dev_rows),
                   {k: v for k, v in check.items() if k != "arrays"}, dev_magnitudes,
-                  {label: r.row for label, r in runs.items()}, curves, references,
+                  {label: r.row for label, r in runs.items()}, curves, references, content, dict(seeds or {}),
                   groups=[p.group for p in prompts])
         res.steps["none"] = per_step(runs["none"].text_norm, mem)
         for curve in ("PE", "PR alone", "PRSS"):
             for label in curves.get(curve, []):
                 res.steps[label] = per_step(runs[label].text_norm, mem)
+                res.late[label] = late_magnitudes(runs[label].text_norm, prompts)
                 if "pr_p" in runs[label].info:
                     res.steps[label + ", original prompt"] = per_step(runs[label].info["pr_p"], mem)
         for curve, labels in curves.items():
@@ -193,55 +168,100 @@ class PRSSResult:
     def operating_label(self, curve: str = "PRSS") -> str:
         return self.curves[curve][self.lambdas.index(self.operating_lambda[curve])]
 
+    def point_label(self, curve: str) -> str:
+        """The curve's row at its own operating lambda, else at the operating lambda of ``POINTS[curve][1]``."""
+        return self.curves[curve][self.lambdas.index(self.operating_lambda[POINTS[curve][1]])]
+
     def operating(self, curve: str) -> dict:
-        """The curve at its dev-chosen lambda, on the test half, against the bar."""
+        """The curve at its dev-chosen lambda, on the test half: verbatim replication (the dev choice's
+        criterion) and the cost in model evaluations."""
         r, none = self.rows[self.operating_label(curve)], self.rows["none"]
         change = (r.clip_content["heldout"] - none.clip_content["heldout"]) / none.clip_content["heldout"]
         return {"lambda": self.operating_lambda[curve], "verbatim_replication": r.replication["verbatim"],
                 "verbatim_replication_ci95": list(r.replication_ci["verbatim"]),
-                "replication": r.replication["memorized"], "clip_memorized": r.clip_content["memorized"],
-                "clip_heldout": r.clip_content["heldout"], "heldout_clip_change": change,
-                "acted_heldout": r.acted_heldout,
-                "meets_bar": bool(r.replication["verbatim"] <= self.config["verbatim_bar"] and change >= -0.03),
-                "evals_ratio": r.evals_per_image / none.evals_per_image,
-                "seconds_ratio": r.seconds_per_image / none.seconds_per_image}
+                "verbatim_copy_rate": r.copy_rate.get("verbatim"),
+                "verbatim_copy_rate_ci95": list(r.copy_rate_ci.get("verbatim", (np.nan, np.nan))),
+                "heldout_clip_change": change, "evals_ratio": r.evals_per_image / none.evals_per_image}
+
+    def all_rows(self) -> list[MethodRow]:
+        """Every row this run scored (test and dev halves, the reference, the further seeds)."""
+        out = [*self.rows.values(), *(r for rows in self.dev_rows.values() for r in rows)]
+        out += [self.content] if self.content is not None else []
+        return out + [r for s in self.seeds.values() for r in s.all_rows()]
+
+    def timings(self) -> dict:
+        """Wall-clock seconds (timings.json): every row's, and each operating point's ratio to CFG."""
+        none = self.rows["none"].seconds_per_image
+        out = {"rows": [r.timings() for r in self.all_rows()], "seconds_per_image_none": none}
+        for curve, (prefix, _) in POINTS.items():
+            if curve in self.operating_lambda:
+                out[f"{prefix}_seconds_ratio"] = self.rows[self.operating_label(curve)].seconds_per_image / none
+        return out
+
+    def points(self) -> dict:
+        """Every curve at its point: the three privacy columns and utility, per group, and paired against none."""
+        none = self.rows["none"]
+        return {c: dict(summary(self.rows[self.point_label(c)]), at=POINTS[c][1],
+                        vs_none=vs_none(none, self.rows[self.point_label(c)]))
+                for c in self.curves if c in POINTS and POINTS[c][1] in self.operating_lambda}
 
     def to_metrics(self) -> dict:
-        none = self.rows["none"].to_metrics()
-        curves = self.curve_rows()
+        if getattr(self, "_metrics", None) is None:    # paired bootstraps: computed once per result
+            self._metrics = self._to_metrics()
+        return self._metrics
+
+    def _to_metrics(self) -> dict:
+        none_row = self.rows["none"]
+        none = none_row.to_metrics()
         lv = self.config["matched_levels"]
+        own = {c: [self.rows[lb] for lb in labels] for c, labels in self.curves.items()}
+        found = {src: comparisons(own, none_row, lv, prss, ss) for src, (prss, ss) in SOURCES.items() if prss in own}
+        refs = self.references.get("curves", {})
+        for comp in found.values():
+            for key in ("matched_privacy", "matched_utility"):
+                mp = comp[key]
+                mp["values"].update(reference_values(refs, none, f"{mp['x']}_memorized", f"{mp['y']}_memorized",
+                                                     mp["levels"]))
         steps = {lb: rebound_summary(c) for lb, c in self.steps.items()}
-        rebound = {lam: {"pe": steps[pe], "pr": steps[pr],
-                         "pr_original_prompt": steps.get(pr + ", original prompt")}
+        units = none_row.units[np.isin(none_row.groups, MEMORIZED_GROUPS)]
+        rebound = {lam: {"pe": steps[pe], "pr": steps[pr], "pr_original_prompt": steps.get(pr + ", original prompt"),
+                         "paired_late": rebound_paired(self.late, pe, pr, units) if pe in self.late else None}
                    for lam, pe, pr in zip(self.lambdas, self.curves["PE"], self.curves["PR alone"])}
-        found = {src: claims(curves, none, lv, prss, ss) for src, (prss, ss) in SOURCES.items() if prss in curves}
-        keep = found["trigger-keeping rewrites"]
+        points = self.points()
         op = {c: self.operating(c) for c in self.operating_lambda}
         out = {
             "checkpoint": self.checkpoint, "lambdas": self.lambdas, "tau": self.tau, "M": self.M,
-            "operating": op, "dev_rows": self.dev_rows, "cheap_check": self.check,
-            "dev_magnitudes": self.dev_magnitudes,
+            "operating": op, "points": points, "cheap_check": self.check, "dev_magnitudes": self.dev_magnitudes,
+            "dev_rows": {c: [r.to_metrics() for r in rows] for c, rows in self.dev_rows.items()},
             "replication_rate_none": none[REP], "clip_score_none": none[CLIP], "clip_heldout_none": none[HELD],
-            "evals_per_image_none": none["evals_per_image"], "seconds_per_image_none": self.rows["none"].seconds_per_image,
-            "claims": found, "rebound_claim": rebound_claim(rebound),
-            "prss_vs_pe_wins_matched_privacy": keep["prss_above_pe_at_matched_privacy"]["wins"],
-            "pe_clip_drop_at_best": keep["prss_loses_at_most_half_of_pe_drop"]["pe_clip_drop"],
-            "prss_clip_drop_at_pe_best": keep["prss_loses_at_most_half_of_pe_drop"]["prss_clip_drop"],
-            "matched_privacy": {src: matched(curves, none, prss, "PE", lv, REP, CLIP, True)
-                                for src, (prss, _) in SOURCES.items() if prss in curves},
-            "matched_utility": {src: matched(curves, none, prss, "PE", lv, CLIP, REP, False)
-                                for src, (prss, _) in SOURCES.items() if prss in curves},
-            "rebound": rebound, "search": self.search, "anchor_gap": self.gap,
+            "copy_rate_none": none.get(COPY), "copy_rate_none_ci95": none.get("copy_rate_ci_memorized"),
+            "nn_is_planted_none": none["nn_is_planted_memorized"], "clip_phrasings_none": none.get(PHRASINGS),
+            "clip_phrasings_heldout_none": none.get("clip_phrasings_heldout"),
+            "evals_per_image_none": none["evals_per_image"], "comparisons": found, "rebound": rebound,
+            "search": self.search, "anchor_gap": self.gap,
             "references": {k: v for k, v in self.references.items() if k != "curves"},
             "reference_curves": self.references.get("curves", {}), "curves": self.curves,
             "rows": {label: row.to_metrics() for label, row in self.rows.items()},
+            "seeds": {str(s): run.to_metrics() for s, run in self.seeds.items()},
         }
-        for prefix, curve in (("prss", "PRSS"), ("prss_drop", "PRSS, may drop trigger"), ("pr_alone", "PR alone")):
+        if self.content is not None:
+            out["content_caption"] = self.content.to_metrics()
+            out["nn_chance"] = self.content.nn_is_planted.get("memorized")
+        for curve, (prefix, _) in POINTS.items():
+            if curve in points:
+                out.update({f"{prefix}_{k}": points[curve][k] for k in FLAT})
+                rel = points[curve]["vs_none"].get("heldout_clip_phrasings_relative", {})
+                out[f"{prefix}_heldout_clip_phrasings_change"] = rel.get("estimate")
             if curve in op:
                 out.update({f"{prefix}_{k}": v for k, v in op[curve].items()})
-        if "PRSS, may drop trigger" in curves:
-            drop = found["rewrites that may drop the trigger"]
-            out["prss_drop_vs_pe_wins_matched_privacy"] = drop["prss_above_pe_at_matched_privacy"]["wins"]
+        for src, (prss, _) in SOURCES.items():
+            if src in found:
+                prefix = POINTS[prss][0]
+                wins = [judge.holds(pd, "higher") for pd in found[src]["matched_privacy"]["paired"]]
+                out[f"{prefix}_vs_pe_wins_matched_privacy"] = sum(w is True for w in wins)
+        hd = found["trigger-keeping rewrites"]["half_drop"]
+        out["pe_phrasings_drop_at_best"] = hd["pe_drop"]["estimate"]
+        out["prss_phrasings_drop_at_pe_best"] = hd.get("prss_drop")
         return out
 
 

@@ -3,14 +3,14 @@
 0. Cheap check (dev half): the first-step magnitude of each prompt, of its best trigger-keeping rewrite and of
    its best trigger-dropping one. The model keys a planted image on its trigger, so rewrites that keep it may
    stay as high as the prompt (then only re-anchoring can act).
-1. Calibration (dev half): lambda spans the held-out to the memorized median first-step magnitude (notebook 03's
-   l_target sweep, PE's units, so one lambda serves PE, SS and PR); tau_t and M_t from held-out magnitudes at each
-   step (``calibrate``);
-   for PR alone and PRSS (each candidate source) the operating lambda is the dev lambda whose held-out content
-   CLIP is highest among those bringing dev verbatim replication to ``verbatim_bar``.
+1. Calibration (dev half, ``memlib.prss.curves``): the lambda sweep, tau_t and M_t; for PR alone and PRSS (each
+   candidate source) the operating lambda, chosen on dev verbatim replication (the paper's pixel criterion).
 2. Curves (test half): PE, PR alone (PE + PR, as the released code runs it), SS alone and PRSS at every lambda,
-   with the default (trigger-keeping) candidates and, optionally, candidates that may drop the trigger. AMG's and
-   the baselines' rows come from notebooks 04's and 03's committed runs (same prompts, noises and columns).
+   with the default (trigger-keeping) candidates and, optionally, candidates that may drop the trigger, and the
+   content-caption reference (the chance level of nearest-is-planted). AMG's and the baselines' rows come from
+   notebooks 04's and 03's committed runs (same prompts, noises and columns).
+3. Further testbed seeds (``more_testbed_seeds``, ``memlib.prss.seeds``): the main seed's operating points
+   transferred, PRSS's own dev-chosen point, no mitigation and the content-caption reference.
 """
 from __future__ import annotations
 
@@ -21,30 +21,28 @@ import numpy as np
 from ..backends.testbed import TestbedBackend
 from ..cache import cached_arrays, weights_fingerprint
 from ..claims import Claim
-from ..config import Config, ConfigError, check_range
-from ..first_step_magnitude import joint_first_step, l_target_sweep
+from ..config import Config, ConfigError, check_range, parse_number_list
 from ..generation import GenerationConfig
-from ..mitigate import baselines as _baselines  # noqa: F401  (registers "none")
-from ..mitigate.columns import Evaluator
+from ..mitigate.columns import Evaluator, prompt_units
 from ..mitigate.evalset import cap_heldout, evaluation_prompts
 from ..mitigate.registry import make_method
-from ..mitigate.run import run_method
+from ..mitigate.run import run_content_reference, run_method
+from ..paired_bootstrap import paired_difference
 from ..testbed.build import TestbedRef
-from ..wen import methods as _wen_methods  # noqa: F401  (registers "wen_pe")
-from .calibrate import PRSSSetup, heldout_norms, pr_thresholds
+from .curves import calibrate, curve_method, curve_specs, dev_operating
 from .methods import (CALIBRATION_BATCH, CALIBRATION_GENS, CALIBRATION_SEED, M_PERCENTILE, PER_STEP_THRESHOLDS,
-                      TAU_PERCENTILE, prss_method)
+                      TAU_PERCENTILE)
 from . import report
 from .paraphrase import TestbedParaphraser, split_testbed_prompt
-from .results import PRSSResult, choose_operating_lambda, committed_references
+from .results import PRSSResult, committed_references
 from .search import candidate_magnitudes
+from .seeds import run_seed
 
 SOURCES = ("testbed", "testbed-drop-trigger")
-CURVES = [("PE", "wen_pe"), ("PR alone", "prss_pr"), ("SS alone", "prss_ss"), ("PRSS", "prss")]
-OPERATED = ("PR alone", "PRSS", "PRSS, may drop trigger")   # curves given an operating lambda on the dev half
-ROW_COLUMNS = ["replication_memorized", "replication_verbatim", "replication_image_dup", "replication_caption_dup",
-               "similarity_mean_memorized", "clip_content_memorized", "clip_content_heldout", "acted_heldout",
-               "evals_per_image"]
+ROW_COLUMNS = ["copy_rate_memorized", "replication_memorized", "replication_verbatim", "replication_image_dup",
+               "replication_caption_dup", "nn_is_planted_memorized", "similarity_mean_memorized",
+               "clip_phrasings_memorized", "clip_content_memorized", "clip_phrasings_heldout", "clip_content_heldout",
+               "acted_heldout", "evals_per_image"]
 
 
 @dataclass
@@ -68,6 +66,7 @@ class PRSSStudyConfig(Config):
     verbatim_bar: float = 0.05       # operating lambda: dev verbatim replication at most this
     matched_levels: int = 4          # privacy (and utility) levels where PRSS and PE are compared
     grid_prompts: int = 6            # memorized test prompts in the rewrite grid
+    more_testbed_seeds: str = "1"    # further testbeds (data + training seeds): transfer and own operating point
     chunk: int = 48
     progress: bool = True
 
@@ -86,6 +85,7 @@ class PRSSStudyConfig(Config):
         check_range("heldout_prompts", self.heldout_prompts, 0)
         check_range("max_prompts_per_group", self.max_prompts_per_group, 0)
         check_range("chunk", self.chunk, 1)
+        self.testbed_seeds()
         if self.source not in SOURCES:
             raise ConfigError(f"parameter 'source' = {self.source!r}: choose one of {list(SOURCES)} (a jsonl file "
                               "or a callable works through memlib.prss.methods.prss_method)")
@@ -94,6 +94,14 @@ class PRSSStudyConfig(Config):
     def generation_config(self, n_gens: int | None = None) -> GenerationConfig:
         return GenerationConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale,
                                 n_gens=n_gens or self.n_gens, batch_size=self.gen_batch_size, seed=self.seed)
+
+    def testbed_seeds(self) -> list[int]:
+        """The further testbed seeds (``more_testbed_seeds`` without the main ``testbed_seed``)."""
+        more = parse_number_list("more_testbed_seeds", self.more_testbed_seeds, int, 0)
+        if len(set(more)) < len(more):
+            raise ConfigError(f"parameter 'more_testbed_seeds' = {self.more_testbed_seeds!r} lists a seed twice; "
+                              "give each seed once")
+        return [s for s in more if s != self.testbed.seed]
 
 
 @dataclass
@@ -128,11 +136,14 @@ def candidate_check(backend, prompts, gen: GenerationConfig) -> dict:
         return {k: np.array(v, np.float32) for k, v in out.items()}
 
     arr = cached_arrays("prss", key, compute)
-    groups = np.array([p.group for p in prompts])
+    groups, units = np.array([p.group for p in prompts]), prompt_units(prompts)
     stats = {}
     for g in dict.fromkeys(groups):
         sel = groups == g
         stats[g] = {k: _spread(arr[k][sel]) for k in ("original", "keep", "drop")}
+        both = sel & np.isfinite(arr["keep"])   # the best trigger-keeping rewrite against the prompt, paired
+        stats[g]["keep_vs_original"] = (paired_difference(arr["original"][both], arr["keep"][both], units[both],
+                                                          relative=True).to_dict() if both.any() else None)
     return {"per_group": stats, "arrays": {k: arr[k] for k in arr}, "groups": groups.tolist()}
 
 
@@ -146,14 +157,15 @@ def _spread(x) -> dict:
 
 
 def run_study(cfg: PRSSStudyConfig) -> PRSSStudyResult:
-    """Everything notebook 05 reports: the cheap check and calibration (dev half), then every curve (test half)."""
+    """Everything notebook 05 reports: the cheap check and calibration (dev half), every curve and the
+    content-caption reference (test half), then the further testbed seeds."""
     tb = cfg.testbed.load(progress=cfg.progress)
     clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
     backend, data = TestbedBackend(tb.model, tb), tb.data
     gen = cfg.generation_config()
     evaluator = Evaluator.for_testbed(cfg.testbed, tb, clip, seed=cfg.seed, progress=cfg.progress)
     dev, test = (cap_heldout(evaluation_prompts(data, half, max_per_group=cfg.max_prompts_per_group),
-                         cfg.heldout_prompts) for half in ("dev", "test"))
+                             cfg.heldout_prompts) for half in ("dev", "test"))
 
     def run(method, prompts, n_gens=None):
         return run_method(backend, method, prompts, evaluator, cfg.generation_config(n_gens), chunk=cfg.chunk,
@@ -161,40 +173,26 @@ def run_study(cfg: PRSSStudyConfig) -> PRSSStudyResult:
 
     # 0-1. the cheap check and the calibration, on the dev half
     check = candidate_check(backend, dev, gen)
-    dev_mag = joint_first_step(backend, [p.text for p in dev], gen)
-    mem = np.array([p.memorized for p in dev])
-    lambdas = l_target_sweep(dev_mag[mem], dev_mag[~mem], cfg.lambda_points)
-    tau, M = pr_thresholds(heldout_norms(backend, gen), cfg.tau_percentile, cfg.m_percentile,
-                           cfg.per_step_thresholds)
-    setup = PRSSSetup(tau, M, cfg.source)
-    specs = list(CURVES)
-    if cfg.drop_trigger_curves and cfg.source != "testbed-drop-trigger":
-        specs += [("SS alone, may drop trigger", "prss_ss"), ("PRSS, may drop trigger", "prss")]
+    lambdas, tau, M, dev_mag = calibrate(backend, dev, gen, cfg)
+    specs = curve_specs(cfg)
+    dev_rows, operating = dev_operating(run, specs, dev, lambdas, tau, M, cfg)
 
-    def method(curve, variant, lam):
-        if variant == "wen_pe":
-            return make_method("wen_pe", lam)
-        if "drop" in curve:
-            return prss_method(PRSSSetup(tau, M, "testbed-drop-trigger"), lam, variant, name=variant + "_drop")
-        return prss_method(setup, lam, variant)
-
-    dev_rows, operating = {}, {}
-    for curve, variant in specs:
-        if curve in OPERATED:
-            dev_rows[curve] = [run(method(curve, variant, lam), dev, cfg.dev_gens).row for lam in lambdas]
-            operating[curve] = choose_operating_lambda(dev_rows[curve], cfg.verbatim_bar)
-
-    # 2. the curves on the test half
+    # 2. the curves and the content-caption reference on the test half
     runs = {"none": run(make_method("none"), test)}
     curves: dict[str, list[str]] = {}
     for curve, variant in specs:
         curves[curve] = []
         for lam in lambdas:
             label = f"{curve} (lambda={lam:g})"
-            runs[label] = run(method(curve, variant, lam), test)
+            runs[label] = run(curve_method(curve, variant, lam, tau, M, cfg.source), test)
             curves[curve].append(label)
+    content = run_content_reference(backend, test, evaluator, gen, chunk=cfg.chunk, progress=cfg.progress)
+
+    # 3. further testbed seeds: the operating points transferred, and PRSS's own
+    transfer = {curve: (lam, tau, M) for curve, lam in operating.items()}
+    seeds = {s: run_seed(cfg, s, specs, transfer, gen) for s in cfg.testbed_seeds()}
     references = committed_references(cfg)
     dev_magnitudes = {g: dev_mag[np.array([p.group == g for p in dev])].tolist()
                       for g in dict.fromkeys(p.group for p in dev)}
     return PRSSStudyResult.from_runs(cfg, tb.folder.name, test, runs, curves, lambdas, operating, dev_rows, tau, M,
-                                     check, dev_magnitudes, references, data)
+                                     check, dev_magnitudes, references, data, content=content.row, seeds=seeds)
