@@ -75,6 +75,17 @@ def _draws(n_units: int, n_boot: int, seed: int) -> np.ndarray:
     return np.stack([np.bincount(p, minlength=n_units) for p in picks]).astype(float)
 
 
+def stored_direction(stored: dict | None) -> str | None:
+    """``PairedDifference.direction`` of one stored as ``to_dict()`` in a metrics file: 'higher', 'lower' or
+    'not distinguishable'; None when it was not measured (absent, no units, or no finite interval)."""
+    if not stored or not stored.get("ci95") or stored.get("n_units", 1) == 0:
+        return None
+    lo, hi = stored["ci95"]
+    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (lo, hi)):
+        return None
+    return "higher" if lo > 0 else "lower" if hi < 0 else "not distinguishable"
+
+
 def paired_difference(a, b, units=None, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
                       relative: bool = False) -> PairedDifference:
     """mean(b) - mean(a) (or mean(b) / mean(a) - 1 with ``relative``) over the same prompts, with a percentile

@@ -182,7 +182,7 @@ def test_privacy_tables_show_three_columns_the_floor_and_paired_differences():
 
 def test_headline_is_the_copy_rate_beside_the_memorization_score():
     keys = [k for k, _, _ in report.HEADLINES]
-    assert keys[:2] == ["copy_rate_change", "mem_reduction"]
+    assert keys[:4] == ["copy_rate_baseline", "copy_rate_full", "copy_rate_change", "mem_reduction"]
 
 
 def test_values_are_tables_and_numbers_from_the_metrics():

@@ -67,3 +67,15 @@ def test_relative_change():
 def test_bad_input_says_what_to_do(a, b, units, match):
     with pytest.raises(ValueError, match=match):
         paired_difference(a, b, units)
+
+
+def test_a_stored_paired_change_gives_its_direction_only_when_measured():
+    from memlib.paired_bootstrap import paired_difference, stored_direction
+
+    d = paired_difference([0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.9, 1.0]).to_dict()
+    assert stored_direction(d) == "higher"
+    assert stored_direction({"ci95": [-0.2, -0.1], "n_units": 3}) == "lower"
+    assert stored_direction({"ci95": [-0.2, 0.1], "n_units": 3}) == "not distinguishable"
+    for unmeasured in (None, {}, {"ci95": [float("nan"), float("nan")], "n_units": 3},
+                       {"ci95": [0.1, 0.2], "n_units": 0}, {"ci95": None}):
+        assert stored_direction(unmeasured) is None

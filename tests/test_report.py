@@ -34,8 +34,8 @@ def test_results_table_reads_the_metrics_files(tmp_path, monkeypatch):
 def test_notebooks_table_has_one_row_per_notebook_with_its_headline(tmp_path):
     from memlib.harness.notebooks import NOTEBOOKS
 
-    _metrics(tmp_path, "03_mitigation", {"replication_rate_none": 0.8625, "pe_replication_rate": 0.275,
-                                          "pe_replication_rate_ci95": [0.163, 0.388]})
+    _metrics(tmp_path, "03_mitigation", {"copy_rate_none": 0.8625, "pe_copy_rate": 0.275,
+                                          "pe_copy_rate_ci95": [0.163, 0.388], "replication_rate_none": 0.5})
     rows = notebooks_table(tmp_path / "figures").splitlines()[2:]
     assert [r.split("`")[1] for r in rows] == [nb.stem for nb in NOTEBOOKS]
     row = next(r for r in rows if "03_mitigation" in r)

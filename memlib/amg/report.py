@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from ..claims import Claim, verdict
+from ..paired_bootstrap import stored_direction
 from ..mitigate.evalset import MEMORIZED_GROUPS
 from .report_tables import (CODE_C1_ROW, DESCRIPTOR_ROW, NAN, OWN, ROW_ORDER, TRANSFER, WEN_PE_ROW,  # noqa: F401
                             change, digits_table, num, paired_table, seeds_table, testbed_table)
@@ -44,12 +45,7 @@ HIDES = {"amg_main": "AMG Main", "amg_strong": "AMG Strong", "amg_code_gating": 
 
 def direction(p: dict | None) -> str | None:
     """'lower', 'higher' or 'not distinguishable' from a stored paired change; None when not measured."""
-    if not p or not p.get("n_units"):
-        return None
-    lo, hi = p["ci95"]
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return None
-    return "higher" if lo > 0 else "lower" if hi < 0 else "not distinguishable"
+    return stored_direction(p)
 
 
 def on_side(p: dict | None, claimed: str) -> str:

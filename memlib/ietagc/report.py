@@ -10,6 +10,9 @@ from ..claims import Claim, verdict
 from .frontier import frontier_mem_at
 
 HEADLINES = [
+    ("copy_rate_baseline", "digits samples the independent copy detector calls copies, baseline training (both "
+     "training seeds pooled)", "none (reported as measured)"),
+    ("copy_rate_full", "... full IET-AGC+ training", "none (reported as measured)"),
     ("copy_rate_change", "independent copy detector's copy rate, full IET-AGC+ minus the baseline (digits, paired "
      "over the same sample seeds, both training seeds pooled; the interval resamples samples, not training seeds)",
      "none (reported as measured)"),

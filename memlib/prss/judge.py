@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import math
 
+from ..paired_bootstrap import stored_direction
+
 
 def direction(pd: dict | None) -> str | None:
     """'higher' or 'lower' when the paired interval excludes zero, 'not distinguishable' when it does not,
     None without a finite interval."""
-    if not pd or not pd.get("ci95"):
-        return None
-    lo, hi = pd["ci95"]
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return None
-    return "higher" if lo > 0 else "lower" if hi < 0 else "not distinguishable"
+    return stored_direction(pd)
 
 
 def holds(pd: dict | None, claimed: str) -> bool | None:
