@@ -66,3 +66,62 @@ def test_progress_without_the_probes_of_a_finished_run_names_them(tmp_path):
     with pytest.raises(CheckpointError, match=r"\['step-00004', 'step-00006'\] of run baseline-s0: .* move .* aside"):
         checked_progress("baseline-s0", base, tmp_path)
 
+
+
+def _spec(copies: int) -> dict:
+    """SPEC with its own run folder (the digest covers the data)."""
+    return dict(SPEC, data=dict(SPEC["data"], copies=copies))
+
+
+def _edit_training_code(tmp_path, monkeypatch, rel: str = "ietagc/iet.py") -> None:
+    """Point memlib's code record at a copy of its source with ``rel`` edited (what a later checkout holds)."""
+    import shutil
+
+    from memlib.paths import code_dir
+
+    copy = tmp_path / "memlib"
+    shutil.copytree(code_dir(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / rel).write_text((copy / rel).read_text() + "\n# an edit\n")
+    monkeypatch.setenv("MEMLIB_CODE_DIR", str(copy))
+
+
+def test_a_run_records_its_training_code_and_names_the_files_changed_since(tmp_path, monkeypatch):
+    from memlib.ietagc.runs import code_changes
+
+    folder = launch("iet-s0", _spec(4), ranks=1)
+    assert code_changes(folder) == []
+    assert code_changes(tmp_path) is None                         # no record: a run that predates them
+    _edit_training_code(tmp_path, monkeypatch)
+    assert code_changes(folder) == ["ietagc/iet.py"]
+    (folder / "training_code.json").write_text("[]")
+    assert code_changes(folder) == ["training_code.json (damaged)"]
+
+
+def test_a_finished_run_made_by_other_code_is_used_with_a_warning_or_trained_again(tmp_path, monkeypatch, capsys):
+    from memlib.ietagc.runs import code_changes
+    from memlib.ietagc.study import IETAGCStudyConfig, _launch_all
+
+    spec = _spec(5)
+    folder = launch("iet-s0", spec, ranks=1)
+    made = (folder / "final" / "meta.json").stat().st_mtime_ns
+    _edit_training_code(tmp_path, monkeypatch, "train.py")
+    folders, other = _launch_all(IETAGCStudyConfig(ranks=1), {"iet-s0": spec})
+    assert other == {"iet-s0": ["train.py"]} and folders["iet-s0"] == folder
+    assert "made by other training code" in capsys.readouterr().out
+    assert (folder / "final" / "meta.json").stat().st_mtime_ns == made              # used, not retrained
+    with pytest.warns(UserWarning, match=r"made by other training code \(train.py\)"):
+        _, other = _launch_all(IETAGCStudyConfig(ranks=1, retrain_other_code=True), {"iet-s0": spec})
+    assert other == {} and code_changes(folder) == [] and (folder / "final" / "meta.json").exists()
+    assert [p for p in folder.parent.iterdir() if p.name.startswith(folder.name + ".corrupt-")]   # the old run, kept
+
+
+def test_an_unfinished_run_begun_by_other_code_starts_over_instead_of_resuming(tmp_path):
+    from memlib.ietagc.runs import code_changes, run_folder
+
+    spec = _spec(6)
+    folder = run_folder("iet-s0", spec)
+    folder.mkdir(parents=True)
+    (folder / "training_code.json").write_text(json.dumps({"ietagc/iet.py": "0" * 64}))
+    with pytest.warns(UserWarning, match="begun by other training code"):
+        assert launch("iet-s0", spec, ranks=1) == folder
+    assert code_changes(folder) == [] and (folder / "final" / "meta.json").exists()

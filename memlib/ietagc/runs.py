@@ -20,10 +20,16 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, set_aside, verify_checkpoint
+from ..checkpoint import CheckpointError, file_sha256, set_aside, verify_checkpoint
 from ..config import Config, check_range
-from ..paths import checkpoints_dir
+from ..paths import checkpoints_dir, code_dir
 from .probe import read_progress
+
+# the source files whose code decides a run's weights and the probes it records (relative to memlib/): a run
+# records their hashes when it starts training, so a finished run made by other code can be told apart
+TRAINING_SOURCES = ("ietagc/launch.py", "ietagc/iet.py", "ietagc/agc.py", "ietagc/taa.py", "ietagc/probe.py",
+                    "testbed/digits.py", "testbed/model.py", "train.py", "schedule.py", "sampling.py")
+CODE_RECORD = "training_code.json"
 
 COMPONENTS = {"iet": {}, "agc": {"agc": True}, "msr": {"agc": True, "msr": True},
               "full": {"agc": True, "msr": True, "taa": True}}
@@ -112,6 +118,33 @@ def finished(folder: Path) -> bool:
     return (folder / "final" / "meta.json").exists()
 
 
+def training_code() -> dict[str, str]:
+    """{source file: SHA-256} of ``TRAINING_SOURCES`` in the memlib that runs now ($MEMLIB_CODE_DIR in tests)."""
+    root = code_dir()
+    return {rel: file_sha256(root / rel) for rel in TRAINING_SOURCES if (root / rel).is_file()}
+
+
+def code_changes(folder: Path) -> list[str] | None:
+    """The training source files that differ from those the run in ``folder`` was made with; None when the run
+    holds no record (it predates the record, or never started)."""
+    try:
+        recorded = json.loads((folder / CODE_RECORD).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        return [f"{CODE_RECORD} (damaged)"]
+    now = training_code()
+    return sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
+
+
+def _record_training_code(folder: Path) -> None:
+    tmp = folder / f"{CODE_RECORD}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(training_code(), indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, folder / CODE_RECORD)
+
+
 def probe_keys(spec: dict) -> list[str]:
     """The keys of ``progress.json`` a finished run holds: one probe per IET round, or per baseline checkpoint."""
     if "iet" in spec:
@@ -142,7 +175,12 @@ def launch(name: str, spec: dict, ranks: int = 2, log=None) -> Path:
             return folder
         except CheckpointError as e:
             set_aside(folder / "final", f"the final weights of run {name} are damaged ({e})")
+    changed = code_changes(folder)
+    if changed:     # resuming would give weights that neither version of the code makes
+        set_aside(folder, f"the unfinished run {name} was begun by other training code ({', '.join(changed)})")
     folder.mkdir(parents=True, exist_ok=True)
+    if changed is None or changed:
+        _record_training_code(folder)
     (folder / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
     if "iet" in spec and ranks > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),

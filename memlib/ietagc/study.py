@@ -34,7 +34,7 @@ from .launch import model_config
 from .premise import row_losses
 from .privacy import detector_record, sample_columns
 from .probe import sample_unconditional
-from .runs import RunPlan, checked_progress, finished, launch, run_folder
+from .runs import RunPlan, checked_progress, code_changes, finished, launch, run_folder
 from .summary import REFERENCE_KEYS, metrics
 
 EVAL_SEED = 400_000
@@ -71,6 +71,7 @@ class IETAGCStudyConfig(Config):
     sample_steps: int = 50
     loss_noises: int = 4
     retrain: bool = False
+    retrain_other_code: bool = False  # train again the finished runs whose recorded training code differs
     seed: int = 0
 
     def seed_list(self) -> list[int]:
@@ -134,6 +135,7 @@ class IETAGCResult:
     detector: dict = field(default_factory=dict)              # what the copy detector was trained and calibrated on
     seed: int = 0                                             # of the bootstrap intervals
     columns: dict = field(default_factory=dict, repr=False)   # run -> per-sample privacy columns, for pairing
+    made_by_other_code: dict = field(default_factory=dict)    # run -> training files changed since it was made
     _metrics: dict | None = field(default=None, repr=False, compare=False)   # computed once (bootstraps)
 
     def runs(self, kind: str) -> list[str]:
@@ -192,16 +194,32 @@ def _premise_before() -> dict:
             {t: {"ratio": v["ratio"], "auc": v["auc_planted_lower"]} for t, v in b["per_timestep"].items()}}
 
 
-def _launch_all(cfg: IETAGCStudyConfig, specs: dict) -> dict:
-    folders = {}
+def _launch_all(cfg: IETAGCStudyConfig, specs: dict) -> tuple[dict, dict]:
+    """Each run's folder (trained where missing), and {run: training files changed since it was made} for the
+    finished runs made by other training code that are used as they are."""
+    folders, other_code, unrecorded = {}, {}, []
     for name, spec in specs.items():
         folder = run_folder(name, spec)
-        if cfg.retrain and folder.exists():
-            set_aside(folder, f"retrain=True: training {name} again")
+        changed = code_changes(folder) if finished(folder) else None
+        if folder.exists() and (cfg.retrain or (changed and cfg.retrain_other_code)):
+            why = "retrain=True" if cfg.retrain else f"made by other training code ({', '.join(changed)})"
+            set_aside(folder, f"{why}: training {name} again")
+            changed = None
         if not finished(folder):
             print(f"[ietagc] {name} has no finished run in {folder.name}: training it ({cfg.ranks} ranks)")
         folders[name] = launch(name, spec, cfg.ranks)
-    return folders
+        if changed:
+            other_code[name] = changed
+        elif changed is None and code_changes(folders[name]) is None:
+            unrecorded.append(name)
+    if other_code:
+        print(f"[ietagc] WARNING: {len(other_code)} finished runs were made by other training code and are used as "
+              f"they are: {', '.join(f'{n} ({len(c)} files changed: {c[0]} ...)' for n, c in other_code.items())}. "
+              f"Set retrain_other_code = True to train them again with this code.")
+    if unrecorded:
+        print(f"[ietagc] note: {len(unrecorded)} runs predate the training-code record ({', '.join(unrecorded)}); "
+              f"they are used as they are")
+    return folders, other_code
 
 
 def run_study(cfg: IETAGCStudyConfig) -> IETAGCResult:
@@ -209,7 +227,7 @@ def run_study(cfg: IETAGCStudyConfig) -> IETAGCResult:
     data = make_digits_data(cfg.data_config())
     # the copy detector loads (or trains once) before any run trains: the runs' probes record its rate too
     scorer = DigitsScorer.for_digits(data, seed=cfg.seed, progress=True)
-    folders = _launch_all(cfg, specs)
+    folders, other_code = _launch_all(cfg, specs)
     progress = {name: checked_progress(name, spec, folders[name]) for name, spec in specs.items()}
     first = [n for n in specs if n.startswith("full")][0]
     tau = cfg.mem_threshold or scorer.calibrated_threshold(cfg.mem_heldout_share)
@@ -217,7 +235,8 @@ def run_study(cfg: IETAGCStudyConfig) -> IETAGCResult:
     real = scorer.score(data.heldout_images, seed=cfg.seed)
     heldout.update({k: real[k] for k in REFERENCE_KEYS})
     res = IETAGCResult(specs, {k: v.name for k, v in folders.items()}, {}, progress, {}, {}, heldout, scorer.floor,
-                       tau, premise_before=_premise_before(), detector=detector_record(scorer, data), seed=cfg.seed)
+                       tau, premise_before=_premise_before(), detector=detector_record(scorer, data), seed=cfg.seed,
+                       made_by_other_code=other_code)
     res.columns["heldout_real"] = sample_columns(scorer, data.heldout_images, tau)
     for name, spec in specs.items():
         unet = _load(folders[name], spec)

@@ -98,6 +98,8 @@ def metrics(res) -> dict:
                        "fd_change_at_most_0.15": bool(m["fd_change"] <= 0.15),
                        "full_below_frontier": bool(m["below_frontier_share"] == 1.0)}
     m["acceptance"]["met"] = all(m["acceptance"].values())
+    if getattr(res, "made_by_other_code", None):   # runs used as they are, though their training code changed
+        m["runs_made_by_other_code"] = res.made_by_other_code
     return m
 
 
