@@ -104,3 +104,18 @@ def test_damaged_progress_stops_the_study_with_the_file_and_what_to_do(study, te
     finally:
         path.write_text(good)
     assert np.isfinite(res.to_metrics()["components"]["msr-s0"]["mem_score"])
+
+
+def test_every_run_gets_the_underfitting_check_against_real_unseen_digits(study):
+    from memlib.ietagc import plots, report
+
+    cfg, res = study
+    m = res.to_metrics()
+    ref = m["underfit_heldout_real"]
+    assert ref["farther_than_real_share"] == pytest.approx(0.5, abs=0.05)
+    for name, r in m["components"].items():
+        q = r["d1_quantiles"]
+        assert q == sorted(q) and 0 <= r["farther_than_real_share"] <= 1, name
+    table = report.values(m)["underfit_table"].splitlines()
+    assert len(table) == 2 + len(m["components"]) + 1 and table[-1].startswith("| real held-out digits")
+    plots.plot_underfit(res)

@@ -465,6 +465,11 @@ def test_06_ietagc_runs(quick_runs):
         assert r["frechet"] > 0
     assert m["components"]["full-s0"]["taa_visits"] > 0 and m["components"]["msr-s0"]["taa_visits"] == 0
     assert m["mem_threshold"] == q["mem_threshold"]
+    # the under-fitting check: every run against real unseen digits, whose own share sits at 0.5
+    assert m["underfit_heldout_real"]["farther_than_real_share"] == pytest.approx(0.5, abs=0.05)
+    for name, r in m["components"].items():
+        lo, hi = r["farther_than_real_share_ci"]
+        assert 0 <= lo <= r["farther_than_real_share"] <= hi <= 1 and r["d1_quantiles"] == sorted(r["d1_quantiles"])
     # the real held-out digits' row and the detector's record: quick runs train on 200 digits, not its data
     assert 0 <= m["copy_rate_heldout_real"] <= 1 and 0 <= m["nn_is_planted_heldout_real"] <= 1
     det = m["copy_detector"]
@@ -486,7 +491,7 @@ def test_06_ietagc_runs(quick_runs):
     assert acc["full_below_frontier"] == (m["below_frontier_share"] == 1.0)
     assert acc["met"] == all(v for k, v in acc.items() if k != "met")
     assert not [k for k in json.dumps(m).split('"') if "seconds" in k or k.endswith("_s")]   # times: timings.json
-    for name in ("premise", "components", "frontier", "rounds", "loss_threshold", "samples"):
+    for name in ("premise", "components", "frontier", "underfit", "rounds", "loss_threshold", "samples"):
         assert (folder / "06_ietagc" / f"{name}.png").exists(), name
     frontier_csv = (folder / "06_ietagc" / "ietagc_frontier_points.csv").read_text().splitlines()
     assert frontier_csv[0].split(",")[:4] == ["run", "step", "visits", "copy_rate"]

@@ -145,3 +145,31 @@ def plot_samples(res):
         axes[i, 0].set_ylabel(name, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_underfit(res):
+    """Each final model's nearest-training distance d1 (5/25/50/75/95 % quantiles of its samples) beside real
+    held-out digits: boxes above the real digits' median line are samples farther from the data than unseen
+    digits are (under-fitting), whatever their copy counts."""
+    metrics = res.to_metrics()
+    comps = {n: r for n, r in metrics["components"].items() if "d1_quantiles" in r}
+    ref = metrics.get("underfit_heldout_real")
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(comps) + 2), 3.8))
+    if not comps or not ref:
+        ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    names = list(comps) + ["real held-out"]
+    quantiles = [comps[n]["d1_quantiles"] for n in comps] + [ref["d1_quantiles"]]
+    stats = [{"label": n, "whislo": q[0], "q1": q[1], "med": q[2], "q3": q[3], "whishi": q[4], "fliers": []}
+             for n, q in zip(names, quantiles)]
+    ax.bxp(stats, showfliers=False)
+    ax.axhline(ref["d1_quantiles"][2], color="k", ls=":", lw=0.8, label="real held-out digits' median")
+    for i, n in enumerate(comps, start=1):
+        ax.annotate(f"{comps[n]['farther_than_real_share']:.0%}", (i, comps[n]["d1_quantiles"][4]),
+                    ha="center", va="bottom", fontsize=7)
+    ax.set(ylabel="squared distance to nearest training digit (d1)",
+           title="Under-fitting check: samples farther from the data than unseen digits (% above the line)")
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -195,6 +195,24 @@ def references_table(m: dict) -> str:
                    ["real training digits (the Fréchet floor)", "", "", "", "", _f(m["frechet_floor"], ".2f")]])
 
 
+def underfit_table(m: dict) -> str:
+    """Each final model's samples against real held-out digits: the share whose nearest training distance d1
+    (and whose memorization ratio) lies above the real digits' median. Real unseen data give 0.5; well above
+    0.5 means samples farther from the data than unseen digits are (under-fitting), not fewer copies."""
+    order = list(LABELS)
+    c = dict(sorted(m["components"].items(), key=lambda kv: (order.index(_kind(kv[0])), kv[0])))
+    rows = [[f"{r['label']} (`{n}`)", _ci(r["farther_than_real_share"], r.get("farther_than_real_share_ci")),
+             _f(r.get("ratio_above_real_share")), _f(r["d1_quantiles"][2], ".2f"), _f(r["ratio_quantiles"][2])]
+            for n, r in c.items() if "farther_than_real_share" in r]
+    ref = m.get("underfit_heldout_real")
+    if not rows or not ref:
+        return "(not measured: these metrics predate the under-fitting check)"
+    rows.append(["real held-out digits (never trained on)", _f(ref["farther_than_real_share"]),
+                 _f(ref["ratio_above_real_share"]), _f(ref["d1_quantiles"][2], ".2f"), _f(ref["ratio_quantiles"][2])])
+    return _table(["run", "share farther than real unseen digits (d1 above their median) [95 % CI]",
+                   "share with the memorization ratio above theirs", "median d1", "median ratio"], rows)
+
+
 def frontier_rows(m: dict) -> list[dict]:
     """Every probe of the frontier and of the control (its three privacy columns; the CSV beside the figures)."""
     return [{k: p.get(k) for k in ("run", "step", "visits", "copy_rate", "mem_score", "gu_replication",
@@ -226,7 +244,8 @@ def values(m: dict) -> dict:
             "max_later_step": max(later) if later else float("nan"), "skips_table": skips_table(m),
             "taa_table": taa_table(m), "premise_table": premise_table(last_premise(m)),
             "loss_threshold_table": loss_threshold_table(m), "references_table": references_table(m),
-            "paired_table": paired_table(m), **{k: m.get(k, NAN) for k in NUMBERS},
+            "paired_table": paired_table(m), "underfit_table": underfit_table(m),
+            **{k: m.get(k, NAN) for k in NUMBERS},
             "copy_rate_change_shown": _diff(full.get("copy_rate")), "mem_change_shown": _diff(full.get("mem_score")),
             "mem_reduction_ci_shown": _ci_only(m.get("mem_reduction_ci95"), ".0%"),
             "copy_rate_reduction_ci_shown": _ci_only(m.get("copy_rate_reduction_ci95"), ".0%"),

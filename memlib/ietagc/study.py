@@ -36,6 +36,7 @@ from .privacy import detector_record, sample_columns
 from .probe import sample_unconditional
 from .runs import RunPlan, checked_progress, code_changes, finished, launch, run_folder
 from .summary import REFERENCE_KEYS, metrics
+from .underfit import UnderfitCheck
 
 EVAL_SEED = 400_000
 KINDS = ("baseline", "iet", "agc", "msr", "full", "long", "bigbatch")
@@ -238,11 +239,14 @@ def run_study(cfg: IETAGCStudyConfig) -> IETAGCResult:
                        tau, premise_before=_premise_before(), detector=detector_record(scorer, data), seed=cfg.seed,
                        made_by_other_code=other_code)
     res.columns["heldout_real"] = sample_columns(scorer, data.heldout_images, tau)
+    underfit = UnderfitCheck(data.heldout_images, scorer.unique)
+    res.heldout_real["underfit"] = underfit.reference()
     for name, spec in specs.items():
         unet = _load(folders[name], spec)
         x = torch.from_numpy(_samples(unet, cfg))
         s = scorer.score(x, seed=cfg.seed)
         s.update(scorer.memorization(x, cfg.seed, tau))
+        s.update(underfit(x, cfg.seed))
         res.eval[name] = s
         res.columns[name] = sample_columns(scorer, x, tau)
         if name in (first, [n for n in specs if n.startswith("baseline")][0]):

@@ -14,7 +14,8 @@ from .privacy import paired, relative_change
 # what each run's row keeps of its final model's scores
 KEYS = ("mem_score", "mem_score_ci", "mq_counts", "mq_ratio_median", "gu_replication", "gu_replication_ci",
         "planted_replication", "nn_is_planted", "copy_rate", "copy_rate_ci", "lowpass_replication", "frechet",
-        "frechet_floor")
+        "frechet_floor", "farther_than_real_share", "farther_than_real_share_ci", "ratio_above_real_share",
+        "d1_quantiles", "ratio_quantiles")
 # what the real held-out digits' reference row keeps (the floor of (a) and (b), the chance level of (c))
 REFERENCE_KEYS = ("copy_rate", "copy_rate_ci", "gu_replication", "gu_replication_ci", "nn_is_planted",
                   "lowpass_replication")
@@ -46,6 +47,8 @@ def metrics(res) -> dict:
          "mem_threshold": tau, "mem_score_heldout_real": res.heldout_real["mem_score"],
          "mq_counts_heldout_real": res.heldout_real["mq_counts"], "n_heldout_real": res.heldout_real["n"],
          "frechet_floor": res.frechet_floor}
+    if "underfit" in res.heldout_real:    # the under-fitting check's reference: real held-out digits
+        m["underfit_heldout_real"] = res.heldout_real["underfit"]
     for k in ("gu_replication", "planted_replication"):
         m[f"{k}_baseline"] = float(np.mean([ev[n][k] for n in kinds["baseline"]]))
         m[f"{k}_full"] = float(np.mean([ev[n][k] for n in kinds["full"]]))

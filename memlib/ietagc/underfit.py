@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..metrics import bootstrap_mean
 from ..mitigate.digits import mq_ratio
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -37,10 +38,11 @@ class UnderfitCheck:
         self.real_d1 = nearest_sq_distance(heldout.clamp(-1, 1), train_unique)
         self.real_ratio = mq_ratio(heldout.clamp(-1, 1), train_unique)
 
-    def __call__(self, x: torch.Tensor) -> dict:
+    def __call__(self, x: torch.Tensor, seed: int = 0) -> dict:
         x = x.clamp(-1, 1)
         d1, ratio = nearest_sq_distance(x, self.train), mq_ratio(x, self.train)
-        return {"farther_than_real_share": float((d1 > np.median(self.real_d1)).mean()),
+        farther, ci, _ = bootstrap_mean((d1 > np.median(self.real_d1)).astype(float), seed=seed)
+        return {"farther_than_real_share": float(farther), "farther_than_real_share_ci": [float(v) for v in ci],
                 "ratio_above_real_share": float((ratio > np.median(self.real_ratio)).mean()),
                 "d1_quantiles": [float(v) for v in np.quantile(d1, QUANTILES)],
                 "ratio_quantiles": [float(v) for v in np.quantile(ratio, QUANTILES)]}
