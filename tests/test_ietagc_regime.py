@@ -58,3 +58,42 @@ def test_underfitting_is_the_share_of_samples_farther_than_real_unseen_digits():
     assert copies["farther_than_real_share"] == 0.0
     assert blurry["farther_than_real_share"] > 0.9 or blurry["ratio_above_real_share"] > 0.9
     assert nearest_sq_distance(train[:3], train) == pytest.approx(np.zeros(3), abs=1e-9)
+
+
+def test_the_default_runs_keep_their_shipped_folders_and_the_new_runs_are_added_beside_them():
+    from memlib.ietagc.runs import run_folder
+    from memlib.ietagc.study import IETAGCStudyConfig
+    from memlib.paths import repo_root
+
+    shipped = {p.name for p in (repo_root() / "checkpoints").glob("ietagc-*")}
+    default = IETAGCStudyConfig().plan().specs()
+    assert {run_folder(n, s).name for n, s in default.items()} <= shipped      # digests unchanged
+    wider = IETAGCStudyConfig(seeds="0,1,2", component_seeds=True, budgets="0.25,0.5").plan().specs()
+    assert set(wider) - set(default) == {f"{k}-s{s}" for k in ("baseline", "full", "iet", "agc", "msr")
+                                         for s in (2,)} | {f"{k}-s1" for k in ("iet", "agc", "msr")} | \
+        {"annealed-b750-s0", "annealed-b1500-s0"}
+    assert all(wider[n] == default[n] for n in default)
+    annealed = wider["annealed-b750-s0"]["baseline"]
+    assert annealed["steps"] == 750 and wider["annealed-b750-s0"]["frontier"] == [750]   # its schedule ends there
+    with pytest.raises(ConfigError):
+        IETAGCStudyConfig(budgets="0.5,0.5").validate()
+
+
+def test_two_level_intervals_resample_training_seeds_then_samples():
+    from memlib.ietagc.seedlevel import seed_level, two_level
+
+    same = two_level([np.full(50, 0.2), np.full(40, 0.2), np.full(60, 0.2)])
+    assert same["estimate"] == pytest.approx(0.2) and same["ci95"] == pytest.approx([0.2, 0.2])
+    split = two_level([np.full(50, 0.3), np.full(50, -0.3), np.full(50, 0.3)])
+    assert split["estimate"] == pytest.approx(0.1) and split["ci95"][0] < 0 < split["ci95"][1]   # seeds disagree
+    assert split["per_seed"] == pytest.approx([0.3, -0.3, 0.3]) and split["n_units"] == 3
+    rng = np.random.default_rng(0)
+    cols = {f"{k}-s{s}": {c: rng.random(30) < (0.6 if k == "baseline" else 0.1)
+                          for c in ("copy_rate", "mem_score", "gu_replication", "nn_is_planted")}
+            for k in ("baseline", "iet", "agc", "msr", "full") for s in (0, 1, 2)}
+    kinds = {k: [f"{k}-s{s}" for s in (0, 1, 2)] for k in ("baseline", "iet", "agc", "msr", "full")}
+    levels = seed_level(cols, kinds)
+    first = levels["steps"][0]
+    assert (first["from"], first["to"], first["seeds"]) == ("baseline", "iet", [0, 1, 2])
+    assert first["copy_rate"]["ci95"][1] < 0                                     # a clear drop, every seed
+    assert seed_level(cols, dict(kinds, iet=kinds["iet"][:1], agc=[], msr=[])) is None

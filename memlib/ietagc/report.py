@@ -30,7 +30,7 @@ COMPARISONS = {"full_vs_baseline": "full IET-AGC+ − baseline (seeds pooled)", 
                "iet_vs_bigbatch": "IET − K x batch control"}
 LABELS = {"baseline": "baseline", "iet": "IET", "agc": "IET+AGC", "msr": "IET+AGC+MSR",
           "full": "IET+AGC+MSR+TAA (full)", "long": "baseline, 2x visits",
-          "bigbatch": "baseline, K x batch, steps / K"}
+          "bigbatch": "baseline, K x batch, steps / K", "annealed": "baseline, annealed at a smaller budget"}
 
 
 NAN = float("nan")
@@ -43,8 +43,12 @@ def _f(v, fmt=".3f") -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
-def _kind(run: str) -> str:
-    return run.rsplit("-s", 1)[0]
+def run_kind(run: str) -> str:
+    """'baseline', 'iet', ..., 'annealed' from a run name such as 'iet-s0' or 'annealed-b750-s0'."""
+    return run.split("-", 1)[0]
+
+
+_kind = run_kind
 
 
 def _first(m: dict, kind: str) -> str | None:

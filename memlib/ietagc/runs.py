@@ -52,6 +52,8 @@ class RunPlan(Config):
     probe_noises: int = 4        # noises per row of the probes' premise check
     long_factor: int = 2         # the long baseline's visits, in baselines
     bigbatch: bool = True        # the control: K x batch, steps / K
+    component_seeds: bool = False  # IET, +AGC and +MSR for every seed too (else the first seed only)
+    budgets: tuple = ()          # fractions of ``steps``: one baseline per budget, annealed to completion at it
 
     def validate(self) -> None:
         check_range("shards", self.shards, 1, 256)
@@ -62,6 +64,9 @@ class RunPlan(Config):
                              f"{self.shards * self.rounds} proxy rounds (equal sample visits)")
         if not self.seeds:
             raise ValueError("give at least one seed")
+        for b in self.budgets:
+            if not 0 < b or int(round(self.steps * b)) < 1:
+                raise ValueError(f"budget {b}: give fractions of steps above 0 (e.g. 0.25,0.5)")
 
     def _common(self) -> dict:
         return {"data": {"n_duplicated": self.n_duplicated, "copies": self.copies, "max_images": self.max_images},
@@ -85,6 +90,14 @@ class RunPlan(Config):
                              "checkpoint_every": every, "seed": seed},
                 "frontier": list(range(every, steps + 1, every)), **self._common()}
 
+    def _annealed(self, seed: int, steps: int) -> dict:
+        """A baseline whose whole schedule (warm-up, cosine decay) ends at ``steps``: a frontier point that is
+        annealed like every IET run's final model, not a mid-schedule checkpoint of a longer run."""
+        return {"baseline": {"steps": steps, "batch_size": self.batch, "lr": 1e-3,
+                             "warmup_steps": max(1, min(100, steps // 30)), "checkpoint_every": steps,
+                             "seed": seed},
+                "frontier": [steps], **self._common()}
+
     def _iet(self, seed: int, flags: dict) -> dict:
         per = self.steps // (self.shards * self.rounds)
         return {"iet": {"shards": self.shards, "rounds": self.rounds, "steps_per_round": per,
@@ -101,6 +114,12 @@ class RunPlan(Config):
         for s in self.seeds[1:]:
             out[f"baseline-s{s}"] = self._baseline(s)
             out[f"full-s{s}"] = self._iet(s, COMPONENTS["full"])
+            if self.component_seeds:
+                for name in ("iet", "agc", "msr"):
+                    out[f"{name}-s{s}"] = self._iet(s, COMPONENTS[name])
+        for b in self.budgets:
+            steps = int(round(self.steps * b))
+            out[f"annealed-b{steps}-s{s0}"] = self._annealed(s0, steps)
         if self.long_factor > 1:
             out[f"long-s{s0}"] = self._baseline(s0, self.long_factor)
         if self.bigbatch and self.shards > 1:

@@ -39,7 +39,7 @@ from .summary import REFERENCE_KEYS, metrics
 from .underfit import UnderfitCheck
 
 EVAL_SEED = 400_000
-KINDS = ("baseline", "iet", "agc", "msr", "full", "long", "bigbatch")
+KINDS = ("baseline", "iet", "agc", "msr", "full", "long", "bigbatch", "annealed")
 # parameters that must be at least 1, and why (0 would train nothing, or make every loss or score empty)
 POSITIVE = {"steps": "baseline optimizer steps", "batch_size": "samples per step",
             "probe_samples": "the frontier and the curves over rounds score that many samples per probe",
@@ -62,6 +62,8 @@ class IETAGCStudyConfig(Config):
     frontier_points: int = 8
     long_factor: int = 2
     bigbatch: bool = True             # the control: one model, shards x batch, steps / shards
+    component_seeds: bool = False     # IET, +AGC, +MSR for every seed too (seed-level intervals for each step)
+    budgets: str = ""                 # fractions of steps: baselines annealed to completion at each (a frontier)
     probe_samples: int = 1000
     n_duplicated: int = 20
     copies: int = 30
@@ -114,7 +116,9 @@ class IETAGCStudyConfig(Config):
                        n_duplicated=self.n_duplicated, copies=self.copies, max_images=self.max_images,
                        probe_samples=self.probe_samples, probe_steps=self.sample_steps,
                        probe_noises=self.loss_noises, long_factor=self.long_factor,
-                       bigbatch=self.bigbatch)
+                       bigbatch=self.bigbatch, component_seeds=self.component_seeds,
+                       budgets=tuple(parse_number_list("budgets", self.budgets, kind=float, lo=0.01,
+                                                     distinct=True)))
 
 
 @dataclass
@@ -140,7 +144,7 @@ class IETAGCResult:
     _metrics: dict | None = field(default=None, repr=False, compare=False)   # computed once (bootstraps)
 
     def runs(self, kind: str) -> list[str]:
-        return [n for n in self.specs if n.rsplit("-s", 1)[0] == kind]
+        return [n for n in self.specs if report.run_kind(n) == kind]
 
     def kinds(self) -> dict[str, list[str]]:
         """kind (baseline, iet, agc, msr, full, long, bigbatch) -> its runs, in launch order."""

@@ -10,6 +10,7 @@ import numpy as np
 from . import report
 from .frontier import frontier_mem_at, pareto, probe_mem
 from .privacy import paired, relative_change
+from .seedlevel import seed_level
 
 # what each run's row keeps of its final model's scores
 KEYS = ("mem_score", "mem_score_ci", "mq_counts", "mq_ratio_median", "gu_replication", "gu_replication_ci",
@@ -73,6 +74,11 @@ def metrics(res) -> dict:
                             for a, b in zip(order, order[1:])]
     m.update(_privacy(res, kinds))
     m.update(_frontier(res, kinds))
+    if kinds.get("annealed"):
+        m["annealed_frontier"] = _annealed_frontier(res, kinds)
+    levels = seed_level(res.columns, kinds, res.seed)
+    if levels is not None:
+        m["seed_level"] = levels
     m["rounds"] = {n: [{"round": v["round"], "visits": v["probe_visits"], "mem_score": probe_mem(v, tau, _n(res, n)),
                         "frechet": v["frechet"], "gu_replication": v["gu_replication"],
                         "planted_replication": v["planted_replication"],
@@ -183,3 +189,23 @@ def _frontier(res, kinds: dict) -> dict:
     copies = [below[n]["below_copy"] for n in kinds["full"]]
     out["below_copy_frontier_share"] = float(np.mean(copies)) if None not in copies else None
     return out
+
+
+def _annealed_frontier(res, kinds: dict) -> dict:
+    """The baseline's frontier from final models only, each annealed to completion at its own budget (the
+    smaller-budget baselines, every baseline seed, the long run), scored on the test seeds like every IET run's
+    final model; each IET run against it on the memorization score and on the copy rate."""
+    ev = res.eval
+    points = [{"run": n, "mem_score": ev[n]["mem_score"], "copy_rate": ev[n]["copy_rate"], "frechet": ev[n]["frechet"]}
+              for n in kinds["annealed"] + kinds["baseline"] + kinds["long"]]
+    front, copy_front = pareto(points), pareto(points, "copy_rate")
+    test = {}
+    for n in kinds["iet"] + kinds["agc"] + kinds["msr"] + kinds["full"]:
+        fd, mem, copy = ev[n]["frechet"], ev[n]["mem_score"], ev[n]["copy_rate"]
+        at, copy_at = frontier_mem_at(fd, front), frontier_mem_at(fd, copy_front, "copy_rate")
+        test[n] = {"frechet": fd, "mem_score": mem, "frontier_mem_score": at, "below": bool(mem < at),
+                   "copy_rate": copy, "frontier_copy_rate": copy_at, "below_copy": bool(copy < copy_at)}
+    full = [test[n] for n in kinds["full"]]
+    return {"points": points, "frontier": [p["run"] for p in front], "frontier_copy": [p["run"] for p in copy_front],
+            "test": test, "below_share_full": float(np.mean([t["below"] for t in full])),
+            "below_copy_share_full": float(np.mean([t["below_copy"] for t in full]))}
