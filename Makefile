@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.memlib-installed-$(shell cat pyproject.toml | cksum | cut -d'
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: reproduce test install lab clean-build strip wheel-check
+.PHONY: reproduce test install lab clean-build strip wheel-check compare-device
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,10 @@ install: $(STAMP)
 ## make reproduce            regenerate every figure (skips notebooks whose inputs are unchanged)
 ## make reproduce QUICK=1    the same notebooks with tiny parameters, into build/quick/
 ## make reproduce NB=00_testbed FORCE=1
+## make reproduce DEVICE=cuda [DTYPE=fp16]   the networks on a GPU (default: the notebooks' 'auto', then fp32)
 reproduce: $(STAMP)
-	$(BIN)/python -m memlib.harness.reproduce $(if $(QUICK),--quick) $(if $(NB),--only $(NB)) $(if $(FORCE),--force)
+	$(BIN)/python -m memlib.harness.reproduce $(if $(QUICK),--quick) $(if $(NB),--only $(NB)) $(if $(FORCE),--force) \
+	  $(if $(DEVICE),--device $(DEVICE)) $(if $(DTYPE),--dtype $(DTYPE))
 	$(if $(QUICK),,$(BIN)/python -m memlib results)
 
 ## make test                 every notebook through nbval with tiny parameters and every test, on TEST_WORKERS
@@ -52,6 +54,11 @@ wheel-check: $(STAMP)
 ## make lab                  JupyterLab on the project's environment (its python3 kernel is .venv's), on notebooks/
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=$(CURDIR)/notebooks $(LAB_ARGS)
+
+## make compare-device RUN=build/gpu/figures   another device's metrics.json against the committed CPU ones
+compare-device: $(STAMP)
+	$(BIN)/python benchmarks/compare_device.py $(RUN) --reference $(or $(REF),figures) \
+	  --out $(or $(OUT),build/compare_device.json)
 
 clean-build:
 	rm -rf build

@@ -29,6 +29,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_weights, read_meta, save_checkpoint
 from .config import Config, ConfigError, check_range
+from .device import module_device, to_host
 from .metrics import NeighbourResult, ReplicationIndex
 from .train import Losses, TrainConfig, train_loop
 
@@ -280,9 +281,17 @@ class CopyDetector:
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+        """Descriptors of ``images``, computed where the descriptor is and returned on the CPU."""
         self.descriptor.eval()
-        parts = [self.descriptor(images[s:s + batch].float()) for s in range(0, len(images), batch)]
+        dev = module_device(self.descriptor)
+        parts = [to_host(self.descriptor(images[s:s + batch].to(dev).float())) for s in range(0, len(images), batch)]
         return torch.cat(parts) if parts else torch.zeros(0, self.descriptor.cfg.dim)
+
+    def to(self, device: torch.device | str | None) -> "CopyDetector":
+        """Run the descriptor on ``device`` (None: where it is); scores and thresholds are unchanged."""
+        if device is not None:
+            self.descriptor.to(device)
+        return self
 
     def _descriptors(self, x: torch.Tensor) -> torch.Tensor:
         return x.float() if x.ndim == 2 else self.embed(x)

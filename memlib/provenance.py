@@ -76,6 +76,18 @@ def cpu_model() -> str:
     return f"{info.get('model name', 'unknown')} ({', '.join(vector) or 'no avx2'})"
 
 
+def compute_record(params: dict[str, Any]) -> dict[str, str]:
+    """Where the networks of a run with these parameters ran: its ``device`` and ``dtype`` resolved ('auto' is
+    what this machine picks); the CPU in fp32 for a run without them."""
+    from .device import compute
+
+    try:
+        cx = compute(params.get("device", "cpu"), params.get("dtype", "fp32"))
+    except ValueError:   # refused here (e.g. cuda on a machine without one): record what was asked
+        return {"compute_device": str(params.get("device")), "compute_dtype": str(params.get("dtype"))}
+    return {"compute_device": str(cx.device), "compute_dtype": cx.dtype_name}
+
+
 def provenance(notebook: str, params: dict[str, Any], checkpoints: dict[str, str] | None = None) -> dict[str, Any]:
     versions = {}
     for lib in LIBRARIES:
@@ -86,7 +98,7 @@ def provenance(notebook: str, params: dict[str, Any], checkpoints: dict[str, str
     return {"notebook": notebook, "parameters": params, "seeds": {k: v for k, v in params.items() if "seed" in k},
             "memlib_version": __version__, "git_commit": git_commit(), "checkpoints": checkpoints or {},
             "libraries": versions, "python": platform.python_version(), "device": device_info(),
-            "cpu": cpu_model()}
+            "cpu": cpu_model(), **compute_record(params)}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -116,7 +128,12 @@ def figures_name(notebook: str, backend: str = "testbed", **non_default_params: 
     return f"runs/{notebook}-{label or 'model'}-{digest.hexdigest()[:8]}"
 
 
-def non_default_params(cfg, ignore: tuple[str, ...] = ("backend", "progress")) -> dict[str, Any]:
+# parameters that do not make a result another run's: where the networks ran is recorded in the provenance
+# (``compute_device``), and a GPU ``make reproduce`` regenerates the reference figures
+NOT_A_RESULTS_PARAMETER = ("backend", "progress", "device", "dtype")
+
+
+def non_default_params(cfg, ignore: tuple[str, ...] = NOT_A_RESULTS_PARAMETER) -> dict[str, Any]:
     """The flat parameters of a notebook config that differ from its defaults (``ignore``: not a result's)."""
     default = type(cfg)().to_dict()
     return {k: v for k, v in cfg.to_dict().items() if k not in ignore and default.get(k) != v}

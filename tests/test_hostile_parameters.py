@@ -75,3 +75,22 @@ def test_seeds_refuse_negatives_and_booleans():
                 for v in (-1, True, math.inf):
                     with pytest.raises((ConfigError, ValueError, TypeError)):
                         _check(cls, **{f.name: v})
+
+
+# where the networks run: refused by name, before any model loads (half precision on the CPU, unknown devices)
+HOSTILE_COMPUTE = [({"device": "tpu"}, "device"), ({"device": "cuda:x"}, "device"), ({"dtype": "int8"}, "dtype"),
+                   ({"device": "cpu", "dtype": "fp16"}, "dtype"), ({"device": "cpu", "dtype": "bf16"}, "dtype"),
+                   ({"device": 0}, "device")]
+
+
+@pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("values,named", HOSTILE_COMPUTE, ids=lambda x: str(x))
+def test_device_and_dtype_refuse_hostile_values_naming_the_parameter(cls, values, named, monkeypatch):
+    import memlib.testbed.build as build
+
+    def no_loading(*a, **k):
+        raise AssertionError("a model loaded before the parameters were checked")
+
+    monkeypatch.setattr(build, "load_or_train", no_loading)
+    with pytest.raises(ConfigError, match=f"parameter '{named}'"):
+        _check(cls, **values)

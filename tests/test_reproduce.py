@@ -225,3 +225,63 @@ def test_ctrl_c_prints_the_summary_and_leaves_the_last_good_executed_copy(projec
     assert "interrupted" in lines["00_a"] and "not run" in lines["01_b"], out
     assert executed.read_bytes() == good_nb and stamp.read_bytes() == good_stamp
     assert "time.sleep" not in executed.read_text()
+
+
+def test_a_stamp_made_on_another_device_is_stale_and_an_old_stamp_counts_as_the_cpu(project):
+    from memlib.harness.reproduce import folder_files, stale_reason
+
+    folder = project / "figures" / "00_a"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text("{}")
+    stamp = project / "stamp.json"
+    body = {"inputs": "h", "files": folder_files(folder)}
+    stamp.write_text(json.dumps(body))                               # written before stamps recorded a device
+    assert stale_reason(stamp, "h", folder, compute_tag="cpu:fp32") is None
+    assert "now on cuda:fp32" in stale_reason(stamp, "h", folder, compute_tag="cuda:fp32")
+    stamp.write_text(json.dumps(dict(body, compute="cuda:fp16")))
+    assert stale_reason(stamp, "h", folder, compute_tag="cuda:fp16") is None
+    assert stale_reason(stamp, "h", folder, compute_tag="cpu:fp32") == "computed on cuda:fp16, now on cpu:fp32"
+
+
+def test_the_summary_says_plainly_when_values_come_from_another_device():
+    import torch
+
+    from memlib.device import Compute
+    from memlib.harness.reproduce import Outcome, summary
+
+    ran = [Outcome("00_a", "ran", 1.0)]
+    assert "NOTE" not in summary(ran)
+    note = summary(ran, Compute(torch.device("cuda"), torch.float16))
+    assert "computed on cuda in fp16, not on the CPU" in note and "compare-device" in note
+    assert "NOTE" not in summary([Outcome("00_a", "skipped")], Compute(torch.device("cuda")))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a refusal on a machine without a GPU")
+def test_reproduce_refuses_a_device_this_machine_lacks_before_running_anything(project):
+    from memlib.harness.reproduce import reproduce
+
+    with pytest.raises(SystemExit, match="--device cuda"):
+        reproduce(device="cuda")
+    with pytest.raises(SystemExit, match="dtype"):
+        reproduce(device="cpu", dtype="fp16")
+    assert not (project / "build").exists()
+
+
+@pytest.mark.slow
+def test_device_reaches_every_notebook_and_its_stamp(project):
+    from memlib.harness.reproduce import reproduce
+
+    for stem in ("00_a", "01_b"):
+        _notebook(project / "notebooks" / f"{stem}.ipynb", "from memlib.provenance import write_metrics\n"
+                  f"write_metrics('{stem}', {{'value': value}}, {{'device': device}})")
+        nb = nbformat.read(project / "notebooks" / f"{stem}.ipynb", as_version=4)
+        nb.cells[0].source = 'value = 1\ndevice = "auto"\ndtype = "fp32"'
+        nbformat.write(nb, project / "notebooks" / f"{stem}.ipynb")
+    assert _statuses(reproduce(device="cpu")) == {"00_a": "ran", "01_b": "ran"}
+    metrics = json.loads((project / "figures" / "00_a" / "metrics.json").read_text())
+    assert metrics["provenance"]["parameters"]["device"] == "cpu"
+    assert metrics["provenance"]["compute_device"] == "cpu"
+    stamp = json.loads((project / "build" / "full" / "stamps" / "01_b.json").read_text())
+    assert stamp["compute"] == "cpu:fp32"
+    if not __import__("torch").cuda.is_available():   # auto is the CPU here: the same device, nothing reruns
+        assert _statuses(reproduce()) == {"00_a": "skipped", "01_b": "skipped"}

@@ -83,11 +83,13 @@ def heldout_sigma_traces(backend, gen_cfg: GenerationConfig, max_per_group: int 
     """(sigma_t (P, G, S), timesteps) of the embedded testbed's held-out dev prompts under plain CFG, cached on the
     weights, the generation settings and the prompts (``max_per_group``: the first N of them; 0: all)."""
     from ..cache import cached_arrays, weights_fingerprint
+    from ..device import compute_tag
     from ..mitigate.evalset import evaluation_prompts
 
     data = backend.testbed.data
     texts = [p.text for p in evaluation_prompts(data, "dev", groups=("heldout",), max_per_group=max_per_group)]
-    key = {"what": "amg-sigma-heldout-dev", "weights": weights_fingerprint(backend), "gen": gen_cfg.to_dict(),
+    key = {"what": "amg-sigma-heldout-dev", "weights": weights_fingerprint(backend),
+           "compute": compute_tag(backend), "gen": gen_cfg.to_dict(),
            "prompts": texts}
 
     def compute():

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cache import cached_arrays, weights_fingerprint
+from ..device import compute_tag
 from ..copydetect import CopyDetector, lowpass_gu_ratio
 from ..generation import GenerationConfig
 from ..mitigate.evalset import EvalPrompt, evaluation_prompts
@@ -54,9 +55,10 @@ def descriptor_index(detector: CopyDetector, images: torch.Tensor) -> tuple[Desc
     return DescriptorIndex(detector.embed(images)), net
 
 
-def testbed_descriptor(ref, progress: bool = False) -> CopyDetector:
-    """The copy detector of testbed ``ref`` (a ``TestbedRef``): loaded, else trained and calibrated once."""
-    return load_testbed_detector(ref, progress=progress)
+def testbed_descriptor(ref, progress: bool = False, device=None) -> CopyDetector:
+    """The copy detector of testbed ``ref`` (a ``TestbedRef``): loaded, else trained and calibrated once; on
+    ``device`` (the guidance differentiates through it where the sampler runs)."""
+    return load_testbed_detector(ref, progress=progress, device=device)
 
 
 def descriptor_calibration(backend, detector: CopyDetector, gen_cfg: GenerationConfig, percentile: float,
@@ -66,6 +68,7 @@ def descriptor_calibration(backend, detector: CopyDetector, gen_cfg: GenerationC
     data = backend.testbed.data
     texts = [p.text for p in evaluation_prompts(data, "dev", groups=("heldout",), max_per_group=max_per_group)]
     key = {"what": "amg-sigma-heldout-dev-descriptor", "weights": weights_fingerprint(backend),
+           "compute": compute_tag(backend),
            "detector": detector.sha256, "gen": gen_cfg.to_dict(), "prompts": texts}
 
     def compute():

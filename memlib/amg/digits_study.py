@@ -18,6 +18,7 @@ import torch
 
 from ..backends.testbed import DigitsBackend
 from ..cache import cached_arrays, weights_fingerprint
+from ..device import compute_tag
 from ..config import parse_number_list
 from ..schedule import sd_scheduler
 from ..testbed.digits import load_digits_model, make_digits_data
@@ -60,7 +61,8 @@ class DigitsResult:
 
 
 def _cached_samples(backend, seeds, cfg, weights: str, threshold: Threshold | None, c3: float, index):
-    key = {"what": "amg-digits", "weights": weights, "seeds": [seeds.start, seeds.stop], "steps": cfg.digits_steps,
+    key = {"what": "amg-digits", "weights": weights,
+           "compute": compute_tag(backend), "seeds": [seeds.start, seeds.stop], "steps": cfg.digits_steps,
            "c3": c3, "threshold": threshold.to_dict() if threshold else None}
 
     def compute():
@@ -97,7 +99,8 @@ def _paired(scorer, base, arr, seed) -> dict:
 def digits_scorer(cfg) -> DigitsScorer:
     """The scorer of the digits data both models train on (the default ``DigitsDataConfig``), with the shipped
     digits copy detector, which was trained and calibrated on that same data."""
-    return DigitsScorer.for_digits(make_digits_data(), seed=cfg.seed, progress=cfg.progress)
+    return DigitsScorer.for_digits(make_digits_data(), seed=cfg.seed, progress=cfg.progress,
+                                   device=cfg.compute().device)
 
 
 def run_digits(cfg, class_conditional: bool, scorer: DigitsScorer | None = None) -> DigitsResult:
@@ -105,7 +108,8 @@ def run_digits(cfg, class_conditional: bool, scorer: DigitsScorer | None = None)
     train_cfg = TrainConfig(steps=steps, batch_size=128, lr=1e-3, checkpoint_every=min(200, steps))
     unet, n_classes, meta = load_digits_model(class_conditional=class_conditional, train_cfg=train_cfg,
                                               retrain=cfg.retrain, progress=cfg.progress)
-    backend = DigitsBackend(unet, n_classes, meta=meta)
+    cx = cfg.compute()
+    backend = DigitsBackend(unet.to(cx.device), n_classes, meta=meta, precision=cx.dtype)
     scorer = scorer or digits_scorer(cfg)
     data = scorer.data
     detector_data = scorer.detector.trained_on.get("data")

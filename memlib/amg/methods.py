@@ -143,7 +143,7 @@ def testbed_setup(backend, settings: AMGSettings | None = None, threshold: Thres
     if settings.similarity != "ncc":
         raise ValueError(f"AMG's descriptor similarity is a cosine: give AMGSettings(similarity='ncc'), not "
                          f"{settings.similarity!r}")
-    detector = testbed_descriptor(ref)
+    detector = testbed_descriptor(ref, device=backend.device)
     if threshold is None:
         threshold = descriptor_calibration(backend, detector, MAIN_CALIBRATION, MAIN_PERCENTILE).threshold
     index, net = descriptor_index(detector, tb.data.images)

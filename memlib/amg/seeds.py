@@ -27,10 +27,11 @@ from .runner import Runner
 def run_seed(cfg, seed: int, schedule: str, c3: float) -> tuple[dict, list]:
     """(metrics of testbed seed ``seed``, its rows for timings) with seed 0's Main at ``schedule``, ``c3``."""
     ref = replace(cfg.testbed, seed=seed)
-    tb = ref.load(progress=cfg.progress)
-    clip = ref.load_clip(tb, progress=cfg.progress)
-    backend, data = TestbedBackend(tb.model, tb), tb.data
-    evaluator = Evaluator.for_testbed(ref, tb, clip, seed=cfg.seed, progress=cfg.progress)
+    tb = ref.load(progress=cfg.progress, device=cfg.compute().device)
+    clip = ref.load_clip(tb, progress=cfg.progress, device=cfg.compute().device)
+    backend, data = TestbedBackend(tb.model, tb, cfg.compute().dtype), tb.data
+    evaluator = Evaluator.for_testbed(ref, tb, clip, seed=cfg.seed, progress=cfg.progress,
+                                      device=cfg.compute().device)
     run = Runner(cfg, backend, evaluator)
     dev = cap_heldout(evaluation_prompts(data, "dev", max_per_group=cfg.max_prompts_per_group), cfg.heldout_prompts)
     test = cap_heldout(evaluation_prompts(data, "test", max_per_group=cfg.max_prompts_per_group),

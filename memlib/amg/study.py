@@ -28,6 +28,7 @@ import numpy as np
 from ..backends.testbed import TestbedBackend
 from ..cache import cached_arrays, weights_fingerprint
 from ..config import Config, ConfigError, check_range, parse_number_list
+from ..device import ComputeParams, compute_tag
 from ..generation import GenerationConfig
 from ..metrics import auc_and_tpr
 from ..mitigate import baselines as _baselines  # noqa: F401  (registers "none" and "lower_guidance")
@@ -54,7 +55,7 @@ MAIN = main_settings()
 VS_MAIN = ("AMG Strong", "spe", "dup", "sim", "switch always on", "constant threshold", WEN_PE_ROW, DESCRIPTOR_ROW)
 
 @dataclass
-class AMGStudyConfig(Config):
+class AMGStudyConfig(ComputeParams, Config):
     """Parameters of notebooks/04_amg.ipynb."""
     testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
     n_gens: int = 4                  # generations per prompt (as notebook 03, so rows compare)
@@ -84,8 +85,11 @@ class AMGStudyConfig(Config):
     grid_prompts: int = 6            # memorized test prompts in the sample grid
     chunk: int = 48
     progress: bool = True
+    device: str = "auto"             # where networks run: 'auto' (cuda, mps, else cpu), 'cpu', 'cuda'
+    dtype: str = "fp32"              # forward passes: 'fp32'; 'fp16' or 'bf16' on a GPU only
 
     def validate(self) -> None:
+        self.check_compute()   # before any model loads: half precision on the CPU is refused
         if self.max_prompts_per_group < 0:
             raise ConfigError(f"parameter 'max_prompts_per_group' = {self.max_prompts_per_group}: give 0 (every "
                               "prompt) or a cap of at least 1 per group and half")
@@ -151,7 +155,8 @@ def _checks(cfg, backend, data, dev, index, run) -> dict:
     sig_held, ts = heldout_sigma_traces(backend, gen, cfg.max_prompts_per_group, cfg.progress)
     cal = calibrate(sig_held, ts, cfg.calib_percentile)
     mem_texts = [p.text for p in dev if p.memorized]
-    key = {"what": "amg-sigma-dev-memorized", "weights": weights_fingerprint(backend), "gen": gen.to_dict(),
+    key = {"what": "amg-sigma-dev-memorized", "weights": weights_fingerprint(backend),
+           "compute": compute_tag(backend), "gen": gen.to_dict(),
            "prompts": mem_texts}
 
     def compute():
@@ -174,10 +179,11 @@ def _checks(cfg, backend, data, dev, index, run) -> dict:
 def run_study(cfg: AMGStudyConfig) -> AMGResult:
     """Every experiment of notebook 04: the checks, the dev-half choices, the test-half tables, the descriptor
     sigma, the further testbeds and the digits."""
-    tb = cfg.testbed.load(progress=cfg.progress)
-    clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
-    backend, data = TestbedBackend(tb.model, tb), tb.data
-    evaluator = Evaluator.for_testbed(cfg.testbed, tb, clip, seed=cfg.seed, progress=cfg.progress)
+    tb = cfg.testbed.load(progress=cfg.progress, device=cfg.compute().device)
+    clip = cfg.testbed.load_clip(tb, progress=cfg.progress, device=cfg.compute().device)
+    backend, data = TestbedBackend(tb.model, tb, cfg.compute().dtype), tb.data
+    evaluator = Evaluator.for_testbed(cfg.testbed, tb, clip, seed=cfg.seed, progress=cfg.progress,
+                                      device=cfg.compute().device)
     index = SimilarityIndex(data.images)
     dev_all = evaluation_prompts(data, "dev", max_per_group=cfg.max_prompts_per_group)   # calibration: all held-out
     dev, test = cap_heldout(dev_all, cfg.heldout_prompts), cap_heldout(
@@ -259,7 +265,7 @@ def _descriptor_main(cfg, run, backend, data, dev_mem, test, schedule):
     """(test run, metrics) of Main with sigma_t = the testbed copy detector's descriptor cosine: lambda_t fitted to
     descriptor sigma_t of the held-out dev trajectories, c3 the smallest of the sweep (at Main's schedule) whose
     dev copy rate reaches ``rep_bar``, as Main's c3 is chosen on the pixel criterion it optimises."""
-    detector = testbed_descriptor(cfg.testbed, cfg.progress)
+    detector = testbed_descriptor(cfg.testbed, cfg.progress, backend.device)
     cal = descriptor_calibration(backend, detector, cfg.generation_config(cfg.calib_gens), cfg.calib_percentile,
                                  cfg.max_prompts_per_group, cfg.progress)
     index, net = descriptor_index(detector, data.images)

@@ -15,39 +15,9 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError
+from ..device import DTYPES, batch_size, resolve_device, resolve_dtype  # noqa: F401  (DTYPES: re-exported)
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 TEXT_MODELS_HINT = "give --model testbed, a Stable Diffusion folder written by save_pretrained, or a hub id"
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``device`` checked, or the best available: cuda, then mps, then cpu."""
-    if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: this torch build sees no CUDA GPU (run `memlib doctor`); use cpu")
-    return dev
-
-
-def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    if dtype in (None, "", "auto"):
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: choose one of fp32, fp16, bf16")
-    if DTYPES[dtype] != torch.float32 and device.type == "cpu":
-        raise ValueError(f"dtype {dtype} on the CPU is refused (half-precision CPU kernels are slow or missing); "
-                         "use fp32 on the CPU, or --device cuda")
-    return DTYPES[dtype]
-
 
 _SHIPPED: dict = {}   # the testbed and tiny-sd, loaded once per process and device (their weights never change)
 TRAIN_TESTBED_MINUTES = 40   # the default testbed's UNet and CLIP on 2 CPU cores
@@ -126,8 +96,7 @@ def default_batch_size(backend) -> int:
     for s in backend.sample_shape:
         numel *= s
     if backend.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(backend.device)
-        return int(max(1, min(64, free // 4 // (numel * 32768))))
+        return batch_size(64, numel * 32768, backend.device, share=0.25)
     return 256 if numel <= 4096 else 4
 
 

@@ -15,10 +15,16 @@ from .base import Backend
 SPECIAL = ("testbed", "digits", "digits-class", "tiny-sd", "tiny-ddpm")
 
 
-def make_backend(name: str, testbed=None, device="cpu", seed: int = 0, progress: bool = True, **kw) -> Backend:
+def make_backend(name: str, testbed=None, device="cpu", seed: int = 0, progress: bool = True, precision=None,
+                 **kw) -> Backend:
     """The backend called ``name`` (see the module docstring). ``testbed``: a ``memlib.testbed.build.TestbedRef``
-    (default: the shipped testbed); ``seed``: the random weights of the tiny models; ``kw`` go to a real model's
-    ``from_pretrained`` (``dtype``, ``local_files_only``, ``revision``)."""
+    (default: the shipped testbed); ``seed``: the random weights of the tiny models; ``precision``: a torch dtype,
+    the forward passes' precision (the embedded models autocast their fp32 weights; a real model loads its
+    weights in it); ``kw`` go to a real model's ``from_pretrained`` (``dtype``, ``local_files_only``,
+    ``revision``)."""
+    import torch
+
+    half = precision is not None and precision != torch.float32
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"backend name {name!r}: give 'testbed', 'tiny-sd', a model id or a local folder")
     if name == "testbed":
@@ -28,7 +34,7 @@ def make_backend(name: str, testbed=None, device="cpu", seed: int = 0, progress:
         ref = testbed or TestbedRef()
         tb = ref.load(progress=progress)
         tb.model.to(device)
-        backend = TestbedBackend(tb.model, tb)
+        backend = TestbedBackend(tb.model, tb, precision or torch.float32)
         backend.ref = ref   # what training-time methods retrain from
         return backend
     if name in ("digits", "digits-class"):
@@ -36,13 +42,15 @@ def make_backend(name: str, testbed=None, device="cpu", seed: int = 0, progress:
         from .testbed import DigitsBackend
 
         unet, n_classes, meta = load_digits_model(class_conditional=name == "digits-class", progress=progress)
-        return DigitsBackend(unet.to(device), n_classes, name, meta)
+        return DigitsBackend(unet.to(device), n_classes, name, meta, precision or torch.float32)
     if name == "tiny-sd":
         from .stable_diffusion import StableDiffusionBackend
         return StableDiffusionBackend.tiny_random(seed=seed).to(device)
     if name == "tiny-ddpm":
         from .ddpm import DDPMBackend
         return DDPMBackend.tiny_random(seed=seed).to(device)
+    if half:
+        kw.setdefault("dtype", precision)
     return load_backend(name, device=device, **kw)
 
 

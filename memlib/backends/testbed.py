@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import torch
 
+from ..device import autocast
 from ..schedule import sd_scheduler
 from ..testbed.model import TextToImageModel
 
 
 class _PixelSDBackend:
-    """What the embedded pixel-space models share: images in [-1, 1] and Stable Diffusion v1's schedule."""
+    """What the embedded pixel-space models share: images in [-1, 1], Stable Diffusion v1's schedule, and fp32
+    weights whose forward passes may run in half precision on a GPU (``precision``, by autocast)."""
+
+    precision = torch.float32   # set per backend by make_backend (memlib.device.Compute.dtype)
+
+    def _forward(self, run, x: torch.Tensor) -> torch.Tensor:
+        """``run()`` under the backend's precision, the result in ``x``'s dtype (a no-op in fp32)."""
+        if self.precision == torch.float32:
+            return run()
+        with autocast(self.device, self.precision):
+            out = run()
+        return out.to(x.dtype)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         return ((x + 1) / 2).clamp(0, 1)
@@ -26,8 +38,8 @@ class TestbedBackend(_PixelSDBackend):
 
     ref = None   # the TestbedRef it was loaded from (set by make_backend)
 
-    def __init__(self, model: TextToImageModel, testbed=None):
-        self.model = model.eval()
+    def __init__(self, model: TextToImageModel, testbed=None, precision: torch.dtype = torch.float32):
+        self.model, self.precision = model.eval(), precision
         self.testbed = testbed                   # memlib.testbed.build.Testbed (data, checkpoint), when loaded
         self.tokenizer = model.tokenizer
         self.text_encoder = model.text_encoder   # transformers CLIPTextModel (input-embedding gradients use it)
@@ -43,7 +55,7 @@ class TestbedBackend(_PixelSDBackend):
         return self.model.encode_prompts(list(prompts))
 
     def eps(self, x, t, emb):
-        return self.model.eps(x, t, emb)
+        return self._forward(lambda: self.model.eps(x, t, emb), x)
 
     @property
     def device(self) -> torch.device:
@@ -57,8 +69,10 @@ class DigitsBackend(_PixelSDBackend):
 
     tokenizer = None
 
-    def __init__(self, unet, n_classes: int = 0, name: str = "digits", meta: dict | None = None):
+    def __init__(self, unet, n_classes: int = 0, name: str = "digits", meta: dict | None = None,
+                 precision: torch.dtype = torch.float32):
         self.unet, self.n_classes, self.name, self.meta = unet.eval(), n_classes, name, meta or {}
+        self.precision = precision
         size = unet.config.sample_size
         self.sample_shape = (unet.config.in_channels, size, size)
 
@@ -83,7 +97,7 @@ class DigitsBackend(_PixelSDBackend):
     def eps(self, x, t, emb):
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
-        return self.unet(x, t, class_labels=emb, return_dict=False)[0]
+        return self._forward(lambda: self.unet(x, t, class_labels=emb, return_dict=False)[0], x)
 
     @property
     def device(self) -> torch.device:

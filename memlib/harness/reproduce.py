@@ -13,8 +13,12 @@
   never touching ``figures/``.
 - Interrupted runs resume: training resumes from its last checkpoint and sweeps reuse cached points. Ctrl-C
   prints what ran, what was skipped and what was interrupted.
+- ``--device`` / ``--dtype`` become every notebook's ``device`` / ``dtype`` parameters (default: the notebooks'
+  own, 'auto' and 'fp32'). A stamp records where its run computed (``compute``: 'cpu:fp32', 'cuda:fp16', ...),
+  and a notebook last run on another device or in another precision runs again. The committed figures are the
+  CPU reference; ``benchmarks/compare_device.py`` checks another device's metrics against them.
 
-Usage: ``python -m memlib.harness.reproduce [--quick] [--only 00_testbed ...] [--force]``.
+Usage: ``python -m memlib.harness.reproduce [--quick] [--only 00_testbed ...] [--force] [--device cuda]``.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from pathlib import Path
 
 from ..cache import file_lock, tree_hash
 from ..checkpoint import USE_LOG_ENV, _alive, file_sha256
+from ..device import CPU, Compute, compute
 from ..paths import code_dir, repo_root
 from .notebooks import QUICK_PARAMS
 
@@ -132,9 +137,10 @@ def read_stamp(stamp: Path) -> dict | None:
 
 
 def stale_reason(stamp: Path, inputs: str, folder: Path, checkpoints: Path | None = None,
-                 upstream: str | None = None) -> str | None:
+                 upstream: str | None = None, compute_tag: str | None = None) -> str | None:
     """Why the notebook must run again, or None when its inputs, the checkpoints it used, the results of the
-    notebooks before it and its figures are as the stamp records."""
+    notebooks before it, where it computed (``compute_tag``; a stamp without one was made on the CPU in fp32) and
+    its figures are as the stamp records."""
     if not stamp.exists():
         return "never ran"
     body = read_stamp(stamp)
@@ -142,6 +148,8 @@ def stale_reason(stamp: Path, inputs: str, folder: Path, checkpoints: Path | Non
         return "damaged stamp"
     if body.get("inputs") != inputs:
         return "inputs changed"
+    if compute_tag is not None and body.get("compute", CPU.tag) != compute_tag:
+        return f"computed on {body.get('compute', CPU.tag)}, now on {compute_tag}"
     if upstream is not None and body.get("upstream", upstream) != upstream:
         return "an earlier notebook's results changed"
     used = body.get("checkpoints")
@@ -227,10 +235,11 @@ def sweep_staging(executed: Path) -> None:
 
 
 def run_notebook(nb: Path, out_nb: Path, params: dict, figures: Path, env: dict[str, str],
-                 stamp: Path | None = None, inputs: str | None = None, upstream: str | None = None) -> None:
+                 stamp: Path | None = None, inputs: str | None = None, upstream: str | None = None,
+                 compute_tag: str = CPU.tag) -> None:
     """Execute ``nb`` in a staging folder of its own; on success move its figures into ``figures/<stem>``, its
-    executed copy to ``out_nb`` and (given ``stamp``) record ``inputs`` and the figures' hashes, all under a lock
-    per output folder."""
+    executed copy to ``out_nb`` and (given ``stamp``) record ``inputs``, where it computed (``compute_tag``) and
+    the figures' hashes, all under a lock per output folder."""
     import papermill as pm
 
     out_nb.parent.mkdir(parents=True, exist_ok=True)
@@ -259,6 +268,7 @@ def run_notebook(nb: Path, out_nb: Path, params: dict, figures: Path, env: dict[
                 used = used_log.read_text().split("\n") if used_log.exists() else []
                 checkpoints = Path(env["MEMLIB_CHECKPOINTS"]) if "MEMLIB_CHECKPOINTS" in env else None
                 _write_json(stamp, {"inputs": inputs, "files": folder_files(figures / nb.stem), "upstream": upstream,
+                                    "compute": compute_tag,
                                     "checkpoints": checkpoint_record(checkpoints, [u for u in used if u])
                                     if checkpoints else {}})
     except BaseException as e:  # keep the partial run to read, never under the name of the good one
@@ -270,8 +280,19 @@ def run_notebook(nb: Path, out_nb: Path, params: dict, figures: Path, env: dict[
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def reproduce(quick: bool = False, only: list[str] | None = None, force: bool = False) -> list[Outcome]:
+def run_compute(device: str | None = None, dtype: str | None = None) -> Compute:
+    """Where the notebooks' networks will run: ``device`` / ``dtype`` as given, else the notebooks' defaults
+    ('auto', 'fp32') resolved on this machine; SystemExit naming the value when it is refused, before any run."""
+    try:
+        return compute(device or "auto", dtype or "fp32")
+    except ValueError as e:
+        raise SystemExit(f"--device {device or 'auto'} --dtype {dtype or 'fp32'}: {e}") from None
+
+
+def reproduce(quick: bool = False, only: list[str] | None = None, force: bool = False, device: str | None = None,
+              dtype: str | None = None) -> list[Outcome]:
     root = repo_root()
+    cx = run_compute(device, dtype)
     base = root / "build" / ("quick" if quick else "full")
     figures = base / "figures" if quick else root / "figures"
     checkpoints = base / "checkpoints" if quick else root / "checkpoints"
@@ -289,14 +310,17 @@ def reproduce(quick: bool = False, only: list[str] | None = None, force: bool = 
            "TQDM_DISABLE": "1" if quick else os.environ.get("TQDM_DISABLE", "0"),
            "MEMLIB_QUICK": "1" if quick else "0"}
     params = {n.stem: (QUICK_PARAMS.get(n.stem, {}) if quick else {}) for n in nbs}
-    hashes = input_hashes(root, nbs, params)
+    hashes = input_hashes(root, nbs, params)   # where a run computes is the stamp's ``compute``, not an input
+    given = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
+    params = {stem: {**p, **given} for stem, p in params.items()}
     todo = [nb for nb in nbs if not only or nb.stem in only]
     outcomes: list[Outcome] = []
     failed_upstream = False
     for i, nb in enumerate(todo):
         stamp = base / "stamps" / f"{nb.stem}.json"
         upstream = upstream_metrics(figures, stems[:stems.index(nb.stem)])
-        why = "forced" if force else stale_reason(stamp, hashes[nb.stem], figures / nb.stem, checkpoints, upstream)
+        why = "forced" if force else stale_reason(stamp, hashes[nb.stem], figures / nb.stem, checkpoints, upstream,
+                                                  cx.tag)
         if why is None:
             outcomes.append(Outcome(nb.stem, "skipped", detail="inputs unchanged, figures as stamped"))
             print(f"[skip] {nb.stem}: inputs unchanged, figures as stamped", flush=True)
@@ -308,7 +332,7 @@ def reproduce(quick: bool = False, only: list[str] | None = None, force: bool = 
         t0 = time.time()
         try:
             run_notebook(nb, base / "executed" / nb.name, params[nb.stem], figures, env, stamp, hashes[nb.stem],
-                         upstream)
+                         upstream, cx.tag)
         except (Exception, KeyboardInterrupt) as e:
             if _is_interrupt(e):  # Ctrl-C: the last good figures, executed copy and stamp stay as they were
                 outcomes.append(Outcome(nb.stem, "interrupted", time.time() - t0,
@@ -325,9 +349,13 @@ def reproduce(quick: bool = False, only: list[str] | None = None, force: bool = 
     return outcomes
 
 
-def summary(outcomes: list[Outcome]) -> str:
+def summary(outcomes: list[Outcome], cx: Compute = CPU) -> str:
     lines = ["notebook            status       seconds  detail"]
     lines += [f"{o.notebook:<19} {o.status:<12} {o.seconds:7.0f}  {o.detail}" for o in outcomes]
+    if not cx.is_reference and any(o.status == "ran" for o in outcomes):
+        lines.append(f"\nNOTE: the notebooks that ran computed on {cx.device} in {cx.dtype_name}, not on the "
+                     f"CPU in fp32: their values come from another device than the committed figures (the CPU "
+                     f"reference). Compare them with `make compare-device RUN=<their figures folder>`.")
     return "\n".join(lines)
 
 
@@ -336,20 +364,25 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny parameters, outputs under build/quick")
     ap.add_argument("--only", nargs="*", help="notebook stems to run (default: all)")
     ap.add_argument("--force", action="store_true", help="rerun even if inputs are unchanged")
+    ap.add_argument("--device", default=None, help="every notebook's device parameter: auto, cpu, cuda, cuda:1, mps "
+                    "(default: the notebooks' 'auto': cuda, then mps, then cpu)")
+    ap.add_argument("--dtype", default=None, help="every notebook's dtype parameter: fp32 (default), or fp16 / bf16 "
+                    "on a GPU")
     a = ap.parse_args(argv)
+    cx = run_compute(a.device, a.dtype)
     # a shell starts background jobs with SIGINT ignored, and Python keeps it so: Ctrl-C (or a SIGINT sent to
     # the group) must still stop the run with its summary
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        outcomes = reproduce(a.quick, a.only, a.force)
+        outcomes = reproduce(a.quick, a.only, a.force, a.device, a.dtype)
     except Interrupted as e:
-        print("\n" + summary(e.outcomes))
+        print("\n" + summary(e.outcomes, cx))
         print("\ninterrupted: figures, stamps and executed notebooks of the last good runs are unchanged")
         return 130
     except KeyboardInterrupt:
         print("\ninterrupted before any notebook ran; nothing changed")
         return 130
-    print("\n" + summary(outcomes))
+    print("\n" + summary(outcomes, cx))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 

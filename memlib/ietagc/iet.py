@@ -96,17 +96,19 @@ def gather_in_shard_order(local: dict[int, torch.Tensor], k: int) -> list[torch.
     mine = sorted(local)
     if world == 1:
         return [local[s] for s in range(k)]
+    # NCCL moves only GPU tensors (each rank's own GPU); gloo moves CPU ones. The shards come back on the CPU.
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     slots = -(-k // world)
     size = next(iter(local.values())).numel() if local else 0
-    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([size]))
+    sizes = [torch.zeros(1, dtype=torch.long, device=on) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([size], device=on))
     size = int(max(s.item() for s in sizes))
-    buf = torch.zeros(slots, size)
+    buf = torch.zeros(slots, size, device=on)
     for j, s in enumerate(mine):
-        buf[j] = local[s]
-    got = [torch.zeros(slots, size) for _ in range(world)]
+        buf[j] = local[s].to(on)
+    got = [torch.zeros(slots, size, device=on) for _ in range(world)]
     dist.all_gather(got, buf)
-    return [got[s % world][s // world] for s in range(k)]
+    return [got[s % world][s // world].cpu() for s in range(k)]
 
 
 def average(vectors: list[torch.Tensor]) -> torch.Tensor:

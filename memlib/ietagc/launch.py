@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint import load_weights, read_meta, save_checkpoint
+from ..device import resolve_device
 from ..testbed.digits import DigitsDataConfig, image_loss, make_digits_data, train_digits_model
 from ..testbed.model import UnconditionalConfig, make_unconditional_unet
 from ..train import TrainConfig
@@ -35,8 +36,9 @@ def model_config(spec: dict) -> UnconditionalConfig:
     return UnconditionalConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("model", {}).items()})
 
 
-def digits_trainer(data, model_cfg: UnconditionalConfig, seed: int = 0, taa_base: int | None = None):
-    """(make_model, train_proxy) for ``train_iet`` on the digits DDPM; ``taa_base`` adds TAA's extra step."""
+def digits_trainer(data, model_cfg: UnconditionalConfig, seed: int = 0, taa_base: int | None = None, device=None):
+    """(make_model, train_proxy) for ``train_iet`` on the digits DDPM; ``taa_base`` adds TAA's extra step;
+    proxies train on ``device`` (default: the CPU)."""
     def make_model():
         torch.manual_seed(seed)
         return make_unconditional_unet(model_cfg)
@@ -47,7 +49,7 @@ def digits_trainer(data, model_cfg: UnconditionalConfig, seed: int = 0, taa_base
             extra = TAAStep(hook, data.images, image_loss(model), train_cfg.batch_size, taa_base)
         _, state = train_digits_model(data, model_cfg, train_cfg, folder, progress=False, stop_at=stop_at,
                                       unet=model, rows=rows, sample_hook=hook, new_round=new_round,
-                                      extra_step=extra)
+                                      extra_step=extra, device=device)
         return state
 
     return make_model, train_proxy
@@ -59,8 +61,10 @@ def _ship(folder: Path, weights: dict, model_cfg: UnconditionalConfig, meta: dic
     save_checkpoint(folder, unet, meta, dtype=torch.float16)
 
 
-def run(spec: dict, folder: str | Path, stop_after_round: int | None = None) -> dict[str, torch.Tensor]:
-    """Train (or resume) the run ``spec`` describes in ``folder``; returns the final weights."""
+def run(spec: dict, folder: str | Path, stop_after_round: int | None = None,
+        device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """Train (or resume) the run ``spec`` describes in ``folder`` on ``device`` (default: the CPU; not part of the
+    spec, whose digest names the run's folder); returns the final weights."""
     folder = Path(folder)
     data = make_digits_data(DigitsDataConfig(**spec.get("data", {})))
     model_cfg = model_config(spec)
@@ -72,14 +76,14 @@ def run(spec: dict, folder: str | Path, stop_after_round: int | None = None) -> 
     if "baseline" in spec:
         if dist.is_initialized() and dist.get_world_size() > 1:
             raise ValueError("the baseline is one model: run it without torchrun (python -m memlib.ietagc.launch)")
-        return _run_baseline(spec, folder, data, model_cfg, probe)
+        return _run_baseline(spec, folder, data, model_cfg, probe, device)
     cfg = IETConfig(**spec["iet"])
-    make_model, train_proxy = digits_trainer(data, model_cfg, cfg.seed, cfg.taa_base if cfg.taa else None)
+    make_model, train_proxy = digits_trainer(data, model_cfg, cfg.seed, cfg.taa_base if cfg.taa else None, device)
 
     def on_round(r, weights, stats):
         if probe is None:
             return
-        unet = make_model()
+        unet = make_model().to(device or "cpu")   # probed where it trained
         unet.load_state_dict(weights)
         entry = {"round": r, "probe_visits": (r + 1) * cfg.steps_per_round * cfg.batch_size * cfg.shards,
                  **probe.model(unet), **probe.shards(stats, last=r == cfg.rounds - 1)}
@@ -92,7 +96,7 @@ def run(spec: dict, folder: str | Path, stop_after_round: int | None = None) -> 
     return weights
 
 
-def _run_baseline(spec, folder: Path, data, model_cfg, probe) -> dict[str, torch.Tensor]:
+def _run_baseline(spec, folder: Path, data, model_cfg, probe, device=None) -> dict[str, torch.Tensor]:
     tc = TrainConfig(**spec["baseline"])
     steps = sorted(set(int(s) for s in spec.get("frontier", [])) | {tc.steps})
     if steps[0] < 1 or steps[-1] > tc.steps:
@@ -104,7 +108,8 @@ def _run_baseline(spec, folder: Path, data, model_cfg, probe) -> dict[str, torch
         out = folder / "frontier" / f"step-{step:05d}"
         if f"step-{step:05d}" in done and (out / "meta.json").exists() and read_meta(out).get("step") == step:
             continue
-        train_digits_model(data, model_cfg, tc, folder / "train", progress=True, stop_at=step, unet=unet)
+        train_digits_model(data, model_cfg, tc, folder / "train", progress=True, stop_at=step, unet=unet,
+                           device=device)
         save_checkpoint(out, unet, {"kind": "ietagc-digits-baseline", "run": spec, "step": step},
                         dtype=torch.float16)
         if probe is not None:
@@ -117,19 +122,35 @@ def _run_baseline(spec, folder: Path, data, model_cfg, probe) -> dict[str, torch
     return {k: v.detach().clone() for k, v in unet.state_dict().items()}
 
 
+def rank_device(device: str | None) -> torch.device | None:
+    """``device`` for this process: a bare 'cuda' under torchrun is the rank's own GPU (cuda:LOCAL_RANK)."""
+    if device is None:
+        return None
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % max(1, torch.cuda.device_count()))
+    return dev
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="JSON file with the run's settings (see above)")
     ap.add_argument("--folder", required=True, help="where the run is written (resumes)")
     ap.add_argument("--stop-after-round", type=int, default=None, help="end after this round (tests)")
+    ap.add_argument("--device", default=None, help="where the models train: cpu (default), cuda, cuda:1, mps; "
+                    "under torchrun 'cuda' means each rank's own GPU (cuda:LOCAL_RANK)")
     args = ap.parse_args(argv)
     spec = json.loads(Path(args.config).read_text())
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    device = rank_device(args.device)
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        on_gpu = device is not None and device.type == "cuda"
+        if on_gpu:
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if on_gpu else "gloo")   # the rounds' gathers run where the proxies train
     try:
-        run(spec, args.folder, args.stop_after_round)
+        run(spec, args.folder, args.stop_after_round, device)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -183,9 +183,10 @@ def checked_progress(name: str, spec: dict, folder: Path) -> dict:
     return progress
 
 
-def launch(name: str, spec: dict, ranks: int = 2, log=None) -> Path:
+def launch(name: str, spec: dict, ranks: int = 2, log=None, device: str | None = None) -> Path:
     """Train ``spec`` in its folder (resuming) unless it has finished: IET runs under ``torchrun`` with ``ranks``
-    processes (1: in this process), the baseline as one process. Damaged final weights are set aside (kept) and
+    processes (1: in this process), the baseline as one process, on ``device`` (a command-line argument of the
+    launched processes, never part of the spec: the spec's digest names the folder; None: the CPU). Damaged final weights are set aside (kept) and
     rebuilt from what the run saved (its rounds, or the baseline's checkpoints; what is missing trains again)."""
     folder = run_folder(name, spec)
     if finished(folder):
@@ -209,8 +210,10 @@ def launch(name: str, spec: dict, ranks: int = 2, log=None) -> Path:
                "--folder", str(folder)]
     else:
         from .launch import run
-        run(spec, folder)
+        run(spec, folder, device=device)
         return folder
+    if device not in (None, "cpu"):
+        cmd += ["--device", str(device)]
     log = log or sys.stderr
     print(f"[ietagc] training {name}: {' '.join(cmd[1:])}", file=log, flush=True)
     tail: deque[str] = deque(maxlen=40)

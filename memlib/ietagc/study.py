@@ -25,6 +25,7 @@ from ..cache import cached_arrays, weights_fingerprint
 from ..checkpoint import load_weights, set_aside
 from ..claims import Claim
 from ..config import Config, ConfigError, check_range, parse_number_list
+from ..device import ComputeParams, compute_tag
 from ..mitigate.digits import MQ_THRESHOLDS, DigitsScorer
 from ..paths import checkout_root
 from ..testbed.digits import DigitsDataConfig, make_digits_data
@@ -50,7 +51,7 @@ POSITIVE = {"steps": "baseline optimizer steps", "batch_size": "samples per step
 
 
 @dataclass
-class IETAGCStudyConfig(Config):
+class IETAGCStudyConfig(ComputeParams, Config):
     """Parameters of notebooks/06_ietagc.ipynb."""
     steps: int = 3000                 # baseline optimizer steps; every run gets the same probe sample visits
     batch_size: int = 128
@@ -76,6 +77,8 @@ class IETAGCStudyConfig(Config):
     retrain: bool = False
     retrain_other_code: bool = False  # train again the finished runs whose recorded training code differs
     seed: int = 0
+    device: str = "auto"              # where networks run: 'auto' (cuda, mps, else cpu), 'cpu', 'cuda'
+    dtype: str = "fp32"               # forward passes: 'fp32'; 'fp16' or 'bf16' on a GPU only
 
     def seed_list(self) -> list[int]:
         """``seeds`` as integers: at least one, none twice (a repeat would count one training run twice)."""
@@ -85,6 +88,7 @@ class IETAGCStudyConfig(Config):
         return seeds
 
     def validate(self) -> None:
+        self.check_compute()   # before any model loads: half precision on the CPU is refused
         check_range("ranks", self.ranks, 1, 64)
         self.seed_list()
         for name, why in POSITIVE.items():
@@ -182,7 +186,8 @@ def _load(folder, spec) -> torch.nn.Module:
 
 
 def _samples(unet, cfg: IETAGCStudyConfig) -> np.ndarray:
-    key = {"what": "ietagc-eval", "weights": weights_fingerprint(unet), "seeds": [EVAL_SEED, cfg.eval_samples],
+    key = {"what": "ietagc-eval", "weights": weights_fingerprint(unet),
+           "compute": compute_tag(unet), "seeds": [EVAL_SEED, cfg.eval_samples],
            "steps": cfg.sample_steps}
     seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_samples)
     return cached_arrays("ietagc", key, lambda: {"x": sample_unconditional(unet, seeds, cfg.sample_steps).numpy()})["x"]
@@ -212,7 +217,7 @@ def _launch_all(cfg: IETAGCStudyConfig, specs: dict) -> tuple[dict, dict]:
             changed = None
         if not finished(folder):
             print(f"[ietagc] {name} has no finished run in {folder.name}: training it ({cfg.ranks} ranks)")
-        folders[name] = launch(name, spec, cfg.ranks)
+        folders[name] = launch(name, spec, cfg.ranks, device=str(cfg.compute().device))
         if changed:
             other_code[name] = changed
         elif changed is None and code_changes(folders[name]) is None:
@@ -231,7 +236,7 @@ def run_study(cfg: IETAGCStudyConfig) -> IETAGCResult:
     specs = cfg.plan().specs()
     data = make_digits_data(cfg.data_config())
     # the copy detector loads (or trains once) before any run trains: the runs' probes record its rate too
-    scorer = DigitsScorer.for_digits(data, seed=cfg.seed, progress=True)
+    scorer = DigitsScorer.for_digits(data, seed=cfg.seed, progress=True, device=cfg.compute().device)
     folders, other_code = _launch_all(cfg, specs)
     progress = {name: checked_progress(name, spec, folders[name]) for name, spec in specs.items()}
     first = [n for n in specs if n.startswith("full")][0]
@@ -246,7 +251,7 @@ def run_study(cfg: IETAGCStudyConfig) -> IETAGCResult:
     underfit = UnderfitCheck(data.heldout_images, scorer.unique)
     res.heldout_real["underfit"] = underfit.reference()
     for name, spec in specs.items():
-        unet = _load(folders[name], spec)
+        unet = _load(folders[name], spec).to(cfg.compute().device)
         x = torch.from_numpy(_samples(unet, cfg))
         s = scorer.score(x, seed=cfg.seed)
         s.update(scorer.memorization(x, cfg.seed, tau))

@@ -168,10 +168,10 @@ class Evaluator:
                              for c in np.unique(data.cluster[data.group != "generic"])}
 
     @classmethod
-    def for_testbed(cls, ref, tb, clip, seed: int = 0, progress: bool = False) -> "Evaluator":
+    def for_testbed(cls, ref, tb, clip, seed: int = 0, progress: bool = False, device=None) -> "Evaluator":
         """The evaluator of testbed ``ref`` (loaded as ``tb``) with that testbed's own copy detector (loaded, else
-        trained and calibrated once; ``memlib.testbed.copy_detector``)."""
-        return cls(tb.data, clip, load_testbed_detector(ref, progress=progress), seed=seed)
+        trained and calibrated once; ``memlib.testbed.copy_detector``), run on ``device``."""
+        return cls(tb.data, clip, load_testbed_detector(ref, progress=progress, device=device), seed=seed)
 
     def _references(self, captions: tuple[str, ...]):
         """Features of two independent rendering sets of ``captions`` and their Fréchet distance (the floor)."""

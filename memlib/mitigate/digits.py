@@ -76,9 +76,10 @@ class DigitsScorer:
         self.classifier_accuracy = self.features.accuracy(data.heldout_images, data.heldout_labels)
 
     @classmethod
-    def for_digits(cls, data, seed: int = 0, progress: bool = False) -> "DigitsScorer":
-        """The scorer with the shipped digits copy detector (trained and calibrated once if missing)."""
-        return cls(data, seed, load_digits_detector(progress=progress))
+    def for_digits(cls, data, seed: int = 0, progress: bool = False, device=None) -> "DigitsScorer":
+        """The scorer with the shipped digits copy detector (trained and calibrated once if missing), run on
+        ``device``."""
+        return cls(data, seed, load_digits_detector(progress=progress, device=device))
 
     def copies(self, x: torch.Tensor) -> np.ndarray:
         """Whether the copy detector calls each sample a copy of a training digit (NaN without a detector)."""

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cache import cached_arrays, weights_fingerprint
+from ..device import compute_tag
 from ..generation import GenerationConfig, generate
 from .columns import Evaluator, MethodRow
 from .evalset import EvalPrompt
@@ -71,7 +72,8 @@ def run_method(backend, method: Method, prompts: list[EvalPrompt], evaluator: Ev
     starts = range(0, len(texts), chunk)
     for s in tqdm(starts, disable=not progress, desc=method.label, unit="chunk", leave=False):
         sub = texts[s:s + chunk]
-        key = {"method": method.key(), "weights": weights, "prompts": sub, "gen": gen_cfg.to_dict()}
+        key = {"method": method.key(), "weights": weights, "compute": compute_tag(model), "prompts": sub,
+               "gen": gen_cfg.to_dict()}
         parts.append(cached_arrays(cache, key, lambda: _generate_chunk(backend, method, sub, gen_cfg)))
     cat = {k: np.concatenate([p[k] for p in parts]) if parts[0][k].ndim else np.array([p[k] for p in parts])
            for k in parts[0]}

@@ -52,6 +52,7 @@ def pr_thresholds(heldout_norms: np.ndarray, tau_percentile: float = 95.0, m_per
 def heldout_norms(backend, gen_cfg: GenerationConfig | None = None) -> np.ndarray:
     """Per-step magnitudes (P, G, steps) of plain-CFG generations of the testbed's held-out dev prompts (cached)."""
     from ..cache import cached_arrays, weights_fingerprint
+    from ..device import compute_tag
     from ..mitigate.evalset import evaluation_prompts
 
     tb = getattr(backend, "testbed", None)
@@ -60,7 +61,8 @@ def heldout_norms(backend, gen_cfg: GenerationConfig | None = None) -> np.ndarra
                          "model build a PRSSSetup(tau, M, source) and use memlib.prss.methods.prss_method")
     gen_cfg = gen_cfg or GenerationConfig(num_steps=25)
     texts = [p.text for p in evaluation_prompts(tb.data, "dev", groups=("heldout",))]
-    key = {"what": "prss-heldout-norms", "weights": weights_fingerprint(backend), "gen": gen_cfg.to_dict(),
+    key = {"what": "prss-heldout-norms", "weights": weights_fingerprint(backend),
+           "compute": compute_tag(backend), "gen": gen_cfg.to_dict(),
            "prompts": texts}
     return cached_arrays("prss", key, lambda: {"norms": generate(backend, texts, gen_cfg, progress=False,
                                                                 keep_images=False).text_norm})["norms"]

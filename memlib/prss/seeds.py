@@ -46,10 +46,11 @@ def run_seed(cfg, seed: int, specs, transfer: dict, gen) -> SeedRun:
     """Testbed ``seed`` (``cfg.testbed`` with that seed): ``transfer`` maps each curve to (lambda, tau, M) as
     the main seed chose and calibrated them; ``specs`` lists (curve, variant) of the curves traced."""
     ref = replace(cfg.testbed, seed=seed)
-    tb = ref.load(progress=cfg.progress)
-    clip = ref.load_clip(tb, progress=cfg.progress)
-    backend = TestbedBackend(tb.model, tb)
-    evaluator = Evaluator.for_testbed(ref, tb, clip, seed=cfg.seed, progress=cfg.progress)
+    tb = ref.load(progress=cfg.progress, device=cfg.compute().device)
+    clip = ref.load_clip(tb, progress=cfg.progress, device=cfg.compute().device)
+    backend = TestbedBackend(tb.model, tb, cfg.compute().dtype)
+    evaluator = Evaluator.for_testbed(ref, tb, clip, seed=cfg.seed, progress=cfg.progress,
+                                      device=cfg.compute().device)
     dev, test = (cap_heldout(evaluation_prompts(tb.data, half, max_per_group=cfg.max_prompts_per_group),
                              cfg.heldout_prompts) for half in ("dev", "test"))
 

@@ -22,6 +22,7 @@ from ..backends.testbed import TestbedBackend
 from ..cache import cached_arrays, weights_fingerprint
 from ..claims import Claim
 from ..config import Config, ConfigError, check_range, parse_number_list
+from ..device import ComputeParams, compute_tag
 from ..generation import GenerationConfig
 from ..mitigate.columns import Evaluator, prompt_units
 from ..mitigate.evalset import cap_heldout, evaluation_prompts
@@ -46,7 +47,7 @@ ROW_COLUMNS = ["copy_rate_memorized", "replication_memorized", "replication_verb
 
 
 @dataclass
-class PRSSStudyConfig(Config):
+class PRSSStudyConfig(ComputeParams, Config):
     """Parameters of notebooks/05_prss.ipynb."""
     testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
     n_gens: int = CALIBRATION_GENS   # generations per prompt (as notebooks 03 and 04, so rows compare)
@@ -69,8 +70,11 @@ class PRSSStudyConfig(Config):
     more_testbed_seeds: str = "1"    # further testbeds (data + training seeds): transfer and own operating point
     chunk: int = 48
     progress: bool = True
+    device: str = "auto"             # where networks run: 'auto' (cuda, mps, else cpu), 'cpu', 'cuda'
+    dtype: str = "fp32"              # forward passes: 'fp32'; 'fp16' or 'bf16' on a GPU only
 
     def validate(self) -> None:
+        self.check_compute()   # before any model loads: half precision on the CPU is refused
         check_range("n_gens", self.n_gens, 1, 64)
         check_range("dev_gens", self.dev_gens, 1, 64)
         check_range("lambda_points", self.lambda_points, 2, 20)
@@ -121,7 +125,8 @@ class PRSSStudyResult(PRSSResult):
 def candidate_check(backend, prompts, gen: GenerationConfig) -> dict:
     """Per group: the original's first-step magnitude, and the lowest among rewrites keeping / dropping the extra
     (trigger or style) word, each as median and 10th/90th percentiles over prompts (cached)."""
-    key = {"what": "prss-candidate-check", "weights": weights_fingerprint(backend), "gen": gen.to_dict(),
+    key = {"what": "prss-candidate-check", "weights": weights_fingerprint(backend),
+           "compute": compute_tag(backend), "gen": gen.to_dict(),
            "prompts": [p.text for p in prompts]}
 
     def compute():
@@ -159,11 +164,12 @@ def _spread(x) -> dict:
 def run_study(cfg: PRSSStudyConfig) -> PRSSStudyResult:
     """Everything notebook 05 reports: the cheap check and calibration (dev half), every curve and the
     content-caption reference (test half), then the further testbed seeds."""
-    tb = cfg.testbed.load(progress=cfg.progress)
-    clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
-    backend, data = TestbedBackend(tb.model, tb), tb.data
+    tb = cfg.testbed.load(progress=cfg.progress, device=cfg.compute().device)
+    clip = cfg.testbed.load_clip(tb, progress=cfg.progress, device=cfg.compute().device)
+    backend, data = TestbedBackend(tb.model, tb, cfg.compute().dtype), tb.data
     gen = cfg.generation_config()
-    evaluator = Evaluator.for_testbed(cfg.testbed, tb, clip, seed=cfg.seed, progress=cfg.progress)
+    evaluator = Evaluator.for_testbed(cfg.testbed, tb, clip, seed=cfg.seed, progress=cfg.progress,
+                                      device=cfg.compute().device)
     dev, test = (cap_heldout(evaluation_prompts(data, half, max_per_group=cfg.max_prompts_per_group),
                              cfg.heldout_prompts) for half in ("dev", "test"))
 

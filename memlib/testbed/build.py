@@ -44,9 +44,11 @@ def checkpoint_folder(data_cfg: TestbedDataConfig, model_cfg: TextToImageConfig,
 
 def load_or_train(data_cfg: TestbedDataConfig | None = None, model_cfg: TextToImageConfig | None = None,
                   train_cfg: TrainConfig | None = None, retrain: bool = False, progress: bool = True,
-                  stop_at: int | None = None, data: TestbedData | None = None) -> Testbed:
+                  stop_at: int | None = None, data: TestbedData | None = None,
+                  device: torch.device | str | None = None) -> Testbed:
     """Load the finished checkpoint for these settings, else train (resuming an unfinished run); a corrupt
-    checkpoint is set aside and rebuilt (``memlib.checkpoint.load_or_build``)."""
+    checkpoint is set aside and rebuilt (``memlib.checkpoint.load_or_build``). ``device``: where the model trains
+    and is returned (default: the CPU); the weights are the same wherever they load."""
     data_cfg, model_cfg, train_cfg = data_cfg or TestbedDataConfig(), model_cfg or TextToImageConfig(), \
         train_cfg or TrainConfig()
     torch.manual_seed(train_cfg.seed)
@@ -63,7 +65,7 @@ def load_or_train(data_cfg: TestbedDataConfig | None = None, model_cfg: TextToIm
         return m.get("step") == train_cfg.steps
 
     def train():
-        return _train(model, data, model_cfg, train_cfg, folder, meta, progress, stop_at)
+        return _train(model, data, model_cfg, train_cfg, folder, meta, progress, stop_at, device)
 
     m, state = load_or_build(folder, model, is_finished, train, retrain)
     if state is None and m.get("part") == "unet":  # a UNet-only checkpoint: the frozen encoder comes from its CLIP
@@ -72,31 +74,33 @@ def load_or_train(data_cfg: TestbedDataConfig | None = None, model_cfg: TextToIm
             raise CheckpointError(f"checkpoint {folder} was trained on the text encoder of CLIP "
                                   f"{str(m.get('text_encoder_from'))[:12]}…, but the testbed CLIP now is {tower[:12]}…; "
                                   f"restore that CLIP checkpoint or retrain (retrain=True)")
+    if device is not None:
+        model.to(device)
     return Testbed(data, model.eval(), folder, m, state)
 
 
-def _load_text_tower(model, data, model_cfg, train_cfg, data_fingerprint, progress) -> str:
+def _load_text_tower(model, data, model_cfg, train_cfg, data_fingerprint, progress, device=None) -> str:
     """Put the testbed CLIP's text tower into ``model`` (SD-style frozen encoder); returns the CLIP's sha256."""
     from .clip import load_or_train_clip
     from .text_tower import load_clip_text_tower
 
     clip = load_or_train_clip(data, text_tower_clip_config(model_cfg, train_cfg.seed), data_fingerprint,
-                              progress=progress)
+                              progress=progress, device=device)
     load_clip_text_tower(model.text_encoder, clip.model)
     return clip.meta.get("sha256", "")
 
 
-def _train(model, data, model_cfg, train_cfg, folder, meta, progress, stop_at):
+def _train(model, data, model_cfg, train_cfg, folder, meta, progress, stop_at, device=None):
     part = None
     if model_cfg.text_pretrain_steps:  # SD-style: a pretrained, frozen text encoder (memlib.testbed.text_tower)
         meta["text_encoder_from"] = _load_text_tower(model, data, model_cfg, train_cfg, meta["data_fingerprint"],
-                                                     progress)
+                                                     progress, device)
         part = "unet"  # the encoder ships once, inside its CLIP checkpoint
     tok = model.tokenizer
     ids = tok(data.captions)
     loss_fn = text_to_image_loss(model, data.images, ids, tok([""])[0], train_cfg.cond_dropout)
     return train_loop(model, loss_fn, len(data), train_cfg, folder, meta, progress=progress, stop_at=stop_at,
-                      part=part)
+                      part=part, device=device)
 
 
 def text_tower_clip_config(model_cfg: TextToImageConfig, seed: int):
@@ -178,12 +182,14 @@ class TestbedRef(Config):
         clip = clip_folder(text_tower_clip_config(self.model_config(), self.seed), self.data_config())
         return [] if _finished_meta(clip, self.clip_steps) else [clip]
 
-    def load(self, retrain: bool = False, progress: bool = True) -> Testbed:
-        """The trained text-to-image testbed (shipped checkpoint, else trained and saved)."""
+    def load(self, retrain: bool = False, progress: bool = True, device: torch.device | str | None = None) -> Testbed:
+        """The trained text-to-image testbed (shipped checkpoint, else trained and saved), on ``device`` (default:
+        the CPU)."""
         return load_or_train(self.data_config(), self.model_config(), self.train_config(), retrain=retrain,
-                             progress=progress)
+                             progress=progress, device=device)
 
-    def load_clip(self, tb: Testbed, progress: bool = True):
-        """The testbed CLIP (scores, retrieval, Fréchet features) for ``tb``'s data."""
+    def load_clip(self, tb: Testbed, progress: bool = True, device: torch.device | str | None = None):
+        """The testbed CLIP (scores, retrieval, Fréchet features) for ``tb``'s data, on ``device``."""
         from .clip import load_or_train_clip
-        return load_or_train_clip(tb.data, self.clip_config(), tb.meta["data_fingerprint"], progress=progress)
+        return load_or_train_clip(tb.data, self.clip_config(), tb.meta["data_fingerprint"], progress=progress,
+                                  device=device)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import CheckpointError, load_or_build
 from ..config import Config, ConfigError, check_range
+from ..device import module_device, to_host
 from ..paths import checkpoints_dir
 from .data import TestbedData, run_digest
 from ..tokenizer import ClipBPETokenizer
@@ -85,14 +86,21 @@ class ClipScorer:
         self.model, self.cfg, self.meta = model.eval(), cfg, meta or {}
         self.tokenizer = ClipBPETokenizer(cfg.context_length)
 
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.model)
+
     @torch.no_grad()
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """``images`` in [-1, 1], (B, 3, S, S); returns unit-norm embeddings."""
-        return F.normalize(torch.cat([self.model.encode_image(c) for c in images.split(512)]).float(), dim=-1)
+        """``images`` in [-1, 1], (B, 3, S, S); returns unit-norm embeddings, on the CPU."""
+        dev = self.device
+        return to_host(F.normalize(torch.cat([self.model.encode_image(c.to(dev)) for c in images.split(512)]).float(),
+                                   dim=-1))
 
     @torch.no_grad()
     def text_features(self, prompts: list[str]) -> torch.Tensor:
-        return F.normalize(self.model.encode_text(self.tokenizer(prompts)).float(), dim=-1)
+        """Unit-norm embeddings of ``prompts``, on the CPU."""
+        return to_host(F.normalize(self.model.encode_text(self.tokenizer(prompts).to(self.device)).float(), dim=-1))
 
     def _features(self, images_or_features: torch.Tensor) -> torch.Tensor:
         """Accept images (B, 3, S, S) or already computed image features (B, D), to encode only once."""
@@ -119,8 +127,9 @@ def _clip_loss(model, data: TestbedData, ids: torch.Tensor):
             r = rows_of[c]
             rows.append(int(r[int(torch.randint(len(r), (1,), generator=gen))]))
         rows = torch.tensor(rows)
-        img = F.normalize(model.encode_image(data.images[rows]), dim=-1)
-        txt = F.normalize(model.encode_text(ids[rows]), dim=-1)
+        dev = module_device(model)   # rows are drawn on the CPU; the batch moves to the model
+        img = F.normalize(model.encode_image(data.images[rows].to(dev)), dim=-1)
+        txt = F.normalize(model.encode_text(ids[rows].to(dev)), dim=-1)
         logits = model.logit_scale.exp() * img @ txt.T
         return contrastive_losses(logits)
 
@@ -133,8 +142,9 @@ def clip_folder(cfg: ClipConfig, data_cfg) -> Path:
 
 
 def load_or_train_clip(data: TestbedData, cfg: ClipConfig | None = None, data_fingerprint: str = "",
-                       progress: bool = True) -> ClipScorer:
-    """Load the testbed CLIP for ``data`` (by fingerprint) and ``cfg``, else train it (resumable)."""
+                       progress: bool = True, device: torch.device | str | None = None) -> ClipScorer:
+    """Load the testbed CLIP for ``data`` (by fingerprint) and ``cfg``, else train it (resumable); it trains and
+    runs on ``device`` (default: the CPU)."""
     cfg = cfg or ClipConfig()
     model = make_clip(cfg)
     folder = clip_folder(cfg, data.config)
@@ -146,7 +156,7 @@ def load_or_train_clip(data: TestbedData, cfg: ClipConfig | None = None, data_fi
         tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(100, cfg.steps),
                            cond_dropout=0.0, checkpoint_every=max(1, cfg.steps // 3), seed=cfg.seed)
         loss_fn, n = _clip_loss(model, data, ClipBPETokenizer(cfg.context_length)(data.captions))
-        train_loop(model, loss_fn, n, tcfg, folder, meta, progress=progress)
+        train_loop(model, loss_fn, n, tcfg, folder, meta, progress=progress, device=device)
 
     def is_finished(m: dict) -> bool:
         if m.get("data_fingerprint") != data_fingerprint:
@@ -154,4 +164,6 @@ def load_or_train_clip(data: TestbedData, cfg: ClipConfig | None = None, data_fi
         return m.get("step") == cfg.steps
 
     m, _ = load_or_build(folder, model, is_finished, train)
+    if device is not None:
+        model.to(device)
     return ClipScorer(model.eval(), cfg, m)

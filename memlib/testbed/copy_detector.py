@@ -179,9 +179,10 @@ def digits_detector_folder(data_cfg: DigitsDataConfig | None = None):
     return checkpoints_dir() / f"copydetect-digits-{run_digest(data_cfg or DigitsDataConfig(), DIGITS_RECIPE)}"
 
 
-def load_testbed_detector(ref: TestbedRef | None = None, retrain: bool = False,
-                          progress: bool = True) -> CopyDetector:
-    """The copy detector of testbed ``ref`` (its preset picks the recipe), loaded, else trained and calibrated."""
+def load_testbed_detector(ref: TestbedRef | None = None, retrain: bool = False, progress: bool = True,
+                          device: torch.device | str | None = None) -> CopyDetector:
+    """The copy detector of testbed ``ref`` (its preset picks the recipe), loaded, else trained and calibrated
+    (on the CPU: its weights and threshold are a shipped instrument), then run on ``device``."""
     ref = ref or TestbedRef()
     recipe, folder = RECIPES[ref.preset], detector_folder(ref)
     tb_box: list[Testbed] = []
@@ -205,11 +206,11 @@ def load_testbed_detector(ref: TestbedRef | None = None, retrain: bool = False,
         tb = testbed()
         return {"checkpoint": tb.folder.name, "data_fingerprint": tb.meta["data_fingerprint"]}
 
-    return _load_or_train(folder, recipe, trained_on, images, negatives, extra, retrain, progress)
+    return _load_or_train(folder, recipe, trained_on, images, negatives, extra, retrain, progress).to(device)
 
 
-def load_digits_detector(retrain: bool = False, progress: bool = True,
-                         n_generations: int = 0) -> CopyDetector:
+def load_digits_detector(retrain: bool = False, progress: bool = True, n_generations: int = 0,
+                         device: torch.device | str | None = None) -> CopyDetector:
     """The copy detector of the digits DDPMs' training set (``memlib.testbed.digits``, default data), loaded,
     else trained and calibrated on the held-out real digits. ``n_generations`` > 0 also records its copy rate
     on that many samples of the shipped digits DDPM (which loads, or trains, that model)."""
@@ -228,7 +229,7 @@ def load_digits_detector(retrain: bool = False, progress: bool = True,
     trained_on = {"dataset": "digits", "data": data_cfg.to_dict(),
                   "negatives": "real digits the DDPM never trained on"}
     return _load_or_train(folder, recipe, trained_on, lambda: (data.images[unique_rows(data.cluster)], data.images),
-                          negatives, extra, retrain, progress)
+                          negatives, extra, retrain, progress).to(device)
 
 
 def _digits_generation_rates(det: CopyDetector, data, n: int, progress: bool) -> dict:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..copydetect import CopyDetector, false_copy_rate, gaussian_blur, lowpass_gu_ratio
+from ..device import CPU, Compute
 from ..generation import GenerationConfig, generate
 from ..metrics import GU_RATIO_THRESHOLD, ReplicationIndex, roc
 from ..splits import HALVES
@@ -136,8 +137,10 @@ def _render_rate(detector: CopyDetector, tb: Testbed, texts: list[str], preset: 
 
 
 def evaluate_copy_detector(detector: CopyDetector, ev: TestbedEvaluation, tb: Testbed, ref: TestbedRef,
-                           gen_cfg: GenerationConfig, progress: bool = False) -> CopyDetectEvaluation:
-    """The checks of the module docstring, from notebook 00's generations ``ev`` of testbed ``tb`` (``ref``)."""
+                           gen_cfg: GenerationConfig, progress: bool = False,
+                           compute: Compute = CPU) -> CopyDetectEvaluation:
+    """The checks of the module docstring, from notebook 00's generations ``ev`` of testbed ``tb`` (``ref``); the
+    other testbed of the transfer check samples on ``compute``."""
     halves = {h: heldout_texts(tb.data, h) for h in HALVES}
     G = ev.generation.images.shape[1]
     half_of = np.repeat([next((h for h in HALVES if p.text in halves[h]), "") if p.group == "heldout" else ""
@@ -156,7 +159,7 @@ def evaluate_copy_detector(detector: CopyDetector, ev: TestbedEvaluation, tb: Te
         checkpoint=detector.name, threshold=detector.threshold, auc=s.auc(half_of == "test"),
         auc_pixel_gu=s.auc(half_of == "test", "ratio"), verbatim_copy_rate=float(s.copy[s.group == "verbatim"].mean()),
         false_copy=false_copy, n_negatives=counts,
-        transfer=transfer(detector, replace(ref, seed=other_seed(ref.seed)), gen_cfg, progress),
+        transfer=transfer(detector, replace(ref, seed=other_seed(ref.seed)), gen_cfg, progress, compute),
         robustness=robustness(detector, tb))
 
 
@@ -165,15 +168,17 @@ def other_seed(seed: int) -> int:
     return 0 if seed == 1 else 1
 
 
-def transfer(detector: CopyDetector, ref: TestbedRef, gen_cfg: GenerationConfig, progress: bool = False) -> dict:
+def transfer(detector: CopyDetector, ref: TestbedRef, gen_cfg: GenerationConfig, progress: bool = False,
+             compute: Compute = CPU) -> dict:
     """The detector, threshold unchanged, on testbed ``ref`` (its training images as references): AUC of
     verbatim against held-out test-half generations and the held-out test half's false-copy rates."""
     from ..backends.testbed import TestbedBackend
 
-    tb = ref.load(progress=progress)
+    tb = ref.load(progress=progress, device=compute.device)
     held = set(heldout_texts(tb.data, "test"))
     prompts = tb.data.prompts_in("verbatim") + [p for p in tb.data.prompts_in("heldout") if p.text in held]
-    gen = generate(TestbedBackend(tb.model, tb), [p.text for p in prompts], gen_cfg, progress=progress)
+    gen = generate(TestbedBackend(tb.model, tb, compute.dtype), [p.text for p in prompts], gen_cfg,
+                   progress=progress)
     s = _score(detector, tb, prompts, gen.images)
     neg = s.group == "heldout"
     rate, n = _render_rate(detector, tb, sorted(held), ref.preset)

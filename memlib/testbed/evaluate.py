@@ -14,6 +14,7 @@ import torch
 
 from ..backends.testbed import TestbedBackend
 from ..config import Config, check_range
+from ..device import CPU, Compute, ComputeParams
 from ..generation import Generation, GenerationConfig, generate
 from ..metrics import COPY_COSINE_THRESHOLD, GU_RATIO_THRESHOLD, ReplicationIndex, frechet_distance
 from .build import Testbed, TestbedRef
@@ -39,7 +40,7 @@ HEADLINES = [
 
 
 @dataclass
-class TestbedNotebookConfig(Config):
+class TestbedNotebookConfig(ComputeParams, Config):
     """Parameters of notebooks/00_testbed.ipynb."""
     __test__ = False  # not a pytest test class
     testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
@@ -51,8 +52,11 @@ class TestbedNotebookConfig(Config):
     max_prompts_per_group: int = 0   # 0 = every prompt of each group
     seed: int = 0                    # generation seed (initial noises)
     progress: bool = True            # progress bars
+    device: str = "auto"             # where networks run: 'auto' (cuda, mps, else cpu), 'cpu', 'cuda'
+    dtype: str = "fp32"              # forward passes: 'fp32'; 'fp16' or 'bf16' on a GPU only
 
     def validate(self) -> None:
+        self.check_compute()   # before any model loads: half precision on the CPU is refused
         check_range("max_prompts_per_group", self.max_prompts_per_group, 0)
         check_range("gen_batch_size", self.gen_batch_size, 1)
         self.generation_config()  # checks n_gens, num_steps and guidance_scale under the same names
@@ -127,12 +131,15 @@ def _rate(mask: np.ndarray, sel: np.ndarray) -> float:
 
 def evaluate_testbed(tb: Testbed, clip: ClipScorer, gen_cfg: GenerationConfig | None = None,
                      groups=EVAL_GROUPS, max_per_group: int | None = None, reference_per_caption: int = 4,
-                     progress: bool = True) -> TestbedEvaluation:
+                     progress: bool = True, compute: Compute = CPU) -> TestbedEvaluation:
+    """Notebook 00's measurements; the testbed samples on ``compute`` (the model is moved there), every metric
+    runs on the CPU."""
     gen_cfg = gen_cfg or GenerationConfig()
     prompts = [p for g in groups for p in tb.data.prompts_in(g)[:max_per_group]]
     if not prompts:
         raise ValueError(f"no prompts in groups {groups}; choose from {EVAL_GROUPS}")
-    gen = generate(TestbedBackend(tb.model, tb), [p.text for p in prompts], gen_cfg, progress=progress)
+    backend = TestbedBackend(tb.model.to(compute.device), tb, compute.dtype)
+    gen = generate(backend, [p.text for p in prompts], gen_cfg, progress=progress)
     P, G = len(prompts), gen_cfg.n_gens
     flat = gen.images.flatten(0, 1) * 2 - 1
     res = ReplicationIndex(tb.data.images, tb.data.cluster).query(flat)

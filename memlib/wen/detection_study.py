@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..config import Config, ConfigError, check_range, parse_number_list
+from ..device import ComputeParams
 from ..generation import GenerationConfig
 from ..metrics import roc
 from ..schedule import first_step_alpha_bar
@@ -35,7 +36,7 @@ EARLY_STEPS = STEP_SETTINGS["first10"]   # steps sampled for negatives that need
 
 
 @dataclass
-class DetectionConfig(Config):
+class DetectionConfig(ComputeParams, Config):
     """Parameters of notebooks/01_detection.ipynb."""
     backend: str = "testbed"            # 'testbed', 'tiny-sd' (random weights; tests) or an SD model id/folder
     testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
@@ -56,8 +57,11 @@ class DetectionConfig(Config):
     timing_prompts: int = 32            # prompts timed per setting
     seed: int = 0                       # generation seed (initial noises)
     progress: bool = True
+    device: str = "auto"                # where networks run: 'auto' (cuda, mps, else cpu), 'cpu', 'cuda'
+    dtype: str = "fp32"                 # forward passes: 'fp32'; 'fp16' or 'bf16' on a GPU only
 
     def validate(self) -> None:
+        self.check_compute()   # before any model loads: half precision on the CPU is refused
         check_range("max_gens", self.max_gens, 2, 256)
         check_range("guidance_scale", self.guidance_scale, 0.0, 100.0)   # beyond ~30 CFG only saturates
         check_range("batch_size", self.batch_size, 1, 65536)
@@ -147,7 +151,8 @@ def setup_detection(cfg: DetectionConfig, seed: int | None = None) -> DetectionS
         from .ideal import ideal_first_step_scores
 
         seed = cfg.testbed.seed if seed is None else seed
-        backend = make_backend("testbed", replace(cfg.testbed, seed=seed), progress=cfg.progress)
+        backend = make_backend("testbed", replace(cfg.testbed, seed=seed), progress=cfg.progress,
+                           **cfg.backend_options())
         data = backend.testbed.data
         sets = _testbed_sets(cfg, data)
         a = first_step_alpha_bar(backend.scheduler("ddim"), cfg.num_steps)
@@ -164,7 +169,7 @@ def setup_detection(cfg: DetectionConfig, seed: int | None = None) -> DetectionS
     neg = _cap(load_prompt_file(cfg.negatives_file, "non_memorized"), cfg.max_prompts)
     sets = {"memorized": PromptSet("memorized", "positive", pos, [f"text:{p}" for p in pos]),
             "non_memorized": PromptSet("non_memorized", "negative", neg, [f"text:{p}" for p in neg])}
-    backend = make_backend(cfg.backend, seed=cfg.seed)
+    backend = make_backend(cfg.backend, seed=cfg.seed, **cfg.backend_options())
     notes = ["tiny random-weight Stable Diffusion: a plumbing check, its numbers mean nothing"] \
         if cfg.backend == "tiny-sd" else []
     key = f"tiny-sd-{cfg.seed}" if cfg.backend == "tiny-sd" else cfg.backend

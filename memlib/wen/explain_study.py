@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..backends import make_backend
 from ..config import Config, check_range, parse_number_list
+from ..device import ComputeParams
 from ..generation import GenerationConfig
 from ..splits import split
 from ..testbed.build import TestbedRef
@@ -33,7 +34,7 @@ WINDOW_CANDIDATES = (1, 5, 10, 25, 50)   # windows S = the first k steps the dev
 
 
 @dataclass
-class ExplainConfig(Config):
+class ExplainConfig(ComputeParams, Config):
     """Parameters of notebooks/02_explain.ipynb."""
     backend: str = "testbed"         # 'testbed', 'tiny-sd' (random weights; tests) or an SD model id/folder
     testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
@@ -55,8 +56,11 @@ class ExplainConfig(Config):
     seed: int = 0                    # generation seed (initial noises)
     interactive: bool = False        # show the ipywidgets explorer (never under papermill)
     progress: bool = True
+    device: str = "auto"             # where networks run: 'auto' (cuda, mps, else cpu), 'cpu', 'cuda'
+    dtype: str = "fp32"              # forward passes: 'fp32'; 'fp16' or 'bf16' on a GPU only
 
     def validate(self) -> None:
+        self.check_compute()   # before any model loads: half precision on the CPU is refused
         check_range("n_gens", self.n_gens, 1, 64)
         check_range("guidance_scale", self.guidance_scale, 0.0, 100.0)   # beyond ~30 CFG only saturates
         check_range("num_steps", self.num_steps, 1, 1000)
@@ -145,7 +149,7 @@ def run_study(cfg: ExplainConfig) -> ExplainResult:
         return _run_real(cfg)
     from ..metrics import ReplicationIndex
 
-    backend = make_backend("testbed", cfg.testbed, progress=cfg.progress)
+    backend = make_backend("testbed", cfg.testbed, progress=cfg.progress, **cfg.backend_options())
     tb, cap, gen = backend.testbed, (cfg.max_prompts or None), cfg.generation_config()
     groups = {g: tb.data.prompts_in(g)[:cap] for g in TRIGGER_GROUPS}
     groups.update({g: tb.data.prompts_in(g)[:cfg.illustrate_prompts] for g in ("image_dup", "heldout")})
@@ -176,8 +180,8 @@ def run_study(cfg: ExplainConfig) -> ExplainResult:
         res.padding_rows += [dict(group=g, **r) for r in rows]
     heldout = tb.data.prompts_in("heldout")[: cfg.control_prompts]
     if heldout:
-        res.heldout_routes = content_routes(backend, cfg.testbed.load_clip(tb, cfg.progress), heldout, gen,
-                                            cfg.progress)
+        clip = cfg.testbed.load_clip(tb, cfg.progress, cfg.compute().device)
+        res.heldout_routes = content_routes(backend, clip, heldout, gen, cfg.progress)
     if groups["verbatim"]:
         res.edit, res.edit_trigger_dropped, res.edits = edit_experiment(
             backend, index, groups["verbatim"], res.attributions["verbatim"], gen, as_is["verbatim"], cfg.progress)
@@ -192,7 +196,8 @@ def headline_on_seed(cfg: ExplainConfig, seed: int) -> dict[str, HalfStats]:
     """The headline alone (Wen's exact setting and the dev-chosen window, test half) on another testbed seed."""
     from dataclasses import replace
 
-    backend = make_backend("testbed", replace(cfg.testbed, seed=seed), progress=cfg.progress)
+    backend = make_backend("testbed", replace(cfg.testbed, seed=seed), progress=cfg.progress,
+                           **cfg.backend_options())
     out = {}
     for g in TRIGGER_GROUPS:
         ps = backend.testbed.data.prompts_in(g)[: cfg.max_prompts or None]
@@ -278,7 +283,7 @@ def _run_real(cfg: ExplainConfig) -> ExplainResult:
     from ..prompts import load_prompt_file
 
     prompts = load_prompt_file(cfg.prompts_file, "memorized")[: cfg.max_prompts or None]
-    backend = make_backend(cfg.backend, seed=cfg.seed)
+    backend = make_backend(cfg.backend, seed=cfg.seed, **cfg.backend_options())
     res = ExplainResult({"memorized": explain_prompts(backend, prompts, cfg)}, checkpoint=cfg.backend,
                         batch_loss=cfg.batch_loss)
     _summarize_attributions(res, cfg)

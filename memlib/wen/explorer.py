@@ -59,7 +59,7 @@ def explorer(cfg):
     """The widget: a prompt box and a button; ``cfg`` is notebook 02's ``ExplainConfig`` (backend, steps)."""
     import ipywidgets as w
 
-    backend = make_backend(cfg.backend, cfg.testbed, seed=cfg.seed)
+    backend = make_backend(cfg.backend, cfg.testbed, seed=cfg.seed, **cfg.backend_options())
     text = w.Text(value=EXAMPLE_PROMPT, description="prompt", layout=w.Layout(width="60%"))
     button = w.Button(description="explain", button_style="primary")
     out = w.Output()

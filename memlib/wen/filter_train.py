@@ -12,6 +12,7 @@ learning-rate schedule still advances). Samples trained on the empty prompt (CFG
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 
@@ -39,15 +40,17 @@ def row_magnitudes(model: TextToImageModel, images: torch.Tensor, ids: torch.Ten
     """m_i for training rows (images, token ids) noised at timesteps t with noise from ``seed``."""
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(images.shape, generator=gen)
-    empty = model.encode(model.tokenizer([""]).to(model.device))
+    dev = model.device
+    empty = model.encode(model.tokenizer([""]).to(dev))
     abar = model.alphas_cumprod.cpu()
     out = []
     for s in range(0, len(images), batch):
         x0, n, tt = images[s:s + batch], noise[s:s + batch], t[s:s + batch]
-        xt = add_noise(x0, n, abar[tt].view(-1, 1, 1, 1))
-        e_c = model.eps(xt, tt, model.encode(ids[s:s + batch]))
+        xt = add_noise(x0, n, abar[tt].view(-1, 1, 1, 1)).to(dev)   # noised on the CPU: the same on any device
+        tt = tt.to(dev)
+        e_c = model.eps(xt, tt, model.encode(ids[s:s + batch].to(dev)))
         e_u = model.eps(xt, tt, empty.expand(len(xt), -1, -1))
-        out.append((e_c - e_u).flatten(1).norm(dim=1))
+        out.append((e_c - e_u).flatten(1).norm(dim=1).cpu())
     return torch.cat(out).numpy()
 
 
@@ -85,12 +88,14 @@ def magnitude_probe(tb: Testbed, n_rows: int = 512, timesteps=PROBE_TIMESTEPS, s
 
 def tau_from_percentiles(tb: Testbed, percentiles=(90.0, 99.0, 99.9), n_rows: int = 2048, seed: int = 1
                          ) -> dict[float, float]:
-    """tau values at percentiles of ordinary rows' magnitudes, each row at a uniform random t (as in training)."""
+    """tau values at percentiles of ordinary rows' magnitudes, each row at a uniform random t (as in training).
+    Always computed on the CPU: a tau names a shipped checkpoint, which another device's rounding must not miss."""
     rng = np.random.default_rng(seed)
     rows = _rows(tb.data, ORDINARY_ROWS, n_rows, rng)
     t = torch.as_tensor(rng.integers(0, 1000, size=len(rows)))
     ids = tb.model.tokenizer([tb.data.captions[i] for i in rows])
-    m = row_magnitudes(tb.model, tb.data.images[rows], ids, t, seed)
+    model = tb.model if tb.model.device.type == "cpu" else copy.deepcopy(tb.model).cpu()
+    m = row_magnitudes(model, tb.data.images[rows], ids, t, seed)
     # two decimals: the value names the shipped checkpoint, so it must not move with float noise
     return {float(p): round(float(np.percentile(m, p)), 2) for p in percentiles}
 
@@ -125,13 +130,15 @@ def filtered_folder(ref: TestbedRef, tau: float):
 
 
 def train_filtered(ref: TestbedRef, tau: float, retrain: bool = False, progress: bool = True,
-                   stop_at: int | None = None, base: Testbed | None = None) -> Testbed:
+                   stop_at: int | None = None, base: Testbed | None = None,
+                   device: torch.device | str | None = None) -> Testbed:
     """The testbed UNet trained from scratch as ``ref`` is, with the magnitude filter at ``tau`` (shipped when
-    trained with defaults; ``retrain`` redoes it). Weights are stored in float16 (half the size; the unfiltered
-    model is compared after the same rounding, ``round_to_float16``)."""
+    trained with defaults; ``retrain`` redoes it), trained and returned on ``device`` (default: the CPU). Weights
+    are stored in float16 (half the size; the unfiltered model is compared after the same rounding,
+    ``round_to_float16``)."""
     if not np.isfinite(tau) or tau <= 0:
         raise ValueError(f"tau = {tau!r}: give a positive, finite magnitude threshold")
-    base = base if base is not None else ref.load(progress=progress)
+    base = base if base is not None else ref.load(progress=progress, device=device)
     data, train_cfg, model_cfg = base.data, ref.train_config(), ref.model_config()
     torch.manual_seed(train_cfg.seed)   # the same initial weights as the unfiltered run
     model = TextToImageModel(model_cfg)
@@ -155,10 +162,12 @@ def train_filtered(ref: TestbedRef, tau: float, retrain: bool = False, progress:
         hook = MagnitudeFilter(model, tau, empty)
         return train_loop(model, loss_fn, len(data), train_cfg, folder, meta, progress=progress, stop_at=stop_at,
                           part="unet", sample_hook=hook, loss_state={}, ship_loss_state=True,
-                          ship_dtype=torch.float16)
+                          ship_dtype=torch.float16, device=device)
 
     with file_lock(folder.parent / f".{folder.name}.lock"):   # one trainer per folder; others wait, then load
         m, state = load_or_build(folder, model, is_finished, train, retrain)
+    if device is not None:
+        model.to(device)
     return Testbed(data, model.eval(), folder, m, state)
 
 
@@ -169,4 +178,5 @@ def round_to_float16(tb: Testbed) -> Testbed:
     with torch.no_grad():
         for p in model.unet.parameters():
             p.copy_(p.half().float())
+    model.to(tb.model.device)   # rounded on the CPU, then run where the original runs
     return Testbed(tb.data, model.eval(), tb.folder, dict(tb.meta, rounded="float16"), tb.train_state)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..backends.testbed import TestbedBackend
 from ..mitigate.method import Context, Knob, Method, Plan
@@ -40,23 +41,25 @@ def _pe(ctx: Context, l_target: float) -> Plan:
 register("wen_pe", PE_KNOB, _pe, description="Wen et al.: prompt-embedding optimization at x_T")
 
 
-def filter_method(ref, tau: float, base=None, progress: bool = False) -> Method:
-    """The filtered-training model at ``tau`` as a harness method (trained on first use unless shipped)."""
+def filter_method(ref, tau: float, base=None, progress: bool = False, device=None,
+                  precision: torch.dtype = torch.float32) -> Method:
+    """The filtered-training model at ``tau`` as a harness method (trained on first use unless shipped), run on
+    ``device`` in ``precision``."""
     from .filter_train import train_filtered
 
     cache: dict = {}
 
     def build(ctx: Context, value: float) -> Plan:
         if "backend" not in cache:
-            tb = train_filtered(ref, value, base=base, progress=progress)
-            cache["backend"] = TestbedBackend(tb.model, tb)
+            tb = train_filtered(ref, value, base=base, progress=progress, device=device)
+            cache["backend"] = TestbedBackend(tb.model, tb, precision)
         return Plan(list(ctx.prompts), backend=cache["backend"], acted=np.ones(len(ctx.prompts), bool))
 
     return Method("wen_filter", TAU_KNOB, TAU_KNOB.check("wen_filter", tau), build, kind="training",
                   description="Wen et al.: training samples with magnitude >= tau dropped from the loss")
 
 
-_FILTERED: dict = {}   # (testbed ref, tau, device) -> the filtered model's backend, loaded once per process
+_FILTERED: dict = {}   # (testbed ref, tau, device, precision) -> the filtered model's backend, loaded once per process
 
 
 def _filter_registry(ctx: Context, tau: float) -> Plan:
@@ -67,10 +70,10 @@ def _filter_registry(ctx: Context, tau: float) -> Plan:
         raise ValueError("wen_filter acts at training time: through the registry it runs on the embedded testbed "
                          "(its filtered checkpoints ship). For your model, retrain it with the filter "
                          "(memlib.wen.filter_train shows how on the testbed)")
-    key = (repr(ref), float(tau), str(ctx.backend.device))
+    key = (repr(ref), float(tau), str(ctx.backend.device), ctx.backend.precision)
     if key not in _FILTERED:
-        tb = train_filtered(ref, tau, base=ctx.backend.testbed, progress=ctx.progress)
-        _FILTERED[key] = TestbedBackend(tb.model.to(ctx.backend.device), tb)
+        tb = train_filtered(ref, tau, base=ctx.backend.testbed, progress=ctx.progress, device=ctx.backend.device)
+        _FILTERED[key] = TestbedBackend(tb.model, tb, ctx.backend.precision)
     return Plan(list(ctx.prompts), backend=_FILTERED[key], acted=np.ones(len(ctx.prompts), bool))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from ..backends.testbed import TestbedBackend
 from ..cache import cached_arrays, weights_fingerprint
 from ..config import Config, ConfigError, check_range, parse_number_list
+from ..device import ComputeParams, compute_tag
 from ..first_step_magnitude import joint_first_step, l_target_sweep
 from ..generation import GenerationConfig
 from ..mitigate import baselines as _baselines  # noqa: F401  (registers "none" and the baselines)
@@ -40,7 +41,7 @@ from .mitigation_results import (MitigationResult, SeedResult, matched_compariso
 
 
 @dataclass
-class MitigationConfig(Config):
+class MitigationConfig(ComputeParams, Config):
     """Parameters of notebooks/03_mitigation.ipynb."""
     testbed: TestbedRef = field(default_factory=TestbedRef)  # flat parameters testbed_preset, testbed_seed, ...
     retrain: bool = False            # retrain the filtered checkpoints instead of loading the shipped ones
@@ -61,8 +62,11 @@ class MitigationConfig(Config):
     chunk: int = 48                  # prompts per cached chunk
     more_testbed_seeds: str = "1"    # further testbed seeds: seed 0's choices carried over, and their own ('': none)
     progress: bool = True
+    device: str = "auto"             # where networks run: 'auto' (cuda, mps, else cpu), 'cpu', 'cuda'
+    dtype: str = "fp32"              # forward passes: 'fp32'; 'fp16' or 'bf16' on a GPU only
 
     def validate(self) -> None:
+        self.check_compute()   # before any model loads: half precision on the CPU is refused
         check_range("pe_points", self.pe_points, 2, 20)
         check_range("pe_reduction_bar", self.pe_reduction_bar, 0.0, 1.0)
         check_range("matched_levels", self.matched_levels, 1, 20)
@@ -138,11 +142,12 @@ def _by_group(values: np.ndarray, prompts: list[EvalPrompt]) -> dict[str, np.nda
 def run_study(cfg: MitigationConfig) -> MitigationResult:
     """Run notebook 03: calibration on the dev half, every curve on the test half, the training-time filter, then
     the further testbed seeds (the steps of the module docstring)."""
-    tb = cfg.testbed.load(progress=cfg.progress)
-    clip = cfg.testbed.load_clip(tb, progress=cfg.progress)
-    backend = TestbedBackend(tb.model, tb)
+    tb = cfg.testbed.load(progress=cfg.progress, device=cfg.compute().device)
+    clip = cfg.testbed.load_clip(tb, progress=cfg.progress, device=cfg.compute().device)
+    backend = TestbedBackend(tb.model, tb, cfg.compute().dtype)
     gen = cfg.generation_config()
-    evaluator = Evaluator.for_testbed(cfg.testbed, tb, clip, seed=cfg.seed, progress=cfg.progress)
+    evaluator = Evaluator.for_testbed(cfg.testbed, tb, clip, seed=cfg.seed, progress=cfg.progress,
+                                      device=cfg.compute().device)
     dev, test = _halves(tb, cfg)
 
     def run(method, prompts, ev=evaluator, model=backend):
@@ -213,7 +218,8 @@ def _filter_study(cfg: MitigationConfig, tb, backend, dev, test, evaluator, run)
     (where tau is chosen, as PE's l_target is) and on the whole test half."""
     weights = weights_fingerprint(backend)
     probe = ProbeResult(**{k: (v.tolist() if v.ndim else int(v)) for k, v in cached_arrays(
-        "filter-probe", {"weights": weights, "rows": cfg.probe_rows, "seed": cfg.seed},
+        "filter-probe", {"weights": weights, "compute": compute_tag(backend), "rows": cfg.probe_rows,
+                         "seed": cfg.seed},
         lambda: {k: np.asarray(v) for k, v in asdict(magnitude_probe(tb, cfg.probe_rows, seed=cfg.seed)).items()}
     ).items()})
     out = {"probe": probe, "taus": {}, "filter_rows": [], "filter_drops": {}, "filter_dev_rows": []}
@@ -224,7 +230,7 @@ def _filter_study(cfg: MitigationConfig, tb, backend, dev, test, evaluator, run)
                                                                             seed=cfg.seed + 1).values()))})
     taus = dict(zip(cfg.percentiles(), got["tau"].tolist()))
     unf = round_to_float16(tb)
-    unf_backend = TestbedBackend(unf.model, unf)
+    unf_backend = TestbedBackend(unf.model, unf, cfg.compute().dtype)
     dev_mem = [p for p in dev if p.memorized]
     rows, dev_rows, drops = [], [], {}
     for prompts, into in ((test, rows), (dev_mem, dev_rows)):
@@ -247,8 +253,9 @@ def filter_run(cfg: MitigationConfig, tau: float, tb) -> tuple:
     saved (``retrain`` redoes it); the float32 weights training ended with stay in its memory, and the method
     loads the saved float16 weights instead (``filter_method``), so the run that trains scores what every later
     run loads."""
-    trained = train_filtered(cfg.testbed, tau, retrain=cfg.retrain, progress=cfg.progress, base=tb)
-    return trained, filter_method(cfg.testbed, tau, base=tb)
+    cx = cfg.compute()
+    trained = train_filtered(cfg.testbed, tau, retrain=cfg.retrain, progress=cfg.progress, base=tb, device=cx.device)
+    return trained, filter_method(cfg.testbed, tau, base=tb, device=cx.device, precision=cx.dtype)
 
 
 def seed_study(cfg: MitigationConfig, seed: int, transfer: float | None, gen: GenerationConfig) -> SeedResult:
@@ -256,10 +263,11 @@ def seed_study(cfg: MitigationConfig, seed: int, transfer: float | None, gen: Ge
     half no mitigation, the content-caption reference, PE at seed 0's l_target and at its own, and each baseline
     at its chosen value. The training-time filter is not retrained here."""
     ref = replace(cfg.testbed, seed=seed)
-    tb = ref.load(progress=cfg.progress)
-    clip = ref.load_clip(tb, progress=cfg.progress)
-    backend = TestbedBackend(tb.model, tb)
-    evaluator = Evaluator.for_testbed(ref, tb, clip, seed=cfg.seed, progress=cfg.progress)
+    tb = ref.load(progress=cfg.progress, device=cfg.compute().device)
+    clip = ref.load_clip(tb, progress=cfg.progress, device=cfg.compute().device)
+    backend = TestbedBackend(tb.model, tb, cfg.compute().dtype)
+    evaluator = Evaluator.for_testbed(ref, tb, clip, seed=cfg.seed, progress=cfg.progress,
+                                      device=cfg.compute().device)
     dev, test = _halves(tb, cfg)
 
     def run(method, prompts):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..cache import cached_arrays, weights_fingerprint
+from ..device import compute_tag
 from ..generation import GenerationConfig, generate
 
 STEP_SETTINGS = {"first": 1, "first10": 10, "all": None}   # steps S: the first k sampling steps
@@ -72,7 +73,8 @@ def detection_sweep(backend, prompts: list[str], gen_cfg: GenerationConfig, cach
     parts = []
     for s in range(0, len(prompts), chunk):
         sub = prompts[s:s + chunk]
-        key = {"model": cache_key, "weights": weights, "prompts": sub, "gen": gen_cfg.to_dict()}
+        key = {"model": cache_key, "weights": weights, "compute": compute_tag(backend), "prompts": sub,
+               "gen": gen_cfg.to_dict()}
         if stop_after is not None:  # (a key without it stays as it was, so full sweeps keep their cache)
             key["stop_after"] = stop_after
 
