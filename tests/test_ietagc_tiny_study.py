@@ -119,3 +119,36 @@ def test_every_run_gets_the_underfitting_check_against_real_unseen_digits(study)
     table = report.values(m)["underfit_table"].splitlines()
     assert len(table) == 2 + len(m["components"]) + 1 and table[-1].startswith("| real held-out digits")
     plots.plot_underfit(res)
+
+
+def test_the_second_setting_trains_every_component_on_each_seed_and_judges_each_step_by_seed(tmp_path):
+    from memlib.ietagc import regime_report
+    from memlib.ietagc.study import IETAGCStudyConfig, run_study
+
+    shipped_digits_detector()
+    none, why = IETAGCStudyConfig(**PARAMS).regime_config()
+    assert none is None and "regime = ''" in why
+    missing, why = IETAGCStudyConfig(**PARAMS, regime="probe").regime_config(tmp_path / "absent.json")
+    assert missing is None and "ietagc_regime_probe.py" in why
+    (tmp_path / "probe.json").write_text(json.dumps({"chosen": {"point": {"copies": 4, "shards": 2, "rounds": 2,
+                                                                          "local_steps": 2}, "why": "test"}}))
+    cfg, why = IETAGCStudyConfig(**PARAMS, regime="probe", regime_seeds="0,1",
+                                 regime_budgets="0.5").regime_config(tmp_path / "probe.json")
+    assert (cfg.copies, cfg.shards, cfg.rounds, cfg.component_seeds, cfg.regime) == (4, 2, 2, True, "")
+    m = run_study(cfg).to_metrics()
+    assert {n.split("-")[0] for n in m["components"]} == {"baseline", "iet", "agc", "msr", "full", "annealed"}
+    levels = m["seed_level"]
+    assert [len(levels["means"][k]["copy_rate"]["per_seed"]) for k in ("baseline", "iet", "full")] == [2, 2, 2]
+    assert [(s["from"], s["to"]) for s in levels["steps"]] == [("baseline", "iet"), ("iet", "agc"), ("agc", "msr"),
+                                                                 ("msr", "full"), ("baseline", "full")]
+    for s in levels["steps"]:
+        lo, hi = s["copy_rate"]["ci95"]
+        assert lo <= s["copy_rate"]["estimate"] <= hi and s["seeds"] == [0, 1]
+    assert set(m["annealed_frontier"]["test"]) == {f"{k}-s{s}" for k in ("iet", "agc", "msr", "full") for s in (0, 1)}
+    assert "annealed-b4-s0" in m["annealed_frontier"]["points"][0]["run"]
+    names = [c.name for c in regime_report.claims(m)]
+    assert "regime_away_from_floor" in names and "regime_full_vs_baseline" in names
+    for table in (regime_report.seed_table, regime_report.steps_seed_table, regime_report.annealed_table):
+        assert table(m).count("\n") >= 3
+    with pytest.raises(Exception, match="regime_seeds"):
+        IETAGCStudyConfig(**PARAMS, regime="4:2:2", regime_seeds="0").regime_config()

@@ -141,3 +141,50 @@ def write_record(record: dict, path: Path) -> None:
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     tmp.replace(path)
 
+
+
+def probe_record_path() -> Path | None:
+    """Where the checkout keeps the regime probe's record (None outside a checkout)."""
+    from ..paths import checkout_root
+
+    root = checkout_root()
+    return root / "benchmarks" / "results" / "ietagc_regime_probe.json" if root else None
+
+
+def parse_regime(text: str) -> dict | None:
+    """A notebook's ``regime`` parameter: '' (none), 'probe' (the probe's choice, read later) or an explicit
+    'copies:shards:rounds'; a one-line error otherwise."""
+    text = text.strip()
+    if text in ("", "probe"):
+        return {"source": text} if text else None
+    parts = text.split(":")
+    try:
+        copies, shards, rounds = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"parameter 'regime' = {text!r}: give '' (none), 'probe' (the regime probe's choice) or "
+                          f"copies:shards:rounds such as '100:4:10'") from None
+    for name, v, lo in (("copies", copies, 2), ("shards", shards, 2), ("rounds", rounds, 1)):
+        if v < lo:
+            raise ConfigError(f"parameter 'regime' = {text!r}: {name} must be at least {lo}")
+    return {"source": "explicit", "copies": copies, "shards": shards, "rounds": rounds}
+
+
+def regime_point(text: str, record_path: Path | None = None) -> tuple[dict | None, str]:
+    """(the regime's copies, shards and rounds, or None; a sentence saying where it came from or why none)."""
+    spec = parse_regime(text)
+    if spec is None:
+        return None, "no second regime asked for (regime = '')"
+    if spec["source"] == "explicit":
+        return {k: spec[k] for k in ("copies", "shards", "rounds")}, "given explicitly"
+    path = record_path or probe_record_path()
+    if path is None or not path.exists():
+        return None, ("the regime probe has not run: `python benchmarks/ietagc_regime_probe.py` writes "
+                      "benchmarks/results/ietagc_regime_probe.json")
+    try:
+        chosen = json.loads(path.read_text())["chosen"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, f"{path} is damaged: restore it (git checkout) or run the probe again"
+    if not isinstance(chosen, dict) or chosen.get("point") is None:
+        return None, f"the probe chose no regime: {chosen.get('why') if isinstance(chosen, dict) else chosen}"
+    point = chosen["point"]
+    return {k: int(point[k]) for k in ("copies", "shards", "rounds")}, f"chosen by the regime probe ({chosen['why']})"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from .launch import model_config
 from .premise import row_losses
 from .privacy import detector_record, sample_columns
 from .probe import sample_unconditional
+from .regime import parse_regime, regime_point
 from .runs import RunPlan, checked_progress, code_changes, finished, launch, run_folder
 from .summary import REFERENCE_KEYS, metrics
 from .underfit import UnderfitCheck
@@ -65,6 +66,9 @@ class IETAGCStudyConfig(ComputeParams, Config):
     bigbatch: bool = True             # the control: one model, shards x batch, steps / shards
     component_seeds: bool = False     # IET, +AGC, +MSR for every seed too (seed-level intervals for each step)
     budgets: str = ""                 # fractions of steps: baselines annealed to completion at each (a frontier)
+    regime: str = ""                  # a second setting away from the floor: 'probe', 'copies:shards:rounds' or ''
+    regime_seeds: str = "0,1,2"       # ... its training seeds (every component on each)
+    regime_budgets: str = "0.25,0.5"  # ... its annealed baselines (fractions of steps)
     probe_samples: int = 1000
     n_duplicated: int = 20
     copies: int = 30
@@ -105,8 +109,25 @@ class IETAGCStudyConfig(ComputeParams, Config):
         if self.mem_threshold and not any(abs(self.mem_threshold - t) < 1e-9 for t in MQ_THRESHOLDS):
             raise ValueError(f"parameter 'mem_threshold' = {self.mem_threshold}: give 0 (calibrated) or one of "
                              f"{[round(t, 3) for t in MQ_THRESHOLDS]} (the training probes count at those)")
+        parse_regime(self.regime)
+        parse_number_list("regime_seeds", self.regime_seeds, lo=0, distinct=True)
+        parse_number_list("regime_budgets", self.regime_budgets, kind=float, lo=0.01, distinct=True)
         self.plan()
         make_digits_data(self.data_config())      # too few digits for the planted ones: its error names the parameter
+
+    def regime_config(self, record_path=None) -> tuple["IETAGCStudyConfig | None", str]:
+        """The second setting (``regime``): these parameters with the regime's copies, shards and rounds, every
+        component on each of ``regime_seeds`` and baselines annealed at ``regime_budgets``; or None and why."""
+        point, why = regime_point(self.regime, record_path)
+        if point is None:
+            return None, why
+        cfg = replace(self, **point, seeds=self.regime_seeds, component_seeds=True, budgets=self.regime_budgets,
+                      bigbatch=False, regime="")
+        if len(cfg.seed_list()) < 2:
+            raise ConfigError(f"parameter 'regime_seeds' = {self.regime_seeds!r}: give at least 2 training seeds "
+                              f"(the second setting's intervals go over seeds)")
+        cfg.validate()
+        return cfg, why
 
     def data_config(self) -> DigitsDataConfig:
         return DigitsDataConfig(n_duplicated=self.n_duplicated, copies=self.copies, max_images=self.max_images)
