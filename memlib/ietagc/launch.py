@@ -66,6 +66,9 @@ def run(spec: dict, folder: str | Path, stop_after_round: int | None = None,
     """Train (or resume) the run ``spec`` describes in ``folder`` on ``device`` (default: the CPU; not part of the
     spec, whose digest names the run's folder); returns the final weights."""
     folder = Path(folder)
+    if "finetune" in spec:        # the text-to-image fine-tuning analogue (memlib.ietagc.finetune)
+        from .finetune import run_finetune
+        return run_finetune(spec, folder, stop_after_round, device)
     data = make_digits_data(DigitsDataConfig(**spec.get("data", {})))
     model_cfg = model_config(spec)
     probe_spec = spec.get("probe", {})

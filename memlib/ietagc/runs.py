@@ -28,7 +28,8 @@ from .probe import read_progress
 # the source files whose code decides a run's weights and the probes it records (relative to memlib/): a run
 # records their hashes when it starts training, so a finished run made by other code can be told apart
 TRAINING_SOURCES = ("ietagc/launch.py", "ietagc/iet.py", "ietagc/agc.py", "ietagc/taa.py", "ietagc/probe.py",
-                    "testbed/digits.py", "testbed/model.py", "train.py", "schedule.py", "sampling.py")
+                    "ietagc/finetune.py", "testbed/digits.py", "testbed/model.py", "train.py", "schedule.py",
+                    "sampling.py")
 CODE_RECORD = "training_code.json"
 
 COMPONENTS = {"iet": {}, "agc": {"agc": True}, "msr": {"agc": True, "msr": True},

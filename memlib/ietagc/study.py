@@ -31,6 +31,7 @@ from ..paths import checkout_root
 from ..testbed.digits import DigitsDataConfig, make_digits_data
 from ..testbed.model import make_unconditional_unet
 from . import report
+from .finetune_study import FinetuneConfig
 from .launch import model_config
 from .premise import row_losses
 from .privacy import detector_record, sample_columns
@@ -69,6 +70,9 @@ class IETAGCStudyConfig(ComputeParams, Config):
     regime: str = ""                  # a second setting away from the floor: 'probe', 'copies:shards:rounds' or ''
     regime_seeds: str = "0,1,2"       # ... its training seeds (every component on each)
     regime_budgets: str = "0.25,0.5"  # ... its annealed baselines (fractions of steps)
+    finetune: bool = False            # the fine-tuning analogue on the text testbed (memlib.ietagc.finetune)
+    finetune_steps: int = 600         # ... optimizer steps of each arm at batch 64 (equal sample visits)
+    finetune_seeds: str = "0"         # ... fine-tuning seeds (each trains both arms)
     probe_samples: int = 1000
     n_duplicated: int = 20
     copies: int = 30
@@ -110,6 +114,8 @@ class IETAGCStudyConfig(ComputeParams, Config):
             raise ValueError(f"parameter 'mem_threshold' = {self.mem_threshold}: give 0 (calibrated) or one of "
                              f"{[round(t, 3) for t in MQ_THRESHOLDS]} (the training probes count at those)")
         parse_regime(self.regime)
+        check_range("finetune_steps", self.finetune_steps, 1, 10**7)
+        self.finetune_config().validate()
         parse_number_list("regime_seeds", self.regime_seeds, lo=0, distinct=True)
         parse_number_list("regime_budgets", self.regime_budgets, kind=float, lo=0.01, distinct=True)
         self.plan()
@@ -128,6 +134,10 @@ class IETAGCStudyConfig(ComputeParams, Config):
                               f"(the second setting's intervals go over seeds)")
         cfg.validate()
         return cfg, why
+
+    def finetune_config(self) -> FinetuneConfig:
+        """The fine-tuning analogue's settings: its own defaults, with this notebook's steps, seeds and ranks."""
+        return FinetuneConfig(steps=self.finetune_steps, seeds=self.finetune_seeds, ranks=self.ranks)
 
     def data_config(self) -> DigitsDataConfig:
         return DigitsDataConfig(n_duplicated=self.n_duplicated, copies=self.copies, max_images=self.max_images)
