@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..claims import Claim, verdict
 from ..paired_bootstrap import stored_direction
-from .report import LABELS, _ci, _f, _table
+from .report import LABELS, _ci, _f, _table, underfit_table
 
 STEP_NAMES = {("baseline", "iet"): "IET alone", ("iet", "agc"): "adding AGC", ("agc", "msr"): "adding MSR",
               ("msr", "full"): "adding TAA", ("baseline", "full"): "the full IET-AGC+"}
@@ -86,3 +86,13 @@ def claims(m: dict) -> list[Claim]:
                      verdict(None if not full else all(lo <= 0.5 for lo in lows), measured=bool(full)),
                      {"farther_than_real_share": [r["farther_than_real_share"] for r in full]}))
     return out
+
+
+def regime_block(m: dict) -> str:
+    """The second setting in the results page: where it came from, its tables and its claims."""
+    setting = m.get("setting", {})
+    lines = [f"Setting: {setting.get('copies')} copies per planted digit, K = {setting.get('shards')} shards, "
+             f"R = {setting.get('rounds')} rounds, training seeds {setting.get('seeds')} ({m.get('source', 'n/a')}).",
+             "", seed_table(m), "", steps_seed_table(m), "", annealed_table(m), "", underfit_table(m), ""]
+    lines += [f"- *{c.claim}*: **{c.verdict}**." for c in claims(m)]
+    return "\n".join(lines)

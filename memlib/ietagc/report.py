@@ -248,12 +248,22 @@ def values(m: dict) -> dict:
             "max_later_step": max(later) if later else float("nan"), "skips_table": skips_table(m),
             "taa_table": taa_table(m), "premise_table": premise_table(last_premise(m)),
             "loss_threshold_table": loss_threshold_table(m), "references_table": references_table(m),
-            "paired_table": paired_table(m), "underfit_table": underfit_table(m),
+            "paired_table": paired_table(m), "underfit_table": underfit_table(m), **_later_settings(m),
             **{k: m.get(k, NAN) for k in NUMBERS},
             "copy_rate_change_shown": _diff(full.get("copy_rate")), "mem_change_shown": _diff(full.get("mem_score")),
             "mem_reduction_ci_shown": _ci_only(m.get("mem_reduction_ci95"), ".0%"),
             "copy_rate_reduction_ci_shown": _ci_only(m.get("copy_rate_reduction_ci95"), ".0%"),
             "below_copy_frontier_share": _f(m.get("below_copy_frontier_share"), ".0%"), **_detector(m)}
+
+
+def _later_settings(m: dict) -> dict:
+    """The second setting's and the fine-tuning analogue's blocks, or a line saying they were not run."""
+    from .finetune_study import finetune_table
+    from .regime_report import regime_block
+
+    r, f = m.get("regime"), m.get("finetune")
+    return {"regime_block": regime_block(r) if r else "Not run in this regeneration (`regime = ''`).",
+            "finetune_block": finetune_table(f) if f else "Not run in this regeneration (`finetune = False`)."}
 
 
 def _ci_only(ci, fmt) -> str:
