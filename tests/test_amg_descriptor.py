@@ -60,14 +60,14 @@ def test_the_gradient_of_the_descriptor_sigma_matches_finite_differences(detecto
 
 def _backend(train):
     data = SimpleNamespace(images=train, captions=[f"caption {i}" for i in range(len(train))])
-    return SimpleNamespace(testbed=SimpleNamespace(data=data))
+    return SimpleNamespace(testbed=SimpleNamespace(data=data), device=torch.device("cpu"))
 
 
 def test_the_similarity_is_a_setting_of_the_method_and_pixels_by_default(detector, train, monkeypatch):
     backend, th = _backend(train), Threshold()
     pixel = methods.testbed_setup(backend, threshold=th)
     assert pixel.similarity == "pixel" and type(pixel.index) is SimilarityIndex and pixel.to_pixels is None
-    monkeypatch.setattr(descriptor_sigma, "testbed_descriptor", lambda ref, progress=False: detector)
+    monkeypatch.setattr(descriptor_sigma, "testbed_descriptor", lambda ref, progress=False, device=None: detector)
     desc = methods.testbed_setup(backend, threshold=th, similarity="descriptor", ref=object())
     assert desc.similarity == "descriptor" and isinstance(desc.index, DescriptorIndex) and desc.to_pixels is not None
     assert len(desc.index) == len(train) and desc.captions == backend.testbed.data.captions   # row i = row i

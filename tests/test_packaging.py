@@ -102,9 +102,11 @@ def test_reproduce_forwards_its_arguments(monkeypatch, capsys):
         main(["reproduce", "--quick", "--help"])
     assert e.value.code == 0 and "usage: memlib reproduce" in capsys.readouterr().out
     seen = []
-    monkeypatch.setattr(rep, "reproduce", lambda quick, only, force: seen.append((quick, only, force)) or [])
+    monkeypatch.setattr(rep, "reproduce", lambda quick, only, force, device=None, dtype=None:
+                        seen.append((quick, only, force, device, dtype)) or [])
     assert main(["reproduce", "--quick", "--only", "00_testbed"]) == 0
-    assert seen == [(True, ["00_testbed"], False)]
+    assert main(["reproduce", "--only", "06_ietagc", "--device", "cpu"]) == 0
+    assert seen == [(True, ["00_testbed"], False, None, None), (False, ["06_ietagc"], False, "cpu", None)]
 
 
 @pytest.fixture(scope="module")

@@ -147,4 +147,4 @@ def test_the_template_renders_the_committed_metrics(committed):
     assert block.startswith("| PRSS on the testbed (test half) |") and "{" not in block.replace("λ ∈ {", "")
     assert f"verbatim {committed['prss_verbatim_replication']:.3f}" in block
     assert f"{committed['rows']['none']['replication_memorized']:.3f} [" in block
-    assert set(_verdicts(committed).values()) == {"not measured"}     # no paired interval stored in that run
+    assert "not measured" not in set(_verdicts(committed).values())   # every claim has its paired interval

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..claims import Claim, verdict
 from ..paired_bootstrap import stored_direction
-from .report import LABELS, _ci, _f, _table, underfit_table
+from .tables import LABELS, _ci, _f, _table, underfit_table
 
 STEP_NAMES = {("baseline", "iet"): "IET alone", ("iet", "agc"): "adding AGC", ("agc", "msr"): "adding MSR",
               ("msr", "full"): "adding TAA", ("baseline", "full"): "the full IET-AGC+"}

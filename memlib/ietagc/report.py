@@ -8,6 +8,7 @@ import math
 
 from ..claims import Claim, verdict
 from .frontier import frontier_mem_at
+from .tables import LABELS, _ci, _f, _kind, _table, run_kind, underfit_table  # noqa: F401  (re-exported)
 
 HEADLINES = [
     ("copy_rate_baseline", "digits samples the independent copy detector calls copies, baseline training (both "
@@ -28,9 +29,6 @@ FD_CHANGE_BAR = 0.15
 COMPARISONS = {"full_vs_baseline": "full IET-AGC+ − baseline (seeds pooled)", "iet_vs_baseline": "IET − baseline",
                "agc_vs_baseline": "IET+AGC − baseline", "msr_vs_baseline": "IET+AGC+MSR − baseline",
                "iet_vs_bigbatch": "IET − K x batch control"}
-LABELS = {"baseline": "baseline", "iet": "IET", "agc": "IET+AGC", "msr": "IET+AGC+MSR",
-          "full": "IET+AGC+MSR+TAA (full)", "long": "baseline, 2x visits",
-          "bigbatch": "baseline, K x batch, steps / K", "annealed": "baseline, annealed at a smaller budget"}
 
 
 NAN = float("nan")
@@ -39,36 +37,14 @@ NUMBERS = ("copy_rate_baseline", "copy_rate_full", "copy_rate_heldout_real", "nn
            "nn_is_planted_full", "nn_is_planted_heldout_real", "copy_rate_change", "copy_rate_reduction")
 
 
-def _f(v, fmt=".3f") -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
-
-
-def run_kind(run: str) -> str:
-    """'baseline', 'iet', ..., 'annealed' from a run name such as 'iet-s0' or 'annealed-b750-s0'."""
-    return run.split("-", 1)[0]
-
-
-_kind = run_kind
-
-
 def _first(m: dict, kind: str) -> str | None:
     return next((n for n in m["components"] if _kind(n) == kind), None)
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] +
-                     ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def run_rows(m: dict) -> list[dict]:
     """One row per run with its scalar scores (the CSV beside the figures)."""
     return [{"run": n, **{k: v for k, v in r.items() if not isinstance(v, (list, dict))}}
             for n, r in m["components"].items()]
-
-
-def _ci(v, ci, fmt=".3f") -> str:
-    shown = _f(v, fmt)
-    return shown + (f" [{_f(ci[0], fmt)}, {_f(ci[1], fmt)}]" if isinstance(ci, list) else "")
 
 
 def _diff(d: dict | None) -> str:
@@ -197,24 +173,6 @@ def references_table(m: dict) -> str:
                     _f(m["mq_counts_heldout_real"]["0.333"] / m["n_heldout_real"]),
                     _f(m.get("copy_rate_heldout_real")), _f(m.get("nn_is_planted_heldout_real")), ""],
                    ["real training digits (the Fréchet floor)", "", "", "", "", _f(m["frechet_floor"], ".2f")]])
-
-
-def underfit_table(m: dict) -> str:
-    """Each final model's samples against real held-out digits: the share whose nearest training distance d1
-    (and whose memorization ratio) lies above the real digits' median. Real unseen data give 0.5; well above
-    0.5 means samples farther from the data than unseen digits are (under-fitting), not fewer copies."""
-    order = list(LABELS)
-    c = dict(sorted(m["components"].items(), key=lambda kv: (order.index(_kind(kv[0])), kv[0])))
-    rows = [[f"{r['label']} (`{n}`)", _ci(r["farther_than_real_share"], r.get("farther_than_real_share_ci")),
-             _f(r.get("ratio_above_real_share")), _f(r["d1_quantiles"][2], ".2f"), _f(r["ratio_quantiles"][2])]
-            for n, r in c.items() if "farther_than_real_share" in r]
-    ref = m.get("underfit_heldout_real")
-    if not rows or not ref:
-        return "(not measured: these metrics predate the under-fitting check)"
-    rows.append(["real held-out digits (never trained on)", _f(ref["farther_than_real_share"]),
-                 _f(ref["ratio_above_real_share"]), _f(ref["d1_quantiles"][2], ".2f"), _f(ref["ratio_quantiles"][2])])
-    return _table(["run", "share farther than real unseen digits (d1 above their median) [95 % CI]",
-                   "share with the memorization ratio above theirs", "median d1", "median ratio"], rows)
 
 
 def frontier_rows(m: dict) -> list[dict]:
