@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..backends.testbed import TestbedBackend
-from ..mitigate.columns import Evaluator
 from ..mitigate.evalset import cap_heldout, evaluation_prompts
 from ..mitigate.registry import make_method
+from ..mitigate.run import open_testbed
 from ..mitigate.similarity import SimilarityIndex
 from .analysis import choose_c3, fired_share
 from .calibrate import calibrate_testbed
@@ -27,11 +26,8 @@ from .runner import Runner
 def run_seed(cfg, seed: int, schedule: str, c3: float) -> tuple[dict, list]:
     """(metrics of testbed seed ``seed``, its rows for timings) with seed 0's Main at ``schedule``, ``c3``."""
     ref = replace(cfg.testbed, seed=seed)
-    tb = ref.load(progress=cfg.progress, device=cfg.compute().device)
-    clip = ref.load_clip(tb, progress=cfg.progress, device=cfg.compute().device)
-    backend, data = TestbedBackend(tb.model, tb, cfg.compute().dtype), tb.data
-    evaluator = Evaluator.for_testbed(ref, tb, clip, seed=cfg.seed, progress=cfg.progress,
-                                      device=cfg.compute().device)
+    tb, backend, evaluator = open_testbed(ref, cfg)
+    data = tb.data
     run = Runner(cfg, backend, evaluator)
     dev = cap_heldout(evaluation_prompts(data, "dev", max_per_group=cfg.max_prompts_per_group), cfg.heldout_prompts)
     test = cap_heldout(evaluation_prompts(data, "test", max_per_group=cfg.max_prompts_per_group),

@@ -110,3 +110,15 @@ def run_content_reference(backend, prompts: list[EvalPrompt], evaluator: Evaluat
     memorized = [p for p in prompts if p.memorized]
     return run_method(backend, content_reference_method(memorized), memorized, evaluator, gen_cfg, chunk, cache,
                       progress)
+
+
+def open_testbed(ref, cfg):
+    """(testbed, backend, evaluator) of testbed ``ref`` on ``cfg``'s device and precision (``cfg.compute()``),
+    scored with ``cfg.seed`` and ``cfg.progress``: what every notebook's further-testbed section runs on."""
+    from ..backends.testbed import TestbedBackend
+
+    cx = cfg.compute()
+    tb = ref.load(progress=cfg.progress, device=cx.device)
+    clip = ref.load_clip(tb, progress=cfg.progress, device=cx.device)
+    evaluator = Evaluator.for_testbed(ref, tb, clip, seed=cfg.seed, progress=cfg.progress, device=cx.device)
+    return tb, TestbedBackend(tb.model, tb, cx.dtype), evaluator

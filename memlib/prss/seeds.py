@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..backends.testbed import TestbedBackend
-from ..mitigate.columns import Evaluator, MethodRow
+from ..mitigate.columns import MethodRow
 from ..mitigate.evalset import cap_heldout, evaluation_prompts
 from ..mitigate.registry import make_method
-from ..mitigate.run import run_content_reference, run_method
+from ..mitigate.run import open_testbed, run_content_reference, run_method
 from .curves import OWN_ON_MORE_SEEDS, calibrate, curve_method, dev_operating
 from .paired import summary, vs_none
 from .results import OWN, TRANSFER
@@ -46,11 +45,7 @@ def run_seed(cfg, seed: int, specs, transfer: dict, gen) -> SeedRun:
     """Testbed ``seed`` (``cfg.testbed`` with that seed): ``transfer`` maps each curve to (lambda, tau, M) as
     the main seed chose and calibrated them; ``specs`` lists (curve, variant) of the curves traced."""
     ref = replace(cfg.testbed, seed=seed)
-    tb = ref.load(progress=cfg.progress, device=cfg.compute().device)
-    clip = ref.load_clip(tb, progress=cfg.progress, device=cfg.compute().device)
-    backend = TestbedBackend(tb.model, tb, cfg.compute().dtype)
-    evaluator = Evaluator.for_testbed(ref, tb, clip, seed=cfg.seed, progress=cfg.progress,
-                                      device=cfg.compute().device)
+    tb, backend, evaluator = open_testbed(ref, cfg)
     dev, test = (cap_heldout(evaluation_prompts(tb.data, half, max_per_group=cfg.max_prompts_per_group),
                              cfg.heldout_prompts) for half in ("dev", "test"))
 

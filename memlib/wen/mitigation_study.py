@@ -32,7 +32,7 @@ from ..mitigate import baselines as _baselines  # noqa: F401  (registers "none" 
 from ..mitigate.columns import Evaluator
 from ..mitigate.evalset import EvalPrompt, cap_heldout, evaluation_prompts
 from ..mitigate.registry import available, make_method, sweep
-from ..mitigate.run import run_content_reference, run_method
+from ..mitigate.run import open_testbed, run_content_reference, run_method
 from ..testbed.build import TestbedRef
 from .filter_train import ProbeResult, magnitude_probe, round_to_float16, tau_from_percentiles, train_filtered
 from .methods import filter_method
@@ -263,11 +263,7 @@ def seed_study(cfg: MitigationConfig, seed: int, transfer: float | None, gen: Ge
     half no mitigation, the content-caption reference, PE at seed 0's l_target and at its own, and each baseline
     at its chosen value. The training-time filter is not retrained here."""
     ref = replace(cfg.testbed, seed=seed)
-    tb = ref.load(progress=cfg.progress, device=cfg.compute().device)
-    clip = ref.load_clip(tb, progress=cfg.progress, device=cfg.compute().device)
-    backend = TestbedBackend(tb.model, tb, cfg.compute().dtype)
-    evaluator = Evaluator.for_testbed(ref, tb, clip, seed=cfg.seed, progress=cfg.progress,
-                                      device=cfg.compute().device)
+    tb, backend, evaluator = open_testbed(ref, cfg)
     dev, test = _halves(tb, cfg)
 
     def run(method, prompts):
